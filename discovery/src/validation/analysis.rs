@@ -1,0 +1,505 @@
+//! Checks across objects, in the spirit of `istioctl analyze`: references to gateways, subsets
+//! and hosts that nothing defines, Gateways whose selector matches no declared workload,
+//! VirtualServices that claim the same host, duplicate objects, policies and Sidecars that
+//! conflict with no creation time to order them, and `namespaces` rules that admit other trust
+//! domains. All are warnings (or infos): a directory may hold alternatives.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ValidateOptions;
+use super::check::Check;
+use crate::findings::Finding;
+use crate::hosts;
+use crate::resources::common::{LabelSelector, WorkloadSelector};
+use crate::resources::security::AuthorizationAction;
+use crate::resources::virtual_service::{Destination, VirtualService};
+use crate::resources::{Kind, Object, Spec};
+use crate::yaml::FieldPath;
+
+/// Istio's default root namespace, where mesh-wide policies live.
+const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+pub(crate) fn analyze(objects: &[Object], options: &ValidateOptions, out: &mut Vec<Finding>) {
+    let index = Index::new(objects, options);
+    duplicates(objects, out);
+    for object in objects {
+        let mut check = Check::new(object, out);
+        match &object.spec {
+            Spec::VirtualService(vs) => {
+                gateway_references(&mut check, vs, &index);
+                destinations(&mut check, vs, &index);
+            }
+            Spec::Gateway(gateway) if !index.selects_declared(&gateway.selector) => {
+                let selector = format_labels(&gateway.selector);
+                check.warning(
+                    &FieldPath::ROOT.field("spec").field("selector"),
+                    "selector-matches-nothing",
+                    format!(
+                        "selector {selector} matches no declared workload (WorkloadEntry, \
+                             ServiceEntry endpoint, or gateway labels given to validate): no \
+                             gateway serves this Gateway"
+                    ),
+                );
+            }
+            Spec::AuthorizationPolicy(policy)
+                if policy.action.unwrap_or_default() == AuthorizationAction::Allow =>
+            {
+                namespaces_rules(&mut check, policy);
+            }
+            Spec::ServiceExport(_)
+                if !index
+                    .services
+                    .contains(&(object.namespace.clone(), object.name().to_owned())) =>
+            {
+                check.warning(
+                    &FieldPath::ROOT.field("metadata").field("name"),
+                    "reference-not-found",
+                    format!(
+                        "no ServiceEntry named {}/{} declares the service this exports",
+                        object.namespace,
+                        object.name()
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    virtual_service_hosts(objects, &index, out);
+    policy_conflicts(objects, &index, Kind::PeerAuthentication, out);
+    policy_conflicts(objects, &index, Kind::Sidecar, out);
+}
+
+/// What the objects declare, for looking things up.
+struct Index<'a> {
+    options: &'a ValidateOptions,
+    root_namespace: String,
+    /// `(namespace, name)` of every Gateway.
+    gateways: BTreeSet<(String, String)>,
+    /// `(namespace, name)` of every ServiceEntry.
+    services: BTreeSet<(String, String)>,
+    /// Fully qualified hosts ServiceEntries declare.
+    service_hosts: Vec<String>,
+    /// `(qualified host, subset names)` of every DestinationRule.
+    subsets: Vec<(String, BTreeSet<String>)>,
+    /// `(namespace, labels)` of every declared workload: WorkloadEntries and endpoints.
+    workloads: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl<'a> Index<'a> {
+    fn new(objects: &[Object], options: &'a ValidateOptions) -> Index<'a> {
+        let mut index = Index {
+            options,
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
+            gateways: BTreeSet::new(),
+            services: BTreeSet::new(),
+            service_hosts: Vec::new(),
+            subsets: Vec::new(),
+            workloads: Vec::new(),
+        };
+        for object in objects {
+            let key = (object.namespace.clone(), object.name().to_owned());
+            match &object.spec {
+                Spec::Gateway(_) => {
+                    index.gateways.insert(key);
+                }
+                Spec::ServiceEntry(entry) => {
+                    index.services.insert(key);
+                    for host in entry.hosts.iter().flatten() {
+                        index
+                            .service_hosts
+                            .push(index.qualify(host, &object.namespace));
+                    }
+                    for endpoint in entry.endpoints.iter().flatten() {
+                        index
+                            .workloads
+                            .push((object.namespace.clone(), endpoint.labels.clone()));
+                    }
+                }
+                Spec::WorkloadEntry(entry) => {
+                    index
+                        .workloads
+                        .push((object.namespace.clone(), entry.labels.clone()));
+                }
+                Spec::DestinationRule(rule) => {
+                    if let Some(host) = &rule.host {
+                        let names = rule.subsets.iter().filter_map(|s| s.name.clone()).collect();
+                        index
+                            .subsets
+                            .push((index.qualify(host, &object.namespace), names));
+                    }
+                }
+                Spec::MeshConfig(mesh) => {
+                    if let Some(root) = &mesh.root_namespace {
+                        index.root_namespace = root.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    fn qualify(&self, host: &str, namespace: &str) -> String {
+        hosts::qualify(host, namespace, &self.options.domain_suffix)
+    }
+
+    /// Whether a selector matches some declared workload or gateway (an empty one matches all).
+    fn selects_declared(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.is_empty()
+            || self
+                .workloads
+                .iter()
+                .any(|(_, labels)| is_subset(selector, labels))
+            || self
+                .options
+                .gateway_labels
+                .iter()
+                .any(|labels| is_subset(selector, labels))
+    }
+}
+
+fn is_subset(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
+/// Objects of the same kind, namespace and name: the last one read is the one used.
+fn duplicates(objects: &[Object], out: &mut Vec<Finding>) {
+    let mut seen: BTreeMap<(Kind, &str, &str), &Object> = BTreeMap::new();
+    for object in objects {
+        if object.name().is_empty() && !matches!(object.kind, Kind::MeshConfig | Kind::MeshNetworks)
+        {
+            continue;
+        }
+        let key = (object.kind, object.namespace.as_str(), object.name());
+        if let Some(earlier) = seen.insert(key, object) {
+            let place = format!(
+                "{}:{}",
+                earlier.source.file, earlier.source.node.position.line
+            );
+            Check::new(object, out).warning(
+                &FieldPath::ROOT.field("metadata").field("name"),
+                "duplicate-name",
+                format!("defined again (also at {place}); the one read last is used"),
+            );
+        }
+    }
+}
+
+/// The gateways a VirtualService binds to (top level and per match) must exist.
+fn gateway_references(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
+    let namespace = check.object().namespace.clone();
+    let spec = FieldPath::ROOT.field("spec");
+    let missing = |check: &mut Check<'_>, path: &FieldPath, name: &str| {
+        if name == "mesh" {
+            return;
+        }
+        let (gateway_namespace, gateway_name) = match name.split_once('/') {
+            Some((ns, n)) => (ns.to_owned(), n.to_owned()),
+            None => match name.split_once('.') {
+                // Legacy `name.namespace[.svc...]`.
+                Some((n, rest)) => (
+                    rest.split('.').next().unwrap_or_default().to_owned(),
+                    n.to_owned(),
+                ),
+                None => (namespace.clone(), name.to_owned()),
+            },
+        };
+        if !index
+            .gateways
+            .contains(&(gateway_namespace.clone(), gateway_name.clone()))
+        {
+            check.warning(
+                path,
+                "gateway-not-found",
+                format!(
+                    "Gateway {gateway_namespace}/{gateway_name} is not defined: this VirtualService \
+                     does not bind to any gateway through it"
+                ),
+            );
+        }
+    };
+    let top = spec.field("gateways");
+    for (i, name) in vs.gateways.iter().enumerate() {
+        missing(check, &top.index(i), name);
+    }
+    let http = spec.field("http");
+    for (i, route) in vs.http.iter().enumerate() {
+        let route_path = http.index(i);
+        let matches = route_path.field("match");
+        for (j, m) in route.matches.iter().enumerate() {
+            let gateways = matches.index(j).field("gateways");
+            for (k, name) in m.gateways.iter().enumerate() {
+                missing(check, &gateways.index(k), name);
+            }
+        }
+    }
+}
+
+/// Every destination's host should be declared, and its subset defined by a DestinationRule.
+fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
+    let namespace = check.object().namespace.clone();
+    let spec = FieldPath::ROOT.field("spec");
+    let visit = |check: &mut Check<'_>, path: &FieldPath, destination: &Destination| {
+        let Some(host) = &destination.host else {
+            return;
+        };
+        let host = index.qualify(host, &namespace);
+        if !index
+            .service_hosts
+            .iter()
+            .any(|declared| hosts::within(&host, declared))
+        {
+            check.warning(
+                &path.field("host"),
+                "host-not-declared",
+                format!("no ServiceEntry declares {host}: Strait has no endpoints to send this traffic to"),
+            );
+        }
+        let Some(subset) = &destination.subset else {
+            return;
+        };
+        let defined = index
+            .subsets
+            .iter()
+            .any(|(dr_host, names)| hosts::within(&host, dr_host) && names.contains(subset));
+        if !defined {
+            check.warning(
+                &path.field("subset"),
+                "subset-not-found",
+                format!(
+                    "subset {subset:?} of {host} is not defined by any DestinationRule: requests \
+                     routed to it fail with 503"
+                ),
+            );
+        }
+    };
+    let http = spec.field("http");
+    for (i, route) in vs.http.iter().enumerate() {
+        let at = http.index(i);
+        let routes = at.field("route");
+        for (j, destination) in route.route.iter().enumerate() {
+            if let Some(d) = &destination.destination {
+                visit(check, &routes.index(j).field("destination"), d);
+            }
+        }
+        if let Some(mirror) = &route.mirror {
+            visit(check, &at.field("mirror"), mirror);
+        }
+        let mirrors = at.field("mirrors");
+        for (j, mirror) in route.mirrors.iter().enumerate() {
+            if let Some(d) = &mirror.destination {
+                visit(check, &mirrors.index(j).field("destination"), d);
+            }
+        }
+    }
+    for (field, routes) in [
+        ("tls", vs.tls.iter().map(|r| &r.route).collect::<Vec<_>>()),
+        ("tcp", vs.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
+    ] {
+        let list = spec.field(field);
+        for (i, route) in routes.into_iter().enumerate() {
+            let at = list.index(i);
+            let at = at.field("route");
+            for (j, destination) in route.iter().enumerate() {
+                if let Some(d) = &destination.destination {
+                    visit(check, &at.index(j).field("destination"), d);
+                }
+            }
+        }
+    }
+}
+
+/// Two VirtualServices that claim the same host for the same gateway (or the mesh).
+fn virtual_service_hosts(objects: &[Object], index: &Index<'_>, out: &mut Vec<Finding>) {
+    let mut claims: BTreeMap<(String, String), &Object> = BTreeMap::new();
+    for object in objects {
+        let Spec::VirtualService(vs) = &object.spec else {
+            continue;
+        };
+        let bindings: Vec<String> = if vs.gateways.is_empty() {
+            vec!["mesh".to_owned()]
+        } else {
+            vs.gateways
+                .iter()
+                .map(|g| match g.split_once('/') {
+                    Some(_) => g.clone(),
+                    None if g == "mesh" => g.clone(),
+                    None => format!("{}/{g}", object.namespace),
+                })
+                .collect()
+        };
+        let hosts_path = FieldPath::ROOT.field("spec").field("hosts");
+        for (i, host) in vs.hosts.iter().enumerate() {
+            let host = index.qualify(host, &object.namespace).to_ascii_lowercase();
+            for binding in &bindings {
+                if let Some(other) = claims.insert((binding.clone(), host.clone()), object) {
+                    // The same object twice is a duplicate, reported as such.
+                    if other.namespace == object.namespace && other.name() == object.name() {
+                        continue;
+                    }
+                    Check::new(object, out).warning(
+                        &hosts_path.index(i),
+                        "host-conflict",
+                        format!(
+                            "host {host} on {binding} is also routed by VirtualService {}/{}: which \
+                             routes apply first depends on creation order",
+                            other.namespace,
+                            other.name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Several PeerAuthentications (or Sidecars) at the same scope: Istio applies the oldest, and
+/// without creation times there is no oldest.
+fn policy_conflicts(objects: &[Object], index: &Index<'_>, kind: Kind, out: &mut Vec<Finding>) {
+    let mut groups: BTreeMap<String, Vec<&Object>> = BTreeMap::new();
+    for object in objects.iter().filter(|o| o.kind == kind) {
+        let selector = match &object.spec {
+            Spec::PeerAuthentication(pa) => selector_labels(&pa.selector),
+            Spec::Sidecar(sidecar) => label_selector_labels(&sidecar.workload_selector),
+            _ => continue,
+        };
+        let scope = match selector {
+            None if object.namespace == index.root_namespace => "the whole mesh".to_owned(),
+            None => format!("namespace {}", object.namespace),
+            Some(labels) => {
+                // Workload policies conflict when they select the same declared workload, or have
+                // the same selector.
+                let selected: Vec<String> = index
+                    .workloads
+                    .iter()
+                    .filter(|(ns, l)| *ns == object.namespace && is_subset(&labels, l))
+                    .map(|(_, l)| format_labels(l))
+                    .collect();
+                for workload in &selected {
+                    groups
+                        .entry(format!(
+                            "workloads {workload} in namespace {}",
+                            object.namespace
+                        ))
+                        .or_default()
+                        .push(object);
+                }
+                if !selected.is_empty() {
+                    continue;
+                }
+                format!(
+                    "workloads {} in namespace {}",
+                    format_labels(&labels),
+                    object.namespace
+                )
+            }
+        };
+        groups.entry(scope).or_default().push(object);
+    }
+    for (scope, mut members) in groups {
+        if members.len() < 2 {
+            continue;
+        }
+        members.sort_by(|a, b| {
+            (a.namespace.as_str(), a.name()).cmp(&(b.namespace.as_str(), b.name()))
+        });
+        let times: Vec<Option<&str>> = members
+            .iter()
+            .map(|o| o.meta.creation_timestamp.as_deref())
+            .collect();
+        let distinct: BTreeSet<&str> = times.iter().flatten().copied().collect();
+        let ordered = times.iter().all(Option::is_some) && distinct.len() == members.len();
+        let names: Vec<String> = members
+            .iter()
+            .map(|o| format!("{}/{}", o.namespace, o.name()))
+            .collect();
+        for object in &members {
+            let mut check = Check::new(object, out);
+            let path = FieldPath::ROOT.field("metadata").field("name");
+            if ordered {
+                // RFC 3339 timestamps in UTC order as text.
+                let oldest = members
+                    .iter()
+                    .min_by_key(|o| o.meta.creation_timestamp.clone())
+                    .map(|o| format!("{}/{}", o.namespace, o.name()))
+                    .unwrap_or_default();
+                check.info(
+                    &path,
+                    "policy-conflict",
+                    format!(
+                        "{kind}s {} all apply to {scope}; the oldest, {oldest}, is used",
+                        names.join(", ")
+                    ),
+                );
+            } else {
+                check.warning(
+                    &path,
+                    "policy-conflict",
+                    format!(
+                        "{kind}s {} all apply to {scope} and have no creation times to order them; \
+                         Strait uses {} (the first by name) and ignores the others",
+                        names.join(", "),
+                        names.first().cloned().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn selector_labels(selector: &Option<WorkloadSelector>) -> Option<BTreeMap<String, String>> {
+    selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .filter(|l| !l.is_empty())
+}
+
+fn label_selector_labels(selector: &Option<LabelSelector>) -> Option<BTreeMap<String, String>> {
+    selector
+        .as_ref()
+        .map(|s| s.labels.clone())
+        .filter(|l| !l.is_empty())
+}
+
+/// `namespaces: [payments]` matches `ns/payments` under every trust domain, so once clusters are
+/// federated it admits `west.mesh/ns/payments/...` as well.
+fn namespaces_rules(
+    check: &mut Check<'_>,
+    policy: &crate::resources::security::AuthorizationPolicy,
+) {
+    let rules = FieldPath::ROOT.field("spec").field("rules");
+    for (i, rule) in policy.rules.iter().flatten().enumerate() {
+        let rule_path = rules.index(i);
+        let from = rule_path.field("from");
+        for (j, entry) in rule.from.iter().enumerate() {
+            let Some(source) = &entry.source else {
+                continue;
+            };
+            let Some(namespaces) = source.namespaces.as_ref().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let pinned = source.principals.as_ref().is_some_and(|p| !p.is_empty())
+                || source.trust_domains.as_ref().is_some_and(|t| !t.is_empty());
+            if pinned {
+                continue;
+            }
+            let example = namespaces.first().cloned().unwrap_or_default();
+            let at = from.index(j);
+            check.warning(
+                &at.field("source").field("namespaces"),
+                "namespaces-any-trust-domain",
+                format!(
+                    "namespaces match the namespace under every trust domain: with federated \
+                     clusters, callers such as spiffe://west.mesh/ns/{example}/sa/... are admitted \
+                     too; pin the trust domain with principals (cluster.local/ns/{example}/sa/*) \
+                     or trustDomains"
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! YAML with positions: a node tree that remembers lines and columns, field paths into it,
+//! and a serde deserializer that reads typed configuration from it while collecting findings.
+//!
+//! Nothing here knows Istio; `crate::resources` builds on it.
+
+mod de;
+mod node;
+mod path;
+
+pub use de::from_node;
+pub use node::{Node, Position, SyntaxError, Value, parse_documents};
+pub use path::{FieldPath, Segment};

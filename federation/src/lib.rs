@@ -1,0 +1,7 @@
+//! strait-federation: linking clusters into one mesh.
+//!
+//! Owns peers, SPIFFE trust bundle exchange, service export and import, and the east-west
+//! transports (SNI passthrough and the QUIC trunk).
+//!
+//! Must not know: the command line, process lifecycle or how roles are assembled; those belong
+//! to the `strait` binary above it. Depends on `strait-discovery` and below.

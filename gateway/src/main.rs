@@ -1,0 +1,53 @@
+//! The `strait` binary: the appliance's command line.
+//!
+//! Owns the command line, process lifecycle and how roles are assembled from the crates below;
+//! the work itself lives in those crates. `anyhow` is used here, at the edge, and nowhere below.
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strait: a multi-cluster gateway appliance for service meshes.
+#[derive(Debug, Parser)]
+#[command(name = "strait", version = version(), about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate Istio configuration files and directories with Istio's rules.
+    Validate(validate::Args),
+    /// Print the version and the git commit this binary was built from.
+    Version,
+}
+
+fn version() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("STRAIT_GIT_COMMIT"),
+        ")"
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Version => {
+            println!("strait {}", version());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("strait: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
