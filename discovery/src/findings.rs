@@ -46,10 +46,26 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, namespace, name) =
+            (Shown(&self.kind), Shown(&self.namespace), Shown(&self.name));
         match (self.namespace.is_empty(), self.name.is_empty()) {
-            (_, true) => write!(f, "{}", self.kind),
-            (true, false) => write!(f, "{} {}", self.kind, self.name),
-            (false, false) => write!(f, "{} {}/{}", self.kind, self.namespace, self.name),
+            (_, true) => write!(f, "{kind}"),
+            (true, false) => write!(f, "{kind} {name}"),
+            (false, false) => write!(f, "{kind} {namespace}/{name}"),
+        }
+    }
+}
+
+/// A name as written, or quoted when it holds spaces or control characters, so that a finding
+/// stays one readable line whatever the input held.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            write!(f, "{:?}", self.0)
+        } else {
+            f.write_str(self.0)
         }
     }
 }
@@ -147,6 +163,16 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_line_breaks_are_quoted() {
+        let object = ObjectRef {
+            kind: "VirtualService".into(),
+            namespace: "x\ty".into(),
+            name: "a\nb".into(),
+        };
+        assert_eq!(object.to_string(), "VirtualService \"x\\ty\"/\"a\\nb\"");
+    }
 
     #[test]
     fn displays_file_line_object_field_and_reason() {

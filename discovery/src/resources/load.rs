@@ -248,7 +248,7 @@ fn mesh_document_kind(file: &Arc<str>, node: &Node) -> Option<Kind> {
         let only_networks = !entries.is_empty()
             && entries
                 .iter()
-                .all(|(k, _)| k.scalar_text().as_deref() == Some("networks"));
+                .all(|(k, _)| k.scalar_text().is_some_and(|k| k == "networks"));
         if only_networks {
             return Some(Kind::MeshNetworks);
         }

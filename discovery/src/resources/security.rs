@@ -99,6 +99,28 @@ pub struct Source {
     pub not_trust_domains: Option<Vec<String>>,
 }
 
+impl Source {
+    /// Every list with its field name, in declaration order.
+    pub fn fields(&self) -> [(&'static str, &Option<Vec<String>>); 14] {
+        [
+            ("principals", &self.principals),
+            ("notPrincipals", &self.not_principals),
+            ("requestPrincipals", &self.request_principals),
+            ("notRequestPrincipals", &self.not_request_principals),
+            ("namespaces", &self.namespaces),
+            ("notNamespaces", &self.not_namespaces),
+            ("serviceAccounts", &self.service_accounts),
+            ("notServiceAccounts", &self.not_service_accounts),
+            ("ipBlocks", &self.ip_blocks),
+            ("notIpBlocks", &self.not_ip_blocks),
+            ("remoteIpBlocks", &self.remote_ip_blocks),
+            ("notRemoteIpBlocks", &self.not_remote_ip_blocks),
+            ("trustDomains", &self.trust_domains),
+            ("notTrustDomains", &self.not_trust_domains),
+        ]
+    }
+}
+
 /// What is being called.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -111,6 +133,27 @@ pub struct Operation {
     pub not_methods: Option<Vec<String>>,
     pub paths: Option<Vec<String>>,
     pub not_paths: Option<Vec<String>>,
+}
+
+impl Operation {
+    /// Every list with its field name, in declaration order.
+    pub fn fields(&self) -> [(&'static str, &Option<Vec<String>>); 8] {
+        [
+            ("hosts", &self.hosts),
+            ("notHosts", &self.not_hosts),
+            ("ports", &self.ports),
+            ("notPorts", &self.not_ports),
+            ("methods", &self.methods),
+            ("notMethods", &self.not_methods),
+            ("paths", &self.paths),
+            ("notPaths", &self.not_paths),
+        ]
+    }
+}
+
+/// Whether a list is present and holds something.
+pub fn is_set(list: &Option<Vec<String>>) -> bool {
+    list.as_ref().is_some_and(|l| !l.is_empty())
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]

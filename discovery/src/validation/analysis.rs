@@ -11,7 +11,7 @@ use super::check::Check;
 use crate::findings::Finding;
 use crate::hosts;
 use crate::resources::common::{LabelSelector, WorkloadSelector};
-use crate::resources::security::AuthorizationAction;
+use crate::resources::security::{AuthorizationAction, AuthorizationPolicy, is_set};
 use crate::resources::virtual_service::{Destination, VirtualService};
 use crate::resources::{Kind, Object, Spec};
 use crate::yaml::FieldPath;
@@ -77,10 +77,10 @@ struct Index<'a> {
     gateways: BTreeSet<(String, String)>,
     /// `(namespace, name)` of every ServiceEntry.
     services: BTreeSet<(String, String)>,
-    /// Fully qualified hosts ServiceEntries declare.
-    service_hosts: Vec<String>,
-    /// `(qualified host, subset names)` of every DestinationRule.
-    subsets: Vec<(String, BTreeSet<String>)>,
+    /// Fully qualified hosts ServiceEntries declare, lowercase.
+    service_hosts: HostTable<()>,
+    /// Subset names DestinationRules define, by qualified host.
+    subsets: HostTable<BTreeSet<String>>,
     /// `(namespace, labels)` of every declared workload: WorkloadEntries and endpoints.
     workloads: Vec<(String, BTreeMap<String, String>)>,
 }
@@ -92,8 +92,8 @@ impl<'a> Index<'a> {
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
             gateways: BTreeSet::new(),
             services: BTreeSet::new(),
-            service_hosts: Vec::new(),
-            subsets: Vec::new(),
+            service_hosts: HostTable::default(),
+            subsets: HostTable::default(),
             workloads: Vec::new(),
         };
         for object in objects {
@@ -105,9 +105,8 @@ impl<'a> Index<'a> {
                 Spec::ServiceEntry(entry) => {
                     index.services.insert(key);
                     for host in entry.hosts.iter().flatten() {
-                        index
-                            .service_hosts
-                            .push(index.qualify(host, &object.namespace));
+                        let host = index.qualify(host, &object.namespace);
+                        index.service_hosts.insert(host, ());
                     }
                     for endpoint in entry.endpoints.iter().flatten() {
                         index
@@ -122,10 +121,9 @@ impl<'a> Index<'a> {
                 }
                 Spec::DestinationRule(rule) => {
                     if let Some(host) = &rule.host {
-                        let names = rule.subsets.iter().filter_map(|s| s.name.clone()).collect();
-                        index
-                            .subsets
-                            .push((index.qualify(host, &object.namespace), names));
+                        let host = index.qualify(host, &object.namespace);
+                        let names = rule.subsets.iter().filter_map(|s| s.name.clone());
+                        index.subsets.entry(host).extend(names);
                     }
                 }
                 Spec::MeshConfig(mesh) => {
@@ -155,6 +153,48 @@ impl<'a> Index<'a> {
                 .gateway_labels
                 .iter()
                 .any(|labels| is_subset(selector, labels))
+    }
+}
+
+/// Values keyed by host, where a key may be a wildcard (`*.example.com`): exact hosts are
+/// looked up directly, wildcards scanned (there are few).
+#[derive(Default)]
+struct HostTable<T> {
+    exact: std::collections::HashMap<String, T>,
+    wildcards: Vec<(String, T)>,
+}
+
+impl<T: Default> HostTable<T> {
+    fn entry(&mut self, host: String) -> &mut T {
+        let host = host.to_ascii_lowercase();
+        if host.starts_with('*') {
+            let at = match self.wildcards.iter().position(|(h, _)| *h == host) {
+                Some(at) => at,
+                None => {
+                    self.wildcards.push((host, T::default()));
+                    self.wildcards.len() - 1
+                }
+            };
+            &mut self.wildcards[at].1
+        } else {
+            self.exact.entry(host).or_default()
+        }
+    }
+
+    fn insert(&mut self, host: String, value: T) {
+        *self.entry(host) = value;
+    }
+
+    /// Every value whose host covers `host`.
+    fn covering<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a T> {
+        let host = host.to_ascii_lowercase();
+        let exact = self.exact.get(&host);
+        let wildcards = self
+            .wildcards
+            .iter()
+            .filter(move |(pattern, _)| hosts::within(&host, pattern))
+            .map(|(_, value)| value);
+        exact.into_iter().chain(wildcards)
     }
 }
 
@@ -249,11 +289,7 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
             return;
         };
         let host = index.qualify(host, &namespace);
-        if !index
-            .service_hosts
-            .iter()
-            .any(|declared| hosts::within(&host, declared))
-        {
+        if index.service_hosts.covering(&host).next().is_none() {
             check.warning(
                 &path.field("host"),
                 "host-not-declared",
@@ -265,8 +301,8 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
         };
         let defined = index
             .subsets
-            .iter()
-            .any(|(dr_host, names)| hosts::within(&host, dr_host) && names.contains(subset));
+            .covering(&host)
+            .any(|names| names.contains(subset));
         if !defined {
             check.warning(
                 &path.field("subset"),
@@ -468,10 +504,7 @@ fn label_selector_labels(selector: &Option<LabelSelector>) -> Option<BTreeMap<St
 
 /// `namespaces: [payments]` matches `ns/payments` under every trust domain, so once clusters are
 /// federated it admits `west.mesh/ns/payments/...` as well.
-fn namespaces_rules(
-    check: &mut Check<'_>,
-    policy: &crate::resources::security::AuthorizationPolicy,
-) {
+fn namespaces_rules(check: &mut Check<'_>, policy: &AuthorizationPolicy) {
     let rules = FieldPath::ROOT.field("spec").field("rules");
     for (i, rule) in policy.rules.iter().flatten().enumerate() {
         let rule_path = rules.index(i);
@@ -483,9 +516,8 @@ fn namespaces_rules(
             let Some(namespaces) = source.namespaces.as_ref().filter(|n| !n.is_empty()) else {
                 continue;
             };
-            let pinned = source.principals.as_ref().is_some_and(|p| !p.is_empty())
-                || source.trust_domains.as_ref().is_some_and(|t| !t.is_empty());
-            if pinned {
+            if is_set(&source.principals) || is_set(&source.trust_domains) {
+                // The trust domain is pinned by the principals or named outright.
                 continue;
             }
             let example = namespaces.first().cloned().unwrap_or_default();

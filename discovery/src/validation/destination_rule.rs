@@ -459,10 +459,10 @@ fn load_balancer_settings(
     );
 }
 
-/// Prime as Envoy checks a Maglev table size.
+/// Prime as Envoy checks a Maglev table size (which counts 1 as prime).
 fn is_prime(n: u64) -> bool {
     if n < 4 {
-        return n > 1;
+        return n > 0;
     }
     if n.is_multiple_of(2) {
         return false;
@@ -713,7 +713,7 @@ mod tests {
         assert!(is_prime(65537));
         assert!(is_prime(2));
         assert!(!is_prime(65536));
-        assert!(!is_prime(1));
+        assert!(is_prime(1), "as Envoy counts");
         assert!(!is_prime(9));
     }
 

@@ -5,7 +5,7 @@ use super::rules;
 use crate::resources::common::{PolicyTargetReference, WorkloadSelector};
 use crate::resources::security::{
     AuthorizationAction, AuthorizationPolicy, Condition, JwtRule, Operation, PeerAuthentication,
-    RequestAuthentication, Rule, Source,
+    RequestAuthentication, Rule, Source, is_set,
 };
 use crate::yaml::{self, FieldPath, Value};
 
@@ -222,6 +222,21 @@ pub(crate) fn validate_authorization_policy(
 /// A DENY rule whose conditions are all HTTP-only matches every TCP connection (the HTTP
 /// conditions cannot be evaluated and are dropped).
 fn only_http_attributes(rule: &Rule) -> bool {
+    /// Source fields a TCP connection can be judged by (the rest need HTTP).
+    const TCP_SOURCE: &[&str] = &[
+        "principals",
+        "notPrincipals",
+        "namespaces",
+        "notNamespaces",
+        "serviceAccounts",
+        "notServiceAccounts",
+        "ipBlocks",
+        "notIpBlocks",
+        "remoteIpBlocks",
+        "notRemoteIpBlocks",
+        "trustDomains",
+        "notTrustDomains",
+    ];
     let sources: Vec<&Source> = rule.from.iter().filter_map(|f| f.source.as_ref()).collect();
     let operations: Vec<&Operation> = rule
         .to
@@ -229,27 +244,13 @@ fn only_http_attributes(rule: &Rule) -> bool {
         .filter_map(|t| t.operation.as_ref())
         .collect();
     let tcp_source = sources.iter().any(|s| {
-        [
-            &s.principals,
-            &s.not_principals,
-            &s.ip_blocks,
-            &s.not_ip_blocks,
-            &s.namespaces,
-            &s.not_namespaces,
-            &s.remote_ip_blocks,
-            &s.not_remote_ip_blocks,
-            &s.service_accounts,
-            &s.not_service_accounts,
-            &s.trust_domains,
-            &s.not_trust_domains,
-        ]
+        s.fields()
+            .into_iter()
+            .any(|(name, list)| TCP_SOURCE.contains(&name) && is_set(list))
+    });
+    let tcp_operation = operations
         .iter()
-        .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
-    });
-    let tcp_operation = operations.iter().any(|o| {
-        o.ports.as_ref().is_some_and(|p| !p.is_empty())
-            || o.not_ports.as_ref().is_some_and(|p| !p.is_empty())
-    });
+        .any(|o| is_set(&o.ports) || is_set(&o.not_ports));
     (!sources.is_empty() && operations.is_empty() && !tcp_source)
         || (!operations.is_empty() && !tcp_operation)
 }
@@ -291,26 +292,8 @@ fn rule_source(
     source: &Source,
     action: AuthorizationAction,
 ) {
-    let lists: [(&str, &Option<Vec<String>>); 14] = [
-        ("principals", &source.principals),
-        ("notPrincipals", &source.not_principals),
-        ("requestPrincipals", &source.request_principals),
-        ("notRequestPrincipals", &source.not_request_principals),
-        ("namespaces", &source.namespaces),
-        ("notNamespaces", &source.not_namespaces),
-        ("ipBlocks", &source.ip_blocks),
-        ("notIpBlocks", &source.not_ip_blocks),
-        ("remoteIpBlocks", &source.remote_ip_blocks),
-        ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
-        ("trustDomains", &source.trust_domains),
-        ("notTrustDomains", &source.not_trust_domains),
-        ("serviceAccounts", &source.service_accounts),
-        ("notServiceAccounts", &source.not_service_accounts),
-    ];
-    if lists
-        .iter()
-        .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
-    {
+    let lists = source.fields();
+    if !lists.iter().any(|(_, list)| is_set(list)) {
         check.error(
             path,
             "required",
@@ -333,6 +316,24 @@ fn rule_source(
     for (field, list) in lists {
         let Some(values) = list else { continue };
         let at = path.field(field);
+        let identity_field = matches!(
+            field,
+            "namespaces"
+                | "notNamespaces"
+                | "principals"
+                | "notPrincipals"
+                | "requestPrincipals"
+                | "notRequestPrincipals"
+                | "serviceAccounts"
+                | "notServiceAccounts"
+        );
+        if action == AuthorizationAction::Custom && identity_field && !values.is_empty() {
+            check.error(
+                &at,
+                "unsupported-value",
+                format!("{field} is currently not supported with the CUSTOM action"),
+            );
+        }
         if field.ends_with("erviceAccounts") {
             service_account_list(check, &at, values);
             continue;
@@ -348,22 +349,6 @@ fn rule_source(
             for (i, value) in values.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
                 rules::ip_or_cidr(check, &at.index(i), value);
             }
-        }
-        let identity_field = matches!(
-            field,
-            "namespaces"
-                | "notNamespaces"
-                | "principals"
-                | "notPrincipals"
-                | "requestPrincipals"
-                | "notRequestPrincipals"
-        );
-        if action == AuthorizationAction::Custom && identity_field && !values.is_empty() {
-            check.error(
-                &at,
-                "unsupported-value",
-                format!("{field} is currently not supported with the CUSTOM action"),
-            );
         }
     }
 }
@@ -403,20 +388,8 @@ fn service_account_list(check: &mut Check<'_>, path: &FieldPath, values: &[Strin
 }
 
 fn rule_operation(check: &mut Check<'_>, path: &FieldPath, operation: &Operation) {
-    let lists: [(&str, &Option<Vec<String>>); 8] = [
-        ("hosts", &operation.hosts),
-        ("notHosts", &operation.not_hosts),
-        ("ports", &operation.ports),
-        ("notPorts", &operation.not_ports),
-        ("methods", &operation.methods),
-        ("notMethods", &operation.not_methods),
-        ("paths", &operation.paths),
-        ("notPaths", &operation.not_paths),
-    ];
-    if lists
-        .iter()
-        .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
-    {
+    let lists = operation.fields();
+    if !lists.iter().any(|(_, list)| is_set(list)) {
         check.error(
             path,
             "required",
@@ -548,9 +521,14 @@ fn rule_condition(
             }
             None
         }
+        "source.serviceAccount" => {
+            for (field, list) in [("values", values), ("notValues", not_values)] {
+                service_account_list(check, &path.field(field), list);
+            }
+            None
+        }
         "source.namespace"
         | "source.principal"
-        | "source.serviceAccount"
         | "source.trustDomain"
         | "request.auth.principal"
         | "request.auth.audiences"

@@ -144,7 +144,7 @@ pub(crate) fn validate_service_entry(
                     &endpoints.index(i),
                     endpoint,
                     Some(&port_names),
-                    false,
+                    Addresses::Static,
                 );
             }
         }
@@ -177,7 +177,7 @@ pub(crate) fn validate_service_entry(
                     &endpoints.index(i),
                     endpoint,
                     Some(&port_names),
-                    true,
+                    Addresses::Dns,
                 );
             }
         }
@@ -188,7 +188,7 @@ pub(crate) fn validate_service_entry(
                     &endpoints.index(i),
                     endpoint,
                     Some(&port_names),
-                    true,
+                    Addresses::Dns,
                 );
             }
         }
@@ -247,20 +247,40 @@ pub(crate) fn validate_workload_entry(
     spec: &FieldPath,
     entry: &WorkloadEntry,
 ) {
-    workload_entry(check, spec, entry, None, true);
+    workload_entry(check, spec, entry, None, Addresses::Any);
+}
+
+/// What a workload's address may be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Addresses {
+    /// A WorkloadEntry: an IP, a DNS name, a `unix://` socket, or none when a network is named.
+    Any,
+    /// An endpoint of a STATIC ServiceEntry: an IP or a `unix://` socket.
+    Static,
+    /// An endpoint of a DNS ServiceEntry: an IP or a DNS name to resolve.
+    Dns,
 }
 
 /// A workload: a WorkloadEntry's spec or a ServiceEntry endpoint. `service_ports` are the port
-/// names of the ServiceEntry an endpoint belongs to; `allow_names` permits a DNS name as address.
+/// names of the ServiceEntry an endpoint belongs to.
 fn workload_entry(
     check: &mut Check<'_>,
     path: &FieldPath,
     entry: &WorkloadEntry,
     service_ports: Option<&BTreeSet<String>>,
-    allow_names: bool,
+    addresses: Addresses,
 ) {
     let address_path = path.field("address");
+    let address = entry.address.as_deref().unwrap_or_default();
+    if addresses == Addresses::Dns && !rules::is_ip(address) && !rules::is_fqdn(address) {
+        check.error(
+            &address_path,
+            "invalid-address",
+            format!("endpoint address {address:?} is not a valid FQDN or an IP address (resolution is DNS)"),
+        );
+    }
     match entry.address.as_deref() {
+        _ if addresses == Addresses::Dns => {}
         None | Some("") => match entry.network.as_deref() {
             None | Some("") => {
                 check.error(&address_path, "required", "Address is required (or a network to reach it through)");
@@ -282,7 +302,7 @@ fn workload_entry(
                     check.error(&path.field("ports"), "conflict", "UDS may not include ports");
                 }
             } else if !rules::is_ip(address) {
-                if !allow_names {
+                if addresses == Addresses::Static {
                     check.error(
                         &address_path,
                         "invalid-address",

@@ -6,25 +6,76 @@
 //! A pattern is a field path with `[]` for any list item and `*` for any map key; a trailing
 //! `=VALUE` matches only that value (`spec.action=CUSTOM`).
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
 use super::check::Check;
 use crate::resources::Kind;
 use crate::yaml::{FieldPath, Node, Value};
 
-/// One unimplemented field.
-#[derive(Debug)]
-pub struct Unimplemented {
-    pub kind: Kind,
-    pub pattern: &'static str,
-    pub note: &'static str,
+/// A row of the table as written: the kind, the pattern, and why it is ignored.
+struct Entry {
+    kind: Kind,
+    pattern: &'static str,
+    note: &'static str,
 }
 
-const fn row(kind: Kind, pattern: &'static str, note: &'static str) -> Unimplemented {
-    Unimplemented {
+const fn row(kind: Kind, pattern: &'static str, note: &'static str) -> Entry {
+    Entry {
         kind,
         pattern,
         note,
     }
 }
+
+/// One unimplemented field, its pattern split into the steps `find` follows.
+#[derive(Debug)]
+pub struct Unimplemented {
+    pub kind: Kind,
+    pub pattern: String,
+    pub note: &'static str,
+    segments: Vec<String>,
+    value: Option<String>,
+}
+
+impl Unimplemented {
+    fn new(kind: Kind, pattern: String, note: &'static str) -> Unimplemented {
+        let (fields, value) = match pattern.split_once('=') {
+            Some((fields, value)) => (fields.to_owned(), Some(value.to_owned())),
+            None => (pattern.clone(), None),
+        };
+        Unimplemented {
+            kind,
+            segments: fields.split('.').map(str::to_owned).collect(),
+            value,
+            pattern,
+            note,
+        }
+    }
+}
+
+/// The whole table, expanded once.
+static ROWS: LazyLock<Vec<Unimplemented>> = LazyLock::new(|| {
+    let mut rows: Vec<Unimplemented> = UNIMPLEMENTED
+        .iter()
+        .map(|r| Unimplemented::new(r.kind, r.pattern.to_owned(), r.note))
+        .collect();
+    for root in POLICY_ROOTS {
+        for (field, note) in POLICY_FIELDS {
+            let allowed_in_port_policy =
+                !matches!(*field, "tunnel" | "proxyProtocol" | "retryBudget");
+            if root.ends_with("portLevelSettings[]") && !allowed_in_port_policy {
+                continue;
+            }
+            rows.push(Unimplemented::new(
+                Kind::DestinationRule,
+                format!("{root}.{field}"),
+                note,
+            ));
+        }
+    }
+    rows
+});
 
 /// Traffic-policy fields, which appear at four depths of a DestinationRule.
 const POLICY_ROOTS: [&str; 4] = [
@@ -115,7 +166,7 @@ const POLICY_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// Every other kind's unimplemented fields.
-const UNIMPLEMENTED: &[Unimplemented] = &[
+const UNIMPLEMENTED: &[Entry] = &[
     row(
         Kind::VirtualService,
         "spec.http[].delegate",
@@ -269,7 +320,7 @@ const UNIMPLEMENTED: &[Unimplemented] = &[
 ];
 
 /// The MeshConfig fields Strait acts on; every other field present is reported as ignored.
-const MESH_CONFIG_HONOURED: &[&str] = &[
+pub const MESH_CONFIG_HONOURED: &[&str] = &[
     "trustDomain",
     "trustDomainAliases",
     "rootNamespace",
@@ -295,7 +346,7 @@ const MESH_CONFIG_HONOURED: &[&str] = &[
 ];
 
 /// The `defaultConfig` (ProxyConfig) fields Strait acts on.
-const PROXY_CONFIG_HONOURED: &[&str] = &[
+pub const PROXY_CONFIG_HONOURED: &[&str] = &[
     "terminationDrainDuration",
     "drainDuration",
     "concurrency",
@@ -304,45 +355,27 @@ const PROXY_CONFIG_HONOURED: &[&str] = &[
     "statusPort",
 ];
 
-/// Every unimplemented field, for documentation and tests: `(kind, pattern, note)`.
-pub fn unimplemented_fields() -> Vec<(Kind, String, &'static str)> {
-    let mut rows: Vec<(Kind, String, &'static str)> = UNIMPLEMENTED
-        .iter()
-        .map(|r| (r.kind, r.pattern.to_owned(), r.note))
-        .collect();
-    for root in POLICY_ROOTS {
-        for (field, note) in POLICY_FIELDS {
-            let allowed_in_port_policy =
-                !matches!(*field, "tunnel" | "proxyProtocol" | "retryBudget");
-            if root.ends_with("portLevelSettings[]") && !allowed_in_port_policy {
-                continue;
-            }
-            rows.push((Kind::DestinationRule, format!("{root}.{field}"), note));
-        }
-    }
-    rows
+/// Every unimplemented field, for documentation and tests.
+pub fn unimplemented_fields() -> &'static [Unimplemented] {
+    &ROWS
 }
 
 /// Reports every unimplemented field present in the object.
 pub(crate) fn report(check: &mut Check<'_>) {
     let object = check.object();
     let root = &object.source.node;
-    for (kind, pattern, note) in unimplemented_fields() {
-        if kind != object.kind {
-            continue;
-        }
-        let (fields, value) = match pattern.split_once('=') {
-            Some((fields, value)) => (fields, Some(value)),
-            None => (pattern.as_str(), None),
-        };
-        let segments: Vec<&str> = fields.split('.').collect();
-        find(root, &segments, FieldPath::ROOT, &mut |path, node| {
+    for row in unimplemented_fields()
+        .iter()
+        .filter(|r| r.kind == object.kind)
+    {
+        let value = row.value.as_deref();
+        find(root, &row.segments, FieldPath::ROOT, &mut |path, node| {
             if value.is_none_or(|v| node.as_str() == Some(v)) {
                 let what = value.map_or_else(String::new, |v| format!(" {v}"));
                 check.warning(
                     &path,
                     "not-implemented",
-                    format!("not implemented, ignored{what}: {note}"),
+                    format!("not implemented, ignored{what}: {}", row.note),
                 );
             }
         });
@@ -373,10 +406,10 @@ fn honoured_only(
         return;
     };
     for (key, _) in entries {
-        let Some(name) = key.scalar_text() else {
+        let Some(name) = key.scalar_text().map(Cow::into_owned) else {
             continue;
         };
-        if !honoured.contains(&name.as_str()) {
+        if !honoured.contains(&&*name) {
             check.warning(
                 &path.field(name.clone()),
                 "not-implemented",
@@ -388,14 +421,19 @@ fn honoured_only(
 
 /// Calls `found` for every node the pattern segments reach from `node`. A segment `name[]`
 /// descends into the field and then every list item; `*` into every map value.
-fn find(node: &Node, segments: &[&str], path: FieldPath, found: &mut dyn FnMut(FieldPath, &Node)) {
+fn find(
+    node: &Node,
+    segments: &'static [String],
+    path: FieldPath,
+    found: &mut dyn FnMut(FieldPath, &Node),
+) {
     let Some((segment, rest)) = segments.split_first() else {
         found(path, node);
         return;
     };
-    let (name, each) = match segment.strip_suffix("[]") {
+    let (name, each): (&'static str, bool) = match segment.strip_suffix("[]") {
         Some(name) => (name, true),
-        None => (*segment, false),
+        None => (segment, false),
     };
     if name == "*" {
         if let Value::Map(entries) = &node.value {
@@ -408,7 +446,7 @@ fn find(node: &Node, segments: &[&str], path: FieldPath, found: &mut dyn FnMut(F
         return;
     }
     let Some(child) = node.get(name) else { return };
-    let child_path = path.field(name.to_owned());
+    let child_path = path.field(name);
     if each {
         if let Value::Seq(items) = &child.value {
             for (i, item) in items.iter().enumerate() {

@@ -304,7 +304,11 @@ fn http_route(check: &mut Check<'_>, path: &FieldPath, route: &HttpRoute, in_del
 fn weight(check: &mut Check<'_>, path: &FieldPath, weight: Option<i32>) -> i64 {
     match weight {
         Some(w) if w < 0 => {
-            check.error(path, "out-of-range", format!("weight {w} < 0"));
+            check.error(
+                path,
+                "out-of-range",
+                format!("weight must not be negative (found {w})"),
+            );
             0
         }
         Some(w) => i64::from(w),
@@ -539,11 +543,7 @@ fn fault_injection(check: &mut Check<'_>, path: &FieldPath, fault: &HttpFaultInj
             );
         }
         if abort.percentage.is_none() {
-            check.warning(
-                &at,
-                "no-effect",
-                "abort has no percentage: as in Istio, an omitted percentage aborts no requests",
-            );
+            no_percentage(check, &at, "aborts");
         }
     }
     if let Some(delay) = &fault.delay {
@@ -566,13 +566,20 @@ fn fault_injection(check: &mut Check<'_>, path: &FieldPath, fault: &HttpFaultInj
             );
         }
         if delay.percentage.is_none() && delay.percent.is_none() {
-            check.warning(
-                &at,
-                "no-effect",
-                "delay has no percentage: as in Istio, an omitted percentage delays no requests",
-            );
+            no_percentage(check, &at, "delays");
         }
     }
+}
+
+/// A fault without a percentage: Istio applies it to no request at all.
+fn no_percentage(check: &mut Check<'_>, path: &FieldPath, effect: &str) {
+    check.warning(
+        path,
+        "no-effect",
+        format!(
+            "no percentage: as in Istio, a fault with an omitted percentage {effect} no requests"
+        ),
+    );
 }
 
 /// Istio accepts 200-600 for aborts and direct responses.
@@ -695,6 +702,28 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
+/// Status codes HTTP defines (the ones a `retryOn` list may name).
+fn is_http_status(code: u16) -> bool {
+    matches!(
+        code,
+        100..=103
+            | 200..=208
+            | 226
+            | 300..=305
+            | 307
+            | 308
+            | 400..=418
+            | 421..=426
+            | 428
+            | 429
+            | 431
+            | 451
+            | 500..=508
+            | 510
+            | 511
+    )
+}
+
 fn http_retry(check: &mut Check<'_>, path: &FieldPath, retry: &HttpRetry) {
     let attempts = retry.attempts.unwrap_or(0);
     if attempts < 0 {
@@ -719,7 +748,10 @@ fn http_retry(check: &mut Check<'_>, path: &FieldPath, retry: &HttpRetry) {
     rules::duration(check, &path.field("backoff"), &retry.backoff);
     if let Some(retry_on) = retry.retry_on.as_deref().filter(|r| !r.is_empty()) {
         for token in retry_on.split(',') {
-            let status_code = token.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+            let digits = token.strip_prefix('+').unwrap_or(token);
+            let status_code = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u16>().is_ok_and(is_http_status);
             if !status_code && !RETRY_ON.contains(&token) {
                 check.error(
                     &path.field("retryOn"),

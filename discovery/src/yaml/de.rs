@@ -9,14 +9,18 @@
 //!
 //! Numbers follow protobuf's JSON mapping, which Istio uses for files: an integer field accepts
 //! `80` and `"80"` (int-or-string), a float field accepts integers too.
+//!
+//! Where the reader is in the document is kept as a borrowed `Trail`, which costs nothing to
+//! extend; it becomes a `FieldPath` only when a finding is made.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::node::{Node, Position, Value};
-use super::path::{FieldPath, Segment};
+use super::path::FieldPath;
 use crate::findings::{Finding, Level};
 
 /// Reads `T` from `node`, whose path in the document is `path`, adding findings to `out`.
@@ -30,7 +34,7 @@ pub fn from_node<T: DeserializeOwned + Default>(
     let sink = RefCell::new(Vec::new());
     let result = T::deserialize(NodeDeserializer {
         node,
-        path,
+        trail: Trail::Root(&path),
         sink: &sink,
     });
     out.append(&mut sink.into_inner());
@@ -45,6 +49,30 @@ pub fn from_node<T: DeserializeOwned + Default>(
             );
             T::default()
         }
+    }
+}
+
+/// Where the reader is: a chain of borrowed steps back to the path it started from.
+#[derive(Clone, Copy)]
+enum Trail<'a> {
+    Root(&'a FieldPath),
+    Field(&'a Trail<'a>, &'static str),
+    Key(&'a Trail<'a>, &'a str),
+    Index(&'a Trail<'a>, usize),
+}
+
+impl Trail<'_> {
+    fn path(&self) -> FieldPath {
+        match self {
+            Trail::Root(path) => (*path).clone(),
+            Trail::Field(parent, name) => parent.path().field(*name),
+            Trail::Key(parent, key) => parent.path().key(key),
+            Trail::Index(parent, index) => parent.path().index(*index),
+        }
+    }
+
+    fn is_list_item(&self) -> bool {
+        matches!(self, Trail::Index(..))
     }
 }
 
@@ -74,17 +102,17 @@ impl de::Error for Error {
     }
 }
 
-struct NodeDeserializer<'n, 's> {
+struct NodeDeserializer<'n, 't, 's> {
     node: &'n Node,
-    path: FieldPath,
+    trail: Trail<'t>,
     sink: &'s RefCell<Vec<Finding>>,
 }
 
-impl NodeDeserializer<'_, '_> {
+impl NodeDeserializer<'_, '_, '_> {
     fn report(&self, code: &'static str, message: String) {
-        self.sink
-            .borrow_mut()
-            .push(Finding::new(Level::Error, code, message).at(&self.path, self.node.position));
+        self.sink.borrow_mut().push(
+            Finding::new(Level::Error, code, message).at(self.trail.path(), self.node.position),
+        );
     }
 
     fn wrong_type(&self, expected: &str) {
@@ -105,7 +133,7 @@ impl NodeDeserializer<'_, '_> {
 
     /// Attaches this node's position to an error a type raised at or below it, once.
     fn locate(&self, error: Error) -> Error {
-        locate(&self.path, self.node, error)
+        locate(&self.trail, self.node, error)
     }
 
     fn integer(&self, min: i128, max: i128) -> Option<i128> {
@@ -159,9 +187,9 @@ impl NodeDeserializer<'_, '_> {
 }
 
 /// Gives an error raised by a type's own `Deserialize` the innermost position it passed.
-fn locate(path: &FieldPath, node: &Node, mut error: Error) -> Error {
+fn locate(trail: &Trail<'_>, node: &Node, mut error: Error) -> Error {
     if !error.position.is_known() {
-        error.path = path.to_string();
+        error.path = trail.path().to_string();
         error.position = node.position;
     }
     error
@@ -179,7 +207,7 @@ macro_rules! integer_method {
     };
 }
 
-impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
+impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_, '_> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -192,11 +220,9 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
             },
             Value::Float(f) => visitor.visit_f64(*f),
             Value::String(s) => visitor.visit_str(s),
-            Value::Seq(items) => {
-                visitor.visit_seq(SeqReader::new(items, self.path.clone(), self.sink))
-            }
+            Value::Seq(items) => visitor.visit_seq(SeqReader::new(items, self.trail, self.sink)),
             Value::Map(entries) => {
-                visitor.visit_map(MapReader::new(entries, self.path.clone(), self.sink))
+                visitor.visit_map(MapReader::new(entries, self.trail, self.sink))
             }
         };
         result.map_err(|e| self.locate(e))
@@ -264,8 +290,10 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
         match &self.node.value {
             Value::Null => visitor.visit_none(),
             _ => {
-                let (path, node) = (self.path.clone(), self.node);
-                visitor.visit_some(self).map_err(|e| locate(&path, node, e))
+                let (trail, node) = (self.trail, self.node);
+                visitor
+                    .visit_some(self)
+                    .map_err(|e| locate(&trail, node, e))
             }
         }
     }
@@ -293,13 +321,11 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
     /// A list. `null` reads as an empty list (the field is unset).
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let result = match &self.node.value {
-            Value::Seq(items) => {
-                visitor.visit_seq(SeqReader::new(items, self.path.clone(), self.sink))
-            }
-            Value::Null => visitor.visit_seq(SeqReader::new(&[], self.path.clone(), self.sink)),
+            Value::Seq(items) => visitor.visit_seq(SeqReader::new(items, self.trail, self.sink)),
+            Value::Null => visitor.visit_seq(SeqReader::new(&[], self.trail, self.sink)),
             _ => {
                 self.wrong_type("list");
-                visitor.visit_seq(SeqReader::new(&[], self.path.clone(), self.sink))
+                visitor.visit_seq(SeqReader::new(&[], self.trail, self.sink))
             }
         };
         result.map_err(|e| self.locate(e))
@@ -327,12 +353,12 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let result = match &self.node.value {
             Value::Map(entries) => {
-                visitor.visit_map(MapReader::new(entries, self.path.clone(), self.sink))
+                visitor.visit_map(MapReader::new(entries, self.trail, self.sink))
             }
-            Value::Null => visitor.visit_map(MapReader::new(&[], self.path.clone(), self.sink)),
+            Value::Null => visitor.visit_map(MapReader::new(&[], self.trail, self.sink)),
             _ => {
                 self.wrong_type("object");
-                visitor.visit_map(MapReader::new(&[], self.path.clone(), self.sink))
+                visitor.visit_map(MapReader::new(&[], self.trail, self.sink))
             }
         };
         result.map_err(|e| self.locate(e))
@@ -348,16 +374,16 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
     ) -> Result<V::Value, Error> {
         let result = match &self.node.value {
             Value::Map(entries) => {
-                let mut reader = MapReader::new(entries, self.path.clone(), self.sink);
+                let mut reader = MapReader::new(entries, self.trail, self.sink);
                 reader.fields = Some(fields);
                 visitor.visit_map(reader)
             }
-            Value::Null if !matches!(self.path.last(), Some(Segment::Index(_))) => {
-                visitor.visit_map(MapReader::new(&[], self.path.clone(), self.sink))
+            Value::Null if !self.trail.is_list_item() => {
+                visitor.visit_map(MapReader::new(&[], self.trail, self.sink))
             }
             _ => {
                 self.wrong_type("object");
-                visitor.visit_map(MapReader::new(&[], self.path.clone(), self.sink))
+                visitor.visit_map(MapReader::new(&[], self.trail, self.sink))
             }
         };
         result.map_err(|e| self.locate(e))
@@ -381,7 +407,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
                         position: self.node.position,
                     }
                     .scalar_text()
-                    .unwrap_or_else(|| other.type_name().to_owned()),
+                    .map_or_else(|| other.type_name().to_owned(), Cow::into_owned),
                 };
                 let allowed: Vec<String> = variants.iter().map(|v| format!("{v:?}")).collect();
                 self.report(
@@ -409,25 +435,25 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_, '_> {
 }
 
 /// Reads list items, each under its own index in the path.
-struct SeqReader<'n, 's> {
+struct SeqReader<'n, 't, 's> {
     items: std::slice::Iter<'n, Node>,
     index: usize,
-    path: FieldPath,
+    trail: Trail<'t>,
     sink: &'s RefCell<Vec<Finding>>,
 }
 
-impl<'n, 's> SeqReader<'n, 's> {
-    fn new(items: &'n [Node], path: FieldPath, sink: &'s RefCell<Vec<Finding>>) -> Self {
+impl<'n, 't, 's> SeqReader<'n, 't, 's> {
+    fn new(items: &'n [Node], trail: Trail<'t>, sink: &'s RefCell<Vec<Finding>>) -> Self {
         SeqReader {
             items: items.iter(),
             index: 0,
-            path,
+            trail,
             sink,
         }
     }
 }
 
-impl<'de> de::SeqAccess<'de> for SeqReader<'_, '_> {
+impl<'de> de::SeqAccess<'de> for SeqReader<'_, '_, '_> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -437,11 +463,11 @@ impl<'de> de::SeqAccess<'de> for SeqReader<'_, '_> {
         let Some(node) = self.items.next() else {
             return Ok(None);
         };
-        let path = self.path.index(self.index);
+        let trail = Trail::Index(&self.trail, self.index);
         self.index += 1;
         seed.deserialize(NodeDeserializer {
             node,
-            path,
+            trail,
             sink: self.sink,
         })
         .map(Some)
@@ -454,21 +480,27 @@ impl<'de> de::SeqAccess<'de> for SeqReader<'_, '_> {
 
 /// Reads object fields or map entries. With `fields` set (an object), unknown keys are reported
 /// and skipped; without (a map), every key is data.
-struct MapReader<'n, 's> {
+struct MapReader<'n, 't, 's> {
     entries: std::slice::Iter<'n, (Node, Node)>,
     fields: Option<&'static [&'static str]>,
-    current: Option<(FieldPath, &'n Node)>,
-    path: FieldPath,
+    current: Option<(Step<'n>, &'n Node)>,
+    trail: Trail<'t>,
     sink: &'s RefCell<Vec<Finding>>,
 }
 
-impl<'n, 's> MapReader<'n, 's> {
-    fn new(entries: &'n [(Node, Node)], path: FieldPath, sink: &'s RefCell<Vec<Finding>>) -> Self {
+/// The key of the entry being read: a declared field, or a key of a data map.
+enum Step<'n> {
+    Field(&'static str),
+    Key(Cow<'n, str>),
+}
+
+impl<'n, 't, 's> MapReader<'n, 't, 's> {
+    fn new(entries: &'n [(Node, Node)], trail: Trail<'t>, sink: &'s RefCell<Vec<Finding>>) -> Self {
         MapReader {
             entries: entries.iter(),
             fields: None,
             current: None,
-            path,
+            trail,
             sink,
         }
     }
@@ -476,7 +508,7 @@ impl<'n, 's> MapReader<'n, 's> {
 
 fn unknown_field(
     sink: &RefCell<Vec<Finding>>,
-    path: &FieldPath,
+    trail: &Trail<'_>,
     key: &Node,
     name: &str,
     fields: &[&str],
@@ -487,11 +519,11 @@ fn unknown_field(
     }
     sink.borrow_mut().push(
         Finding::new(Level::Error, "unknown-field", message)
-            .at(path.field(name.to_owned()), key.position),
+            .at(trail.path().field(name.to_owned()), key.position),
     );
 }
 
-impl<'de> de::MapAccess<'de> for MapReader<'_, '_> {
+impl<'de> de::MapAccess<'de> for MapReader<'_, '_, '_> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -508,35 +540,43 @@ impl<'de> de::MapAccess<'de> for MapReader<'_, '_> {
                             "wrong-type",
                             format!("a key must be a string, found {}", key.type_name()),
                         )
-                        .at(&self.path, key.position),
+                        .at(self.trail.path(), key.position),
                     );
                     continue;
                 }
             };
-            let path = match self.fields {
-                None => self.path.key(&name),
+            let step = match self.fields {
+                None => Step::Key(name),
                 Some(fields) => match fields.iter().find(|f| **f == name) {
-                    Some(field) => self.path.field(*field),
+                    Some(field) => Step::Field(field),
                     None => {
-                        unknown_field(self.sink, &self.path, key, &name, fields);
+                        unknown_field(self.sink, &self.trail, key, &name, fields);
                         continue;
                     }
                 },
             };
-            let key_value = seed.deserialize(name.as_str().into_deserializer())?;
-            self.current = Some((path, value));
+            let text: &str = match &step {
+                Step::Field(field) => field,
+                Step::Key(key) => key,
+            };
+            let key_value = seed.deserialize(text.into_deserializer())?;
+            self.current = Some((step, value));
             return Ok(Some(key_value));
         }
         Ok(None)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let Some((path, node)) = self.current.take() else {
+        let Some((step, node)) = self.current.take() else {
             return Err(de::Error::custom("a map value was read before its key"));
+        };
+        let trail = match &step {
+            Step::Field(field) => Trail::Field(&self.trail, field),
+            Step::Key(key) => Trail::Key(&self.trail, key),
         };
         seed.deserialize(NodeDeserializer {
             node,
-            path,
+            trail,
             sink: self.sink,
         })
     }

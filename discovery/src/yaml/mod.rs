@@ -5,8 +5,10 @@
 
 mod de;
 mod node;
+mod parse;
 mod path;
 
 pub use de::from_node;
-pub use node::{Node, Position, SyntaxError, Value, parse_documents};
+pub use node::{Node, Position, SyntaxError, Value};
+pub use parse::parse_documents;
 pub use path::{FieldPath, Segment};

@@ -94,11 +94,20 @@ impl FieldPath {
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, segment) in self.segments().into_iter().enumerate() {
-            match segment {
-                Segment::Index(index) => write!(f, "[{index}]")?,
-                Segment::Key(key) if !is_plain_key(key) => write!(f, "[{key:?}]")?,
-                Segment::Field(name) => write!(f, "{}{name}", if i == 0 { "" } else { "." })?,
-                Segment::Key(key) => write!(f, "{}{key}", if i == 0 { "" } else { "." })?,
+            let name: &str = match segment {
+                Segment::Index(index) => {
+                    write!(f, "[{index}]")?;
+                    continue;
+                }
+                Segment::Field(name) => name,
+                Segment::Key(key) => key,
+            };
+            // A name that would not read back as one step (a misspelt field can hold anything) is
+            // quoted.
+            if is_plain_key(name) {
+                write!(f, "{}{name}", if i == 0 { "" } else { "." })?;
+            } else {
+                write!(f, "[{name:?}]")?;
             }
         }
         Ok(())
@@ -117,7 +126,7 @@ fn is_plain_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::node::parse_documents;
+    use crate::yaml::parse_documents;
 
     #[test]
     fn renders_like_kubernetes_field_paths() {
