@@ -6,3 +6,188 @@
 //!
 //! Must not know: YAML, Istio resources, DNS discovery, clusters or peers. It consumes a
 //! `Snapshot`; `strait-discovery` produces one. Depends only on `strait-certs`.
+//!
+//! A request's way through: `listener` accepts and picks a filter chain (reading the TLS
+//! ClientHello when there is TLS) -> `http::server` serves the connection -> `http::handler`
+//! routes the request (`http::routing`), applies faults, redirects and CORS, and forwards it
+//! (`http::forward`) to an endpoint the cluster's balancer picks (`upstream`) over a pooled
+//! connection; `tcp` does the same for opaque bytes. `telemetry` records every request.
+
+pub mod snapshot;
+
+pub mod http;
+pub mod io;
+mod listener;
+mod runtime;
+mod tcp;
+pub mod telemetry;
+pub mod tls;
+mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use runtime::Shared;
+pub use runtime::{InstallError, ProxyOptions};
+use snapshot::Snapshot;
+use telemetry::Telemetry;
+
+/// A running proxy: the listeners of the snapshot installed last, and what outlives snapshots.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Mutex<HashMap<String, RunningListener>>,
+}
+
+#[derive(Debug)]
+struct RunningListener {
+    address: SocketAddr,
+    /// The address actually bound (differs from `address` for port 0).
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub fn new(telemetry: Telemetry, options: ProxyOptions) -> Proxy {
+        Proxy {
+            shared: Arc::new(Shared::new(telemetry, options)),
+            listeners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes `snapshot` the configuration served. Listeners that stay keep running (their
+    /// connections untouched), new ones are bound, and ones that went stop accepting while their
+    /// connections finish. When anything fails (a port cannot be bound, a certificate does not
+    /// load) nothing changes and the error says what.
+    pub async fn install(&self, snapshot: Snapshot) -> Result<(), InstallError> {
+        let snapshot = Arc::new(snapshot);
+        let running: HashMap<String, SocketAddr> = self
+            .listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|(name, r)| (name.clone(), r.address))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut bound = Vec::new();
+        for listener in &snapshot.listeners {
+            if running.get(&listener.name) == Some(&listener.address) {
+                continue;
+            }
+            let socket = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| InstallError::Bind {
+                    listener: listener.name.clone(),
+                    address: listener.address,
+                    source,
+                })?;
+            bound.push((listener.name.clone(), listener.address, socket));
+        }
+        self.shared.install(snapshot.clone())?;
+        let Ok(mut listeners) = self.listeners.lock() else {
+            return Ok(());
+        };
+        listeners.retain(|name, running| {
+            let keep = snapshot
+                .listeners
+                .iter()
+                .any(|l| l.name == *name && l.address == running.address);
+            if !keep {
+                let _ = running.stop.send(true);
+            }
+            keep
+        });
+        for (name, address, socket) in bound {
+            let local = socket.local_addr().unwrap_or(address);
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(listener::accept_loop(
+                socket,
+                name.clone(),
+                self.shared.clone(),
+                stopped,
+            ));
+            if let Some(previous) = listeners.insert(
+                name,
+                RunningListener {
+                    address,
+                    bound: local,
+                    stop,
+                },
+            ) {
+                let _ = previous.stop.send(true);
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.active().snapshot.clone()
+    }
+
+    /// Each listener's name and the address it is bound to.
+    pub fn listening(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .map(|l| l.iter().map(|(n, r)| (n.clone(), r.bound)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts draining: open connections finish their requests and close (`Connection: close`,
+    /// GOAWAY); listeners keep accepting until `stop_accepting`.
+    pub fn drain(&self) {
+        let _ = self.shared.draining.send(true);
+    }
+
+    /// Stops accepting new connections on every listener.
+    pub fn stop_accepting(&self) {
+        if let Ok(listeners) = self.listeners.lock() {
+            for running in listeners.values() {
+                let _ = running.stop.send(true);
+            }
+        }
+    }
+
+    /// The live snapshot and the state of every endpoint, as JSON (`/config_dump`).
+    pub fn config_dump(&self) -> serde_json::Value {
+        let active = self.shared.active();
+        let endpoints: serde_json::Map<String, serde_json::Value> = active
+            .clusters
+            .iter()
+            .map(|(name, state)| {
+                let list: Vec<serde_json::Value> = state
+                    .endpoint_health()
+                    .into_iter()
+                    .map(|(address, healthy, active_requests)| {
+                        serde_json::json!({
+                            "address": address.to_string(),
+                            "health": if healthy { "HEALTHY" } else { "EJECTED" },
+                            "active_requests": active_requests,
+                        })
+                    })
+                    .collect();
+                (name.clone(), serde_json::Value::Array(list))
+            })
+            .collect();
+        serde_json::json!({
+            "version": active.snapshot.version,
+            "snapshot": &*active.snapshot,
+            "endpoints": endpoints,
+        })
+    }
+
+    /// Istio's standard metrics in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.shared.telemetry.metrics.encode()
+    }
+
+    /// Access log lines dropped because the writer fell behind.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.shared.telemetry.access_log.dropped()
+    }
+}

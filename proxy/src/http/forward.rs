@@ -1,0 +1,860 @@
+//! Forwarding a routed request to its cluster: choose an endpoint, lease a pooled connection,
+//! send with the try's timeout, and retry by the route's policy. Local replies say why when it
+//! fails: `UH` no healthy endpoint, `UF` connect failure, `UT` timeout, `UO` overflow, `URX`
+//! retries exhausted, `UC` the upstream reset.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::body::{self, Body};
+use super::flags::ResponseFlags;
+use super::headers;
+use super::local_reply::local_reply;
+use super::tracked::Exchange;
+use super::upstream_body::UpstreamBody;
+use crate::runtime::{Active, Downstream, Shared};
+use crate::snapshot::{
+    HashKey, LbPolicy, RetryOn, RetryPolicy, Rewrite, Route, StringMatcher, WeightedCluster,
+};
+use crate::upstream::cluster::{ClusterState, NoEndpoint};
+use crate::upstream::lb::stable_hash;
+use crate::upstream::outlier::Outcome;
+use crate::upstream::pool::{Lease, PoolError, PoolKey, Wire};
+
+/// Request bodies up to this size are held so a retry can send them again; larger or unsized
+/// (streaming) bodies are sent as they come, and retried only when nothing was sent.
+const REPLAY_LIMIT: u64 = 1024 * 1024;
+/// The cap on one backoff between tries, as a multiple of the base.
+const BACKOFF_CAP: u32 = 10;
+
+/// Where a routed request goes.
+pub(crate) struct Forward<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) cluster: &'a str,
+    pub(crate) grpc: bool,
+    pub(crate) upgrade: Option<OnUpgrade>,
+    pub(crate) downstream: &'a Downstream,
+}
+
+/// Takes the downstream side of an HTTP/1.1 protocol upgrade (WebSocket), if asked for.
+pub(crate) fn take_upgrade(request: &mut Request<Incoming>) -> Option<OnUpgrade> {
+    let wants = request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            });
+    wants.then(|| hyper::upgrade::on(request))
+}
+
+/// Picks one of the route's destinations by weight. A single destination gets every request,
+/// whatever its weight.
+pub(crate) fn choose_cluster(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+    if let [only] = clusters {
+        return Some(only);
+    }
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(..total);
+    for cluster in clusters {
+        let weight = u64::from(cluster.weight);
+        if point < weight {
+            return Some(cluster);
+        }
+        point -= weight;
+    }
+    clusters.last()
+}
+
+/// Applies a route's rewrite: the matched prefix (or the whole path) is replaced, or a regex's
+/// matches; the authority is replaced.
+pub(crate) fn rewrite(request: &mut Request<Body>, rewrite: &Rewrite, route: &Route) {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let mut new_path = None;
+    if let Some(replacement) = &rewrite.path {
+        let matched_prefix = route.matches.iter().find_map(|m| match &m.path {
+            Some(StringMatcher::Prefix(prefix)) => {
+                let head = path.get(..prefix.len())?;
+                let same = if m.ignore_case {
+                    head.eq_ignore_ascii_case(prefix)
+                } else {
+                    head == prefix
+                };
+                same.then_some(prefix.len())
+            }
+            _ => None,
+        });
+        new_path = Some(match matched_prefix {
+            Some(len) => format!("{replacement}{}", &path[len..]),
+            None => replacement.clone(),
+        });
+    } else if let Some((pattern, replacement)) = &rewrite.path_regex {
+        new_path = Some(
+            pattern
+                .regex()
+                .replace_all(&path, replacement.as_str())
+                .into_owned(),
+        );
+    }
+    if let Some(mut new_path) = new_path {
+        if !new_path.starts_with('/') {
+            new_path.insert(0, '/');
+        }
+        if let Some(query) = query {
+            new_path.push('?');
+            new_path.push_str(&query);
+        }
+        let mut parts = request.uri().clone().into_parts();
+        parts.path_and_query = new_path.parse().ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    if let Some(authority) = &rewrite.authority {
+        set_authority(request, authority);
+    }
+}
+
+fn set_authority(request: &mut Request<Body>, authority: &str) {
+    if let Ok(value) = HeaderValue::from_str(authority) {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    if request.uri().authority().is_some() {
+        let mut parts = request.uri().clone().into_parts();
+        parts.authority = authority.parse().ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+/// The request body, held for replay or streamed once.
+enum Payload {
+    Held(Bytes),
+    Streaming(Option<Body>),
+}
+
+impl Payload {
+    async fn new(body: Body, replayable: bool) -> Result<Payload, Response<Body>> {
+        let small = body
+            .size_hint()
+            .exact()
+            .is_some_and(|size| size <= REPLAY_LIMIT);
+        if !(replayable && small) {
+            return Ok(Payload::Streaming(Some(body)));
+        }
+        match body.collect().await {
+            Ok(collected) => Ok(Payload::Held(collected.to_bytes())),
+            Err(error) => Err(local_reply(
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+                format!("reading the request body failed: {error}"),
+                false,
+            )),
+        }
+    }
+
+    /// The body for the next try; `None` once a streamed body has been used.
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Payload::Held(bytes) => Some(body::full(bytes.clone())),
+            Payload::Streaming(body) => body.take(),
+        }
+    }
+
+    /// Gives a streamed body back when a try did not send it.
+    fn put_back(&mut self, body: Body) {
+        if let Payload::Streaming(slot) = self {
+            *slot = Some(body);
+        }
+    }
+
+    fn held(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Held(bytes) => Some(bytes),
+            Payload::Streaming(_) => None,
+        }
+    }
+}
+
+/// How one try ended.
+enum Attempt {
+    Response(Response<Body>),
+    /// Failed before a response: the flag, the reason, whether the request was not sent at all
+    /// (then it is always safe to retry), and what kind of failure for `retryOn`.
+    Failed {
+        flags: ResponseFlags,
+        reason: String,
+        unsent: bool,
+        kind: Failure,
+        status: StatusCode,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Overflow,
+    Reset,
+    RefusedStream,
+    Timeout,
+}
+
+/// Sends the request to the route's cluster, retrying as the route says.
+pub(crate) async fn forward(
+    request: Request<Body>,
+    mut target: Forward<'_>,
+    active: &Active,
+    shared: &Arc<Shared>,
+    exchange: &mut Exchange,
+) -> Response<Body> {
+    let grpc = target.grpc;
+    exchange.cluster = target.cluster.to_owned();
+    let Some(cluster) = active.clusters.get(target.cluster) else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::NO_CLUSTER_FOUND,
+            format!("cluster {} is not configured", target.cluster),
+            grpc,
+        );
+    };
+    let Some(cluster_request) = cluster.start_request() else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::UPSTREAM_OVERFLOW,
+            format!(
+                "cluster {} is at its maximum of active requests",
+                target.cluster
+            ),
+            grpc,
+        );
+    };
+    let route = target.route;
+    let started = Instant::now();
+    let deadline = route.timeout.map(|t| started + t);
+    let upgrade = target.upgrade.take();
+    let work = forward_with_retries(
+        request, &target, upgrade, cluster, active, shared, exchange, deadline,
+    );
+    let response = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(response) => response,
+            Err(_) => local_reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                format!(
+                    "route {} timed out after {:?} waiting for cluster {}",
+                    route.name,
+                    route.timeout.unwrap_or_default(),
+                    target.cluster
+                ),
+                grpc,
+            ),
+        },
+        None => work.await,
+    };
+    exchange.upstream_service_time = Some(started.elapsed().as_millis() as u64);
+    response.map(|body| UpstreamBody::hold(body, cluster_request))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_with_retries(
+    request: Request<Body>,
+    target: &Forward<'_>,
+    mut downstream_upgrade: Option<OnUpgrade>,
+    cluster: &Arc<ClusterState>,
+    active: &Active,
+    shared: &Arc<Shared>,
+    exchange: &mut Exchange,
+    deadline: Option<Instant>,
+) -> Response<Body> {
+    let route = target.route;
+    let grpc = target.grpc;
+    let config = cluster.config();
+    let no_retry = RetryPolicy {
+        attempts: 0,
+        per_try_timeout: None,
+        retry_on: RetryOn::default(),
+        backoff: Duration::from_millis(25),
+    };
+    let retry = if downstream_upgrade.is_some() {
+        &no_retry
+    } else {
+        route.retry.as_ref().unwrap_or(&no_retry)
+    };
+    let (parts, body) = request.into_parts();
+    let replayable = retry.attempts > 0 || !route.mirrors.is_empty();
+    let mut payload = match Payload::new(body, replayable).await {
+        Ok(payload) => payload,
+        Err(reply) => return reply,
+    };
+    if let Some(held) = payload.held() {
+        mirror(route, &parts, held, active, shared, target.downstream);
+    }
+    let hash = request_hash(&config.lb, &parts, target.downstream.peer);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut _retry_guard = None;
+    let mut last: Option<Response<Body>> = None;
+    for attempt in 0..=retry.attempts {
+        if attempt > 0 {
+            let Some(guard) = cluster.start_retry() else {
+                exchange.note(
+                    ResponseFlags::UPSTREAM_OVERFLOW,
+                    format!("cluster {} retry budget (maxRetries) is spent", config.name),
+                );
+                break;
+            };
+            _retry_guard = Some(guard);
+            tokio::time::sleep(backoff(retry.backoff, attempt)).await;
+        }
+        let endpoint = match cluster.pick(hash, &tried) {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                let reason = match why {
+                    NoEndpoint::Empty => format!(
+                        "no healthy upstream: cluster {} has no endpoints",
+                        config.name
+                    ),
+                    NoEndpoint::AllEjected => format!(
+                        "no healthy upstream: every endpoint of cluster {} is ejected by outlier detection",
+                        config.name
+                    ),
+                };
+                let flags = if attempt > 0 {
+                    ResponseFlags::NO_HEALTHY_UPSTREAM
+                        | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
+                } else {
+                    ResponseFlags::NO_HEALTHY_UPSTREAM
+                };
+                return local_reply(StatusCode::SERVICE_UNAVAILABLE, flags, reason, grpc);
+            }
+        };
+        let address = endpoint.endpoint().address;
+        tried.push(address);
+        exchange.upstream_host = Some(address);
+        let Some(body) = payload.take() else {
+            break;
+        };
+        let wire = wire_for(
+            &config.protocol,
+            parts.version,
+            downstream_upgrade.is_some(),
+        );
+        let upstream_request = upstream_request(
+            &parts,
+            body,
+            wire,
+            active.upstream_tls.contains_key(&config.name),
+        );
+        let per_try = retry.per_try_timeout;
+        let pool = shared.pools.get(PoolKey {
+            address,
+            wire,
+            tls: active.upstream_tls.get(&config.name).map(|t| t.1.clone()),
+        });
+        let tls = active.upstream_tls.get(&config.name).map(|t| t.0.as_ref());
+        let outcome = try_once(
+            upstream_request,
+            &pool,
+            &config.pool,
+            config.connect_timeout,
+            tls,
+            per_try,
+            deadline,
+        )
+        .await;
+        let (outcome, returned_body) = outcome;
+        if let Some(body) = returned_body {
+            payload.put_back(body);
+        }
+        match outcome {
+            Attempt::Response(mut response) => {
+                let status = response.status();
+                let grpc_status = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u8>().ok());
+                cluster.report(endpoint.endpoint(), outcome_of(status));
+                let more = attempt < retry.attempts;
+                if more
+                    && retriable_response(&retry.retry_on, status, grpc_status)
+                    && payload.held().is_some()
+                {
+                    exchange.note(
+                        ResponseFlags::NONE,
+                        format!(
+                            "try {} got {} from {address}; retrying",
+                            attempt + 1,
+                            status.as_u16()
+                        ),
+                    );
+                    last = Some(response);
+                    continue;
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(downstream_side) = downstream_upgrade.take()
+                {
+                    let upstream_side = hyper::upgrade::on(&mut response);
+                    splice_upgrade(downstream_side, upstream_side, address);
+                }
+                let response = response.map(|b| UpstreamBody::with_endpoint(b, endpoint));
+                return response;
+            }
+            Attempt::Failed {
+                flags,
+                reason,
+                unsent,
+                kind,
+                status,
+            } => {
+                if matches!(kind, Failure::Connect | Failure::Reset | Failure::Timeout) {
+                    cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
+                }
+                let more = attempt < retry.attempts;
+                let allowed = retriable_failure(&retry.retry_on, kind)
+                    || (unsent && kind != Failure::Overflow);
+                let can_send = unsent || payload.held().is_some();
+                exchange.note(flags, reason.clone());
+                if more && allowed && can_send {
+                    continue;
+                }
+                let flags = if attempt > 0 {
+                    flags | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
+                } else {
+                    flags
+                };
+                return local_reply(status, flags, reason, grpc);
+            }
+        }
+    }
+    match last {
+        Some(response) => {
+            exchange.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+            response
+        }
+        None => local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            exchange.flags | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+            if exchange.reason.is_empty() {
+                format!("retries to cluster {} exhausted", config.name)
+            } else {
+                exchange.reason.clone()
+            },
+            grpc,
+        ),
+    }
+}
+
+fn splice_upgrade(downstream: OnUpgrade, upstream: OnUpgrade, address: SocketAddr) {
+    tokio::spawn(async move {
+        let (Ok(downstream), Ok(upstream)) = (downstream.await, upstream.await) else {
+            tracing::debug!(%address, "a protocol upgrade did not complete");
+            return;
+        };
+        let mut downstream = hyper_util::rt::TokioIo::new(downstream);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+            tracing::debug!(%address, %error, "upgraded connection ended");
+        }
+    });
+}
+
+/// The wire protocol towards the endpoint.
+fn wire_for(
+    protocol: &crate::snapshot::UpstreamProtocol,
+    downstream: Version,
+    upgrade: bool,
+) -> Wire {
+    use crate::snapshot::UpstreamProtocol;
+    if upgrade {
+        return Wire::Http1;
+    }
+    match protocol {
+        UpstreamProtocol::Http1 => Wire::Http1,
+        UpstreamProtocol::Http2 => Wire::Http2,
+        UpstreamProtocol::Downstream if downstream == Version::HTTP_2 => Wire::Http2,
+        UpstreamProtocol::Downstream => Wire::Http1,
+    }
+}
+
+/// The request as the endpoint receives it: hop-by-hop headers removed, and the URI in the form
+/// the wire protocol wants (origin form and `Host` for HTTP/1.1, scheme and authority for
+/// HTTP/2).
+fn upstream_request(parts: &Parts, body: Body, wire: Wire, tls: bool) -> Request<Body> {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.headers_mut() = parts.headers.clone();
+    let upgrade = parts.headers.contains_key(header::UPGRADE) && wire == Wire::Http1;
+    headers::remove_hop_by_hop(request.headers_mut(), upgrade);
+    match wire {
+        Wire::Http1 => {
+            *request.version_mut() = Version::HTTP_11;
+            *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(host) = HeaderValue::from_str(&authority) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        Wire::Http2 => {
+            *request.version_mut() = Version::HTTP_2;
+            let scheme = if tls { "https" } else { "http" };
+            let uri = format!("{scheme}://{authority}{path}");
+            *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            request.headers_mut().remove(header::HOST);
+        }
+    }
+    request
+}
+
+/// One try: lease a connection, send, and wait for the response headers within the try's time.
+async fn try_once(
+    request: Request<Body>,
+    pool: &Arc<crate::upstream::pool::Pool>,
+    limits: &crate::snapshot::PoolLimits,
+    connect_timeout: Duration,
+    tls: Option<&crate::upstream::connect::TlsOrigination>,
+    per_try: Option<Duration>,
+    deadline: Option<Instant>,
+) -> (Attempt, Option<Body>) {
+    let address = pool.key().address;
+    let lease = match pool.lease(limits, connect_timeout, tls).await {
+        Ok(lease) => lease,
+        Err(PoolError::Overflow(_, pending)) => {
+            let (_, body) = request.into_parts();
+            return (
+                Attempt::Failed {
+                    flags: ResponseFlags::UPSTREAM_OVERFLOW,
+                    reason: format!(
+                        "connection pool to {address} is full ({pending} requests pending)"
+                    ),
+                    unsent: true,
+                    kind: Failure::Overflow,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                },
+                Some(body),
+            );
+        }
+        Err(error) => {
+            let (_, body) = request.into_parts();
+            return (
+                Attempt::Failed {
+                    flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                    reason: format!("upstream connect error: {error}"),
+                    unsent: true,
+                    kind: Failure::Connect,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                },
+                Some(body),
+            );
+        }
+    };
+    let limit = match (per_try, deadline) {
+        (Some(per_try), Some(deadline)) => {
+            Some(per_try.min(deadline.saturating_duration_since(Instant::now())))
+        }
+        (Some(per_try), None) => Some(per_try),
+        (None, _) => None,
+    };
+    let send = send(lease, request);
+    let result = match limit {
+        Some(limit) => match tokio::time::timeout(limit, send).await {
+            Ok(result) => result,
+            Err(_) => {
+                return (
+                    Attempt::Failed {
+                        flags: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                        reason: format!(
+                            "upstream {address} did not respond within the try timeout {limit:?}"
+                        ),
+                        unsent: false,
+                        kind: Failure::Timeout,
+                        status: StatusCode::GATEWAY_TIMEOUT,
+                    },
+                    None,
+                );
+            }
+        },
+        None => send.await,
+    };
+    match result {
+        Ok(response) => (Attempt::Response(response), None),
+        Err(SendFailure { error, unsent }) => {
+            let refused = is_refused_stream(&error);
+            let (body, unsent) = match unsent {
+                Some(request) => (Some(request.into_body()), true),
+                None => (None, refused),
+            };
+            (
+                Attempt::Failed {
+                    flags: ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+                    reason: format!("upstream {address} reset the request: {error}"),
+                    unsent,
+                    kind: if refused {
+                        Failure::RefusedStream
+                    } else {
+                        Failure::Reset
+                    },
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                },
+                body,
+            )
+        }
+    }
+}
+
+struct SendFailure {
+    error: hyper::Error,
+    /// The request, when hyper never sent it.
+    unsent: Option<Request<Body>>,
+}
+
+async fn send(lease: Lease, request: Request<Body>) -> Result<Response<Body>, SendFailure> {
+    match lease {
+        Lease::Http1(mut sender, pool) => match sender.try_send_request(request).await {
+            Ok(response) => Ok(response.map(|b| UpstreamBody::pooled(b, sender, pool))),
+            Err(mut error) => Err(SendFailure {
+                unsent: error.take_message(),
+                error: error.into_error(),
+            }),
+        },
+        Lease::Http2(mut sender, streams) => match sender.try_send_request(request).await {
+            Ok(response) => Ok(response.map(|b| UpstreamBody::streamed(b, streams))),
+            Err(mut error) => Err(SendFailure {
+                unsent: error.take_message(),
+                error: error.into_error(),
+            }),
+        },
+    }
+}
+
+fn is_refused_stream(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn outcome_of(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        502..=504 => Outcome::ServerError { gateway: true },
+        500..=599 => Outcome::ServerError { gateway: false },
+        _ => Outcome::Success,
+    }
+}
+
+/// Whether a response is retried by Envoy's `retryOn` conditions.
+fn retriable_response(retry_on: &RetryOn, status: StatusCode, grpc_status: Option<u8>) -> bool {
+    let code = status.as_u16();
+    (retry_on.server_error && status.is_server_error())
+        || (retry_on.gateway_error && matches!(code, 502..=504))
+        || (retry_on.retriable_4xx && code == 409)
+        || retry_on.status_codes.contains(&code)
+        || grpc_status.is_some_and(|s| s != 0 && retry_on.grpc_statuses.contains(&s))
+}
+
+/// Whether a failure before any response is retried.
+fn retriable_failure(retry_on: &RetryOn, failure: Failure) -> bool {
+    match failure {
+        Failure::Connect => {
+            retry_on.connect_failure || retry_on.server_error || retry_on.gateway_error
+        }
+        Failure::Reset => retry_on.reset || retry_on.server_error || retry_on.gateway_error,
+        Failure::RefusedStream => {
+            retry_on.refused_stream || retry_on.reset || retry_on.server_error
+        }
+        Failure::Timeout => retry_on.reset || retry_on.server_error || retry_on.gateway_error,
+        Failure::Overflow => false,
+    }
+}
+
+/// Exponential backoff with full jitter: up to `base * 2^(try-1)`, capped at ten times the base.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(10);
+    let ceiling = base.saturating_mul(factor.min(BACKOFF_CAP));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// The hash a consistent-hash cluster balances on.
+fn request_hash(policy: &LbPolicy, parts: &Parts, peer: SocketAddr) -> Option<u64> {
+    let LbPolicy::ConsistentHash(hash) = policy else {
+        return None;
+    };
+    let key = match &hash.key {
+        HashKey::Header(name) => parts.headers.get(name.as_str())?.as_bytes().to_vec(),
+        HashKey::SourceIp => peer.ip().to_string().into_bytes(),
+        HashKey::QueryParameter(name) => parts
+            .uri
+            .query()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| k == name)?
+            .1
+            .as_bytes()
+            .to_vec(),
+        HashKey::Cookie { name, .. } => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| k == name)?
+            .1
+            .as_bytes()
+            .to_vec(),
+    };
+    Some(stable_hash(&key))
+}
+
+/// Sends copies of a request to the route's mirrors: best effort, never waited for, and with
+/// `-shadow` appended to the host.
+fn mirror(
+    route: &Route,
+    parts: &Parts,
+    body: &Bytes,
+    active: &Active,
+    shared: &Arc<Shared>,
+    downstream: &Downstream,
+) {
+    for mirror in &route.mirrors {
+        if !(mirror.percentage >= 100.0 || fastrand::f64() * 100.0 < mirror.percentage) {
+            continue;
+        }
+        let Some(cluster) = active.clusters.get(&mirror.cluster).cloned() else {
+            continue;
+        };
+        let Ok(endpoint) = cluster.pick(
+            request_hash(&cluster.config().lb, parts, downstream.peer),
+            &[],
+        ) else {
+            continue;
+        };
+        let config = cluster.config();
+        let mut request = upstream_request(parts, body::full(body.clone()), Wire::Http1, false);
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(|h| {
+                let (name, port) = h.rsplit_once(':').map_or((h, None), |(n, p)| (n, Some(p)));
+                match port {
+                    Some(port) => format!("{name}-shadow:{port}"),
+                    None => format!("{name}-shadow"),
+                }
+            });
+        if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        let pool = shared.pools.get(PoolKey {
+            address: endpoint.endpoint().address,
+            wire: Wire::Http1,
+            tls: None,
+        });
+        tokio::spawn(async move {
+            let _endpoint = endpoint;
+            let Ok(lease) = pool.lease(&config.pool, config.connect_timeout, None).await else {
+                return;
+            };
+            if let Ok(response) = send(lease, request).await {
+                let _ = response.into_body().collect().await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::HeaderOps;
+
+    fn weighted(name: &str, weight: u32) -> WeightedCluster {
+        WeightedCluster {
+            cluster: name.to_owned(),
+            weight,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+        }
+    }
+
+    #[test]
+    fn weights_split_traffic() {
+        let clusters = vec![weighted("a", 80), weighted("b", 20)];
+        let a = (0..10_000)
+            .filter(|_| choose_cluster(&clusters).map(|c| c.cluster.as_str()) == Some("a"))
+            .count();
+        assert!((7_700..=8_300).contains(&a), "{a}");
+        assert_eq!(
+            choose_cluster(&[weighted("only", 0)]).unwrap().cluster,
+            "only"
+        );
+        assert!(choose_cluster(&[weighted("a", 0), weighted("b", 0)]).is_none());
+    }
+
+    #[test]
+    fn retry_conditions() {
+        let on = RetryOn {
+            gateway_error: true,
+            status_codes: vec![409],
+            grpc_statuses: vec![14],
+            ..RetryOn::default()
+        };
+        assert!(retriable_response(&on, StatusCode::BAD_GATEWAY, None));
+        assert!(!retriable_response(
+            &on,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None
+        ));
+        assert!(retriable_response(&on, StatusCode::CONFLICT, None));
+        assert!(retriable_response(&on, StatusCode::OK, Some(14)));
+        assert!(!retriable_response(&on, StatusCode::OK, Some(0)));
+        let connect = RetryOn {
+            connect_failure: true,
+            ..RetryOn::default()
+        };
+        assert!(retriable_failure(&connect, Failure::Connect));
+        assert!(!retriable_failure(&connect, Failure::Reset));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(25);
+        for attempt in 1..20 {
+            assert!(backoff(base, attempt) <= base * BACKOFF_CAP);
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! One HTTP request, from arrival to response: clean the headers, find the virtual host and
+//! route, answer CORS preflights, inject faults, then redirect, answer directly, or forward to
+//! a cluster (`forward`). Every request ends in telemetry: its response body is wrapped so that
+//! the access log line and metrics are written when the response is complete.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{self, Body};
+use super::flags::ResponseFlags;
+use super::forward::{self, Forward};
+use super::headers;
+use super::local_reply::{LocalReply, Reason, is_grpc, local_reply};
+use super::routing::{RequestFacts, find_route};
+use super::tracked::{Exchange, track_request, track_response};
+use crate::runtime::{Active, Downstream, Shared};
+use crate::snapshot::{Cors, FaultAbort, Redirect, RedirectPort, Route, RouteAction};
+
+/// Serves one request; never fails (failures are responses).
+pub(crate) async fn handle(
+    mut request: Request<Incoming>,
+    downstream: Arc<Downstream>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    let mut exchange = Exchange::start(&request, &downstream, Instant::now(), SystemTime::now());
+    let upgrade = forward::take_upgrade(&mut request);
+    let (request, received) = track_request(request);
+    let active = shared.active();
+    let response = route(
+        request,
+        upgrade,
+        &downstream,
+        &active,
+        &shared,
+        &mut exchange,
+    )
+    .await;
+    Ok(track_response(response, exchange, received, shared))
+}
+
+async fn route(
+    mut request: Request<Body>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    downstream: &Downstream,
+    active: &Active,
+    shared: &Arc<Shared>,
+    exchange: &mut Exchange,
+) -> Response<Body> {
+    let grpc = is_grpc(request.headers());
+    let Some(router) = active.routers.get(&downstream.route_table) else {
+        return local_reply(
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NO_ROUTE,
+            format!("route table {} is not configured", downstream.route_table),
+            grpc,
+        );
+    };
+
+    let headers = request.headers_mut();
+    headers::remove_internal(headers);
+    exchange.request_id = headers::ensure_request_id(headers);
+    headers::set_forwarded(
+        headers,
+        downstream.peer.ip(),
+        downstream.scheme(),
+        shared.options.trusted_hops,
+    );
+
+    let authority = authority_of(&request);
+    exchange.authority.clone_from(&authority);
+    let Some(host) = router.virtual_host(&authority) else {
+        return local_reply(
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NO_ROUTE,
+            format!(
+                "no virtual host for authority {authority:?} on {}",
+                downstream.listener
+            ),
+            grpc,
+        );
+    };
+    if host.require_tls && !downstream.tls {
+        return https_redirect(&request, &authority);
+    }
+    let (parts, body) = request.into_parts();
+    let facts = RequestFacts {
+        parts: &parts,
+        authority: &authority,
+        scheme: downstream.scheme(),
+        port: downstream.local.port(),
+    };
+    let Some(route) = find_route(host, &facts) else {
+        return local_reply(
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NO_ROUTE,
+            format!(
+                "no route matched {} {} in virtual host {}",
+                parts.method,
+                parts.uri.path(),
+                host.name
+            ),
+            grpc,
+        );
+    };
+    exchange.route_name.clone_from(&route.name);
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let mut request = Request::from_parts(parts, body);
+
+    if let Some(cors) = &route.cors
+        && let Some(preflight) = cors_preflight(cors, &request)
+    {
+        return preflight;
+    }
+    if let Some(reply) = inject_fault(route, grpc, exchange).await {
+        return reply;
+    }
+    let mut response = match &route.action {
+        RouteAction::Redirect(redirect) => {
+            redirect_reply(redirect, &request, &authority, downstream)
+        }
+        RouteAction::DirectResponse(direct) => {
+            let body = direct.body.clone().map_or_else(body::empty, body::full);
+            let mut response = Response::new(body);
+            *response.status_mut() = StatusCode::from_u16(direct.status).unwrap_or(StatusCode::OK);
+            response
+        }
+        RouteAction::Forward { clusters, rewrite } => {
+            let Some(choice) = forward::choose_cluster(clusters) else {
+                return local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ResponseFlags::NO_CLUSTER_FOUND,
+                    format!("route {} has no destination with weight", route.name),
+                    grpc,
+                );
+            };
+            headers::apply(&route.request_headers, request.headers_mut());
+            headers::apply(&choice.request_headers, request.headers_mut());
+            if let Some(rewrite) = rewrite {
+                forward::rewrite(&mut request, rewrite, route);
+            }
+            let target = Forward {
+                route,
+                cluster: &choice.cluster,
+                grpc,
+                upgrade,
+                downstream,
+            };
+            let mut response = forward::forward(request, target, active, shared, exchange).await;
+            headers::apply(&choice.response_headers, response.headers_mut());
+            response
+        }
+    };
+    if response.extensions().get::<LocalReply>().is_none() {
+        headers::apply(&route.response_headers, response.headers_mut());
+    }
+    if let (Some(cors), Some(origin)) = (&route.cors, origin) {
+        cors_response_headers(cors, &origin, response.headers_mut());
+    }
+    response
+}
+
+/// The request's authority: `:authority` for HTTP/2, `Host` for HTTP/1.
+fn authority_of(request: &Request<Body>) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// `httpsRedirect`: the same URL over HTTPS, 301.
+fn https_redirect(request: &Request<Body>, authority: &str) -> Response<Body> {
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let host = super::routing::host_of(authority);
+    let location = format!("https://{host}{path}");
+    redirect_response(
+        StatusCode::MOVED_PERMANENTLY,
+        &location,
+        "https redirect required by the server",
+    )
+}
+
+fn redirect_reply(
+    redirect: &Redirect,
+    request: &Request<Body>,
+    authority: &str,
+    downstream: &Downstream,
+) -> Response<Body> {
+    let scheme = redirect.scheme.as_deref().unwrap_or(downstream.scheme());
+    let host = redirect.authority.as_deref().map_or_else(
+        || super::routing::host_of(authority).to_owned(),
+        |a| super::routing::host_of(a).to_owned(),
+    );
+    let original_port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = match redirect.port {
+        RedirectPort::Keep => redirect
+            .authority
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+            .or(original_port),
+        RedirectPort::Port(port) => Some(port),
+        RedirectPort::FromProtocolDefault => None,
+        RedirectPort::FromRequest => Some(downstream.local.port()),
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let authority = match port {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host,
+    };
+    let path = redirect.path.clone().unwrap_or_else(|| {
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    });
+    let location = format!("{scheme}://{authority}{path}");
+    let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    redirect_response(status, &location, "redirected by the route")
+}
+
+fn redirect_response(status: StatusCode, location: &str, reason: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response.extensions_mut().insert(LocalReply(Reason {
+        flags: ResponseFlags::NONE,
+        text: reason.to_owned(),
+    }));
+    response
+}
+
+/// Delays and aborts, each applied to its percentage of requests. An omitted percentage
+/// affects no request (as in Istio).
+async fn inject_fault(
+    route: &Route,
+    grpc: bool,
+    exchange: &mut Exchange,
+) -> Option<Response<Body>> {
+    let fault = route.fault.as_ref()?;
+    if let Some(delay) = &fault.delay
+        && chance(delay.percentage)
+    {
+        exchange.flags |= ResponseFlags::DELAY_INJECTED;
+        tokio::time::sleep(delay.delay).await;
+    }
+    let abort = fault.abort.as_ref()?;
+    let (status, percentage, grpc_status) = match abort {
+        FaultAbort::Http { status, percentage } => (*status, *percentage, None),
+        FaultAbort::Grpc { status, percentage } => (200, *percentage, Some(*status)),
+    };
+    if !chance(percentage) {
+        return None;
+    }
+    let reason = format!("fault injected by route {}", route.name);
+    if let Some(code) = grpc_status {
+        let mut response = local_reply(StatusCode::OK, ResponseFlags::FAULT_INJECTED, reason, true);
+        response
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from(u16::from(code)));
+        return Some(response);
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(local_reply(
+        status,
+        ResponseFlags::FAULT_INJECTED,
+        reason,
+        grpc,
+    ))
+}
+
+/// True for `percentage` percent of calls.
+fn chance(percentage: f64) -> bool {
+    percentage >= 100.0 || (percentage > 0.0 && fastrand::f64() * 100.0 < percentage)
+}
+
+fn origin_allowed(cors: &Cors, origin: &str) -> bool {
+    cors.allow_origins.iter().any(|m| m.matches(origin))
+}
+
+/// Answers a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from
+/// an allowed origin; other preflights go on to the upstream (Istio's default) unless the
+/// policy says otherwise.
+fn cors_preflight(cors: &Cors, request: &Request<Body>) -> Option<Response<Body>> {
+    if request.method() != http::Method::OPTIONS {
+        return None;
+    }
+    let origin = request.headers().get(header::ORIGIN)?.to_str().ok()?;
+    request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    if !origin_allowed(cors, origin) {
+        return (!cors.forward_unmatched_preflights).then(|| {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::OK;
+            response
+        });
+    }
+    let mut response = Response::new(body::empty());
+    let headers = response.headers_mut();
+    insert(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if !cors.allow_methods.is_empty() {
+        insert(
+            headers,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            &cors.allow_methods.join(","),
+        );
+    }
+    if !cors.allow_headers.is_empty() {
+        insert(
+            headers,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            &cors.allow_headers.join(","),
+        );
+    }
+    if let Some(max_age) = cors.max_age {
+        insert(
+            headers,
+            header::ACCESS_CONTROL_MAX_AGE,
+            &max_age.as_secs().to_string(),
+        );
+    }
+    if cors.allow_credentials {
+        insert(headers, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+    }
+    response.extensions_mut().insert(LocalReply(Reason {
+        flags: ResponseFlags::NONE,
+        text: "CORS preflight answered by the route's policy".to_owned(),
+    }));
+    Some(response)
+}
+
+/// CORS headers on an actual (non-preflight) response to an allowed origin.
+fn cors_response_headers(cors: &Cors, origin: &HeaderValue, headers: &mut http::HeaderMap) {
+    let Ok(origin) = origin.to_str() else { return };
+    if !origin_allowed(cors, origin) {
+        return;
+    }
+    insert(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if !cors.expose_headers.is_empty() {
+        insert(
+            headers,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            &cors.expose_headers.join(","),
+        );
+    }
+    if cors.allow_credentials {
+        insert(headers, header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+    }
+}
+
+fn insert(headers: &mut http::HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}

@@ -1,0 +1,254 @@
+//! Header handling on the way through: what a proxy must remove (hop-by-hop headers, headers
+//! only the proxy may set), what it adds (`x-request-id`, `x-forwarded-for`,
+//! `x-forwarded-proto`), and a route's own set/add/remove edits.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+use crate::snapshot::HeaderOps;
+
+/// Headers that describe one connection and never travel further (RFC 9110 §7.6.1), plus the
+/// HTTP/1 framing headers HTTP/2 forbids.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. `keep_upgrade`
+/// keeps `Connection: upgrade` and `Upgrade` for a protocol upgrade (WebSocket); `te: trailers`
+/// is kept, as gRPC needs it.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && *name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    let trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (*name == header::UPGRADE || *name == header::CONNECTION) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes headers a client must not set: Envoy's and Strait's internal ones.
+pub(crate) fn remove_internal(headers: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("x-envoy-") || name.starts_with("x-strait-")
+        })
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(&name);
+    }
+}
+
+/// Sets `x-request-id` when the request has none; returns the request's id.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+    {
+        return id.to_owned();
+    }
+    let id = new_request_id();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", value);
+    }
+    id
+}
+
+/// A random UUID (version 4), as Envoy generates request ids.
+fn new_request_id() -> String {
+    let high = fastrand::u64(..);
+    let low = fastrand::u64(..);
+    let bytes: [u8; 16] = {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&high.to_be_bytes());
+        b[8..].copy_from_slice(&low.to_be_bytes());
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        b
+    };
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// `x-forwarded-for` and `x-forwarded-proto` at an edge: the client's address is appended, and
+/// the proxy's view of the scheme replaces the client's, unless the client is one of
+/// `trusted_hops` proxies in front (Istio's `numTrustedProxies`).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: std::net::IpAddr,
+    scheme: &str,
+    trusted_hops: u32,
+) {
+    let existing = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let value = if existing.is_empty() {
+        client.to_string()
+    } else {
+        format!("{existing},{client}")
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if (trusted_hops == 0 || !headers.contains_key("x-forwarded-proto"))
+        && let Ok(value) = HeaderValue::from_str(scheme)
+    {
+        headers.insert("x-forwarded-proto", value);
+    }
+}
+
+/// A route's header edits: remove, then set (replacing), then add (appending).
+pub(crate) fn apply(ops: &HeaderOps, headers: &mut HeaderMap) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &ops.set {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in &ops.add {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_including_named_ones() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut headers, false);
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(headers.get(header::TE).unwrap(), "trailers");
+        assert_eq!(headers.get("x-kept").unwrap(), "yes");
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(headers.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn internal_headers_from_clients_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-envoy-original-path", HeaderValue::from_static("/x"));
+        headers.insert("x-strait-route", HeaderValue::from_static("y"));
+        headers.insert("x-envoyish", HeaderValue::from_static("kept"));
+        remove_internal(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut headers = HeaderMap::new();
+        let id = ensure_request_id(&mut headers);
+        assert_eq!(id.len(), 36);
+        assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
+        assert_eq!(ensure_request_id(&mut headers), id);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_proto_set() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut headers, "192.0.2.7".parse().unwrap(), "http", 0);
+        assert_eq!(
+            headers.get("x-forwarded-for").unwrap(),
+            "10.0.0.1,192.0.2.7"
+        );
+        assert_eq!(
+            headers.get("x-forwarded-proto").unwrap(),
+            "http",
+            "an untrusted client's proto is replaced"
+        );
+    }
+
+    #[test]
+    fn route_edits() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert("x-b", HeaderValue::from_static("1"));
+        let ops = HeaderOps {
+            set: vec![("x-a".into(), "2".into())],
+            add: vec![("x-c".into(), "3".into()), ("x-c".into(), "4".into())],
+            remove: vec!["x-b".into()],
+        };
+        apply(&ops, &mut headers);
+        assert_eq!(headers.get("x-a").unwrap(), "2");
+        assert!(headers.get("x-b").is_none());
+        assert_eq!(headers.get_all("x-c").iter().count(), 2);
+    }
+}

@@ -1,0 +1,12 @@
+//! HTTP: serving connections (HTTP/1.1 and HTTP/2), routing requests, and forwarding them.
+
+pub(crate) mod body;
+pub mod flags;
+pub(crate) mod forward;
+pub(crate) mod handler;
+pub(crate) mod headers;
+pub(crate) mod local_reply;
+pub(crate) mod routing;
+pub(crate) mod server;
+pub(crate) mod tracked;
+pub(crate) mod upstream_body;

@@ -1,0 +1,165 @@
+//! Accepting connections and choosing their filter chain: by the SNI of the TLS ClientHello
+//! (exact names before wildcards, then the chain with no names), read without terminating, then
+//! handing the connection to HTTP serving or TCP proxying with TLS terminated if the chain says
+//! so.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::server;
+use crate::io::Prefixed;
+use crate::runtime::{Downstream, Shared};
+use crate::snapshot::{Application, FilterChain, Listener, Transport};
+use crate::tcp;
+use crate::tls::client_hello::{Parsed, read_client_hello};
+
+/// Accepts connections until `stop` turns true; connections already accepted carry on.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(handle(stream, name.clone(), shared.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(listener = %name, %error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
+    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let active = shared.active();
+    let Some(listener) = active.snapshot.listener(&name) else {
+        return;
+    };
+    let mut stream = stream;
+    let mut read = BytesMut::new();
+    let sni = if needs_client_hello(listener) {
+        let hello = tokio::time::timeout(
+            shared.options.client_hello_timeout,
+            read_client_hello(&mut stream, &mut read),
+        )
+        .await;
+        match hello {
+            Ok(Ok(Parsed::Complete(hello))) => Some(hello.server_name.unwrap_or_default()),
+            Ok(Ok(Parsed::NotTls)) => None,
+            Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) | Err(_) => {
+                tracing::debug!(listener = %name, %peer, "no usable TLS ClientHello; closing");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let Some(chain) = select_chain(listener, sni.as_deref()) else {
+        tracing::debug!(listener = %name, %peer, sni = ?sni, "no filter chain matches; closing");
+        return;
+    };
+    let io = Prefixed::new(read.freeze(), stream);
+    let route_table = match &chain.application {
+        Application::Http { route_table } => route_table.clone(),
+        Application::Tcp { .. } => String::new(),
+    };
+    let tls = matches!(chain.transport, Transport::Terminate(_));
+    let downstream = Arc::new(Downstream {
+        peer,
+        local,
+        listener: name.clone(),
+        route_table,
+        tls,
+        sni: sni.filter(|s| !s.is_empty()),
+    });
+    match &chain.transport {
+        Transport::Terminate(_) => {
+            let Some(config) = active.server_tls.get(&(name.clone(), chain.name.clone())) else {
+                return;
+            };
+            let acceptor = TlsAcceptor::from(config.clone());
+            let tls = match acceptor.accept(io).await {
+                Ok(tls) => tls,
+                Err(error) => {
+                    tracing::debug!(listener = %name, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+            };
+            serve(tls, chain, downstream, shared).await;
+        }
+        Transport::Plaintext | Transport::Passthrough => serve(io, chain, downstream, shared).await,
+    }
+}
+
+async fn serve<IO>(io: IO, chain: &FilterChain, downstream: Arc<Downstream>, shared: Arc<Shared>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match &chain.application {
+        Application::Http { .. } => server::serve(io, downstream, shared).await,
+        Application::Tcp { routes } => tcp::proxy(io, routes, &downstream, &shared).await,
+    }
+}
+
+/// Whether any chain depends on the ClientHello (TLS, or SNI names).
+fn needs_client_hello(listener: &Listener) -> bool {
+    listener
+        .filter_chains
+        .iter()
+        .any(|c| !matches!(c.transport, Transport::Plaintext) || !c.server_names.is_empty())
+}
+
+/// The chain for a connection: by SNI (exact, then the longest wildcard), else the chain without
+/// names. `None` SNI means the connection is not TLS (or sent no SNI).
+pub(crate) fn select_chain<'l>(
+    listener: &'l Listener,
+    sni: Option<&str>,
+) -> Option<&'l FilterChain> {
+    if let Some(sni) = sni.filter(|s| !s.is_empty()) {
+        let sni = sni.to_ascii_lowercase();
+        let exact = listener
+            .filter_chains
+            .iter()
+            .find(|c| c.server_names.iter().any(|n| n.eq_ignore_ascii_case(&sni)));
+        if exact.is_some() {
+            return exact;
+        }
+        let wildcard = listener
+            .filter_chains
+            .iter()
+            .flat_map(|c| c.server_names.iter().map(move |n| (n, c)))
+            .filter_map(|(name, chain)| {
+                let suffix = name.strip_prefix('*')?;
+                (sni.len() > suffix.len() && sni.ends_with(&suffix.to_ascii_lowercase()))
+                    .then_some((suffix.len(), chain))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, chain)| chain);
+        if wildcard.is_some() {
+            return wildcard;
+        }
+    }
+    listener
+        .filter_chains
+        .iter()
+        .find(|c| c.server_names.is_empty())
+}

@@ -1,0 +1,210 @@
+//! What is live: the installed snapshot compiled for serving (route tables indexed, cluster
+//! state linked, TLS configurations built), swapped atomically as one `Active` value, and what
+//! outlives snapshots (the clusters' live state, the connection pools, telemetry).
+//!
+//! A new connection takes the `Active` current when it arrives; each request on it takes the
+//! current one again and keeps it for its whole life, retries included.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::sync::watch;
+
+use crate::http::routing::Router;
+use crate::snapshot::{Snapshot, Transport};
+use crate::telemetry::Telemetry;
+use crate::tls::server::{TlsConfigError, server_config};
+use crate::upstream::cluster::ClusterState;
+use crate::upstream::connect::TlsOrigination;
+use crate::upstream::pool::Pools;
+
+/// Settings of the proxy process that are not configuration.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// Proxies in front of this one whose `x-forwarded-*` headers are trusted
+    /// (`numTrustedProxies`).
+    pub trusted_hops: u32,
+    /// How long a connection may take to send its TLS ClientHello.
+    pub client_hello_timeout: Duration,
+    /// How long an HTTP/1.1 connection may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// The most request header bytes an HTTP/1.1 request may carry.
+    pub max_header_bytes: usize,
+    /// The most header list bytes an HTTP/2 request may carry.
+    pub max_header_list_bytes: u32,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            trusted_hops: 0,
+            client_hello_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_header_list_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The snapshot being served, ready for the request path.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) routers: HashMap<String, Arc<Router>>,
+    pub(crate) clusters: HashMap<String, Arc<ClusterState>>,
+    /// By `(listener, filter chain)`.
+    pub(crate) server_tls: HashMap<(String, String), Arc<ServerConfig>>,
+    /// By cluster: the origination and its settings' identity for pool keys.
+    pub(crate) upstream_tls: HashMap<String, (Arc<TlsOrigination>, String)>,
+}
+
+impl Active {
+    fn empty() -> Active {
+        Active {
+            snapshot: Arc::new(Snapshot::default()),
+            routers: HashMap::new(),
+            clusters: HashMap::new(),
+            server_tls: HashMap::new(),
+            upstream_tls: HashMap::new(),
+        }
+    }
+}
+
+/// What a connection knows about itself.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) listener: String,
+    pub(crate) route_table: String,
+    pub(crate) tls: bool,
+    pub(crate) sni: Option<String>,
+}
+
+impl Downstream {
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// Why a snapshot was not installed; the previous one stays live.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("listener {listener}, filter chain {chain}: {source}")]
+    ServerTls {
+        listener: String,
+        chain: String,
+        source: TlsConfigError,
+    },
+    #[error("cluster {cluster}: {source}")]
+    UpstreamTls {
+        cluster: String,
+        source: TlsConfigError,
+    },
+    #[error("listener {listener} on {address}: {source}")]
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything the listeners and requests share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    active: ArcSwap<Active>,
+    /// Live cluster state by name, kept across snapshots.
+    clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
+    pub(crate) pools: Pools,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) options: ProxyOptions,
+    /// Set to true when the proxy drains: connections finish what they are doing and close.
+    pub(crate) draining: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(telemetry: Telemetry, options: ProxyOptions) -> Shared {
+        Shared {
+            active: ArcSwap::new(Arc::new(Active::empty())),
+            clusters: Mutex::new(HashMap::new()),
+            pools: Pools::default(),
+            telemetry,
+            options,
+            draining: watch::channel(false).0,
+        }
+    }
+
+    /// The snapshot being served now.
+    pub(crate) fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Compiles `snapshot` and makes it the one served. Nothing changes when it fails.
+    pub(crate) fn install(&self, snapshot: Arc<Snapshot>) -> Result<(), InstallError> {
+        let mut server_tls = HashMap::new();
+        for listener in &snapshot.listeners {
+            for chain in &listener.filter_chains {
+                if let Transport::Terminate(tls) = &chain.transport {
+                    let config = server_config(tls).map_err(|source| InstallError::ServerTls {
+                        listener: listener.name.clone(),
+                        chain: chain.name.clone(),
+                        source,
+                    })?;
+                    server_tls.insert((listener.name.clone(), chain.name.clone()), config);
+                }
+            }
+        }
+        let mut upstream_tls = HashMap::new();
+        for (name, cluster) in &snapshot.clusters {
+            let origination = crate::tls::upstream::origination(&cluster.tls, cluster.protocol)
+                .map_err(|source| InstallError::UpstreamTls {
+                    cluster: name.clone(),
+                    source,
+                })?;
+            if let Some(origination) = origination {
+                upstream_tls.insert(name.clone(), origination);
+            }
+        }
+        let routers = snapshot
+            .route_tables
+            .iter()
+            .map(|(name, table)| (name.clone(), Arc::new(Router::new(table.clone()))))
+            .collect();
+        let clusters = self.link_clusters(&snapshot);
+        self.telemetry.metrics.reset_bases();
+        self.active.store(Arc::new(Active {
+            snapshot,
+            routers,
+            clusters,
+            server_tls,
+            upstream_tls,
+        }));
+        Ok(())
+    }
+
+    /// The live state for each of the snapshot's clusters: kept for clusters that stay, new for
+    /// new ones; clusters that went are forgotten.
+    fn link_clusters(&self, snapshot: &Snapshot) -> HashMap<String, Arc<ClusterState>> {
+        let Ok(mut registry) = self.clusters.lock() else {
+            return HashMap::new();
+        };
+        registry.retain(|name, _| snapshot.clusters.contains_key(name));
+        for (name, config) in &snapshot.clusters {
+            match registry.get(name) {
+                Some(state) => {
+                    if state.config() != *config {
+                        state.update(config.clone());
+                    }
+                }
+                None => {
+                    registry.insert(name.clone(), ClusterState::new(config.clone()));
+                }
+            }
+        }
+        registry.clone()
+    }
+}

@@ -1,0 +1,145 @@
+//! Clusters: a named set of endpoints, how to choose among them, how to connect to them, and
+//! when to stop sending to one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// `outbound|PORT|SUBSET|HOST`, as Envoy and Istio name it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub pool: PoolLimits,
+    pub outlier: Option<OutlierDetection>,
+    pub tls: UpstreamTls,
+    pub protocol: UpstreamProtocol,
+    pub endpoints: Vec<Endpoint>,
+    /// Forward to the request's original destination instead of `endpoints` (PASSTHROUGH).
+    pub original_destination: bool,
+    /// Labels added to the metrics of requests to this cluster (`destination_service`, ...).
+    pub telemetry: Vec<(String, String)>,
+}
+
+/// How an endpoint is chosen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    RoundRobin,
+    /// The fewer active requests, the likelier (power of two choices). Istio's default.
+    LeastRequest,
+    Random,
+    /// A key from the request picks an endpoint consistently.
+    ConsistentHash(ConsistentHash),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConsistentHash {
+    pub key: HashKey,
+    pub policy: HashPolicy,
+}
+
+/// What the hash is computed from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    Header(String),
+    /// A cookie; with a ttl, the proxy sets it when the request has none.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
+    SourceIp,
+    QueryParameter(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPolicy {
+    RingHash { minimum_ring_size: u64 },
+    Maglev { table_size: u64 },
+}
+
+/// Connection pool limits (Istio's `connectionPool`); `None` means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PoolLimits {
+    pub max_connections: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    /// Active requests to the cluster at once.
+    pub max_requests: Option<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_retries: Option<u32>,
+    /// An idle pooled connection is closed after this long.
+    pub idle_timeout: Option<Duration>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TcpKeepalive {
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub probes: Option<u32>,
+}
+
+/// Ejecting endpoints that keep failing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutlierDetection {
+    /// 5xx responses (and connect failures) in a row that eject; 0 disables.
+    pub consecutive_5xx: u32,
+    /// 502/503/504 in a row that eject; 0 disables.
+    pub consecutive_gateway_errors: u32,
+    pub interval: Duration,
+    /// An ejection lasts this long times the number of times the endpoint was ejected.
+    pub base_ejection_time: Duration,
+    /// At most this share of endpoints is ejected, but always at least one.
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejections are ignored (the panic threshold).
+    pub min_health_percent: u32,
+}
+
+/// TLS towards the endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTls {
+    #[default]
+    Disabled,
+    Simple {
+        sni: Option<String>,
+        /// PEM; the system roots when unset.
+        ca_certificates: Option<String>,
+        /// Names the server certificate must hold; the SNI (or host) when empty.
+        subject_alt_names: Vec<String>,
+    },
+    Mutual {
+        sni: Option<String>,
+        ca_certificates: Option<String>,
+        subject_alt_names: Vec<String>,
+        certificate_chain: String,
+        #[serde(skip)]
+        private_key: String,
+    },
+}
+
+/// The protocol spoken to the endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+    /// The downstream request's protocol (`useClientProtocol`), for HTTP; bytes for TCP.
+    Downstream,
+}
+
+/// One endpoint of a cluster.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub locality: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}

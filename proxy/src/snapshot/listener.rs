@@ -1,0 +1,113 @@
+//! Listeners: an address to accept on, and filter chains that decide, from the TLS ClientHello
+//! (SNI), how a connection is handled: terminated and routed as HTTP, passed through by SNI, or
+//! proxied as TCP.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+/// One address the proxy accepts connections on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Listener {
+    /// `0.0.0.0_8080`, as Envoy names listeners.
+    pub name: String,
+    pub address: SocketAddr,
+    /// Chosen by SNI: the first chain whose `server_names` match (exact before wildcard), else the
+    /// chain with no `server_names`.
+    pub filter_chains: Vec<FilterChain>,
+}
+
+/// How connections that select this chain are handled.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FilterChain {
+    pub name: String,
+    /// SNI names (`example.com`, `*.example.com`); empty matches any connection.
+    pub server_names: Vec<String>,
+    pub transport: Transport,
+    pub application: Application,
+}
+
+/// What happens to the bytes on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Plaintext,
+    /// Terminate TLS here.
+    Terminate(ServerTls),
+    /// Route by SNI without terminating; the ClientHello is forwarded as it came.
+    Passthrough,
+}
+
+/// What the connection carries once the transport is set up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Application {
+    /// HTTP/1.1 and HTTP/2 (h2 by ALPN, or h2c with prior knowledge), routed by this table.
+    Http { route_table: String },
+    /// Opaque bytes to the first matching route.
+    Tcp { routes: Vec<TcpRoute> },
+}
+
+/// A TCP (or passthrough TLS) route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TcpRoute {
+    pub name: String,
+    /// SNI names this route is for (passthrough); empty matches any.
+    pub server_names: Vec<String>,
+    /// Weighted clusters: `(cluster, weight)`.
+    pub clusters: Vec<(String, u32)>,
+}
+
+/// TLS termination: the certificates to present, and whether to ask for the client's.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerTls {
+    pub certificate: CertificateKeyPair,
+    pub client_auth: ClientAuth,
+    pub min_version: Option<TlsVersion>,
+    pub max_version: Option<TlsVersion>,
+    /// OpenSSL-style names (`ECDHE-ECDSA-AES128-GCM-SHA256`); the defaults when empty.
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<String>,
+}
+
+/// A certificate chain and its key, as PEM. The key is never serialized.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct CertificateKeyPair {
+    /// Where it came from (a file or credential name), for logs and `config_dump`.
+    pub source: String,
+    pub certificate_chain: String,
+    #[serde(skip)]
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for CertificateKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateKeyPair")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a client certificate is asked for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    None,
+    /// MUTUAL: a certificate signed by one of these CAs (PEM) is required.
+    Required {
+        ca_certificates: String,
+    },
+    /// OPTIONAL_MUTUAL: asked for, validated if presented.
+    Optional {
+        ca_certificates: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSv1.2")]
+    V1_2,
+    #[serde(rename = "TLSv1.3")]
+    V1_3,
+}

@@ -1,0 +1,126 @@
+//! String matching compiled once: exact, prefix, whole-value regexes, presence.
+
+use std::fmt;
+
+use regex::Regex;
+use serde::{Serialize, Serializer};
+
+/// A regex that must match the whole value (Envoy's semantics): compiled as `^(?:re)$` once,
+/// when the snapshot is built.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` to match whole values only.
+    pub fn new(source: &str) -> Result<Pattern, regex::Error> {
+        Ok(Pattern {
+            source: source.to_owned(),
+            regex: Regex::new(&format!("^(?:{source})$"))?,
+        })
+    }
+
+    /// Compiles `source` to find matches anywhere (for rewrites, which replace what matched).
+    pub fn unanchored(source: &str) -> Result<Pattern, regex::Error> {
+        Ok(Pattern {
+            source: source.to_owned(),
+            regex: Regex::new(source)?,
+        })
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+/// How a string is matched.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatcher {
+    Exact(String),
+    Prefix(String),
+    /// Matches the whole value.
+    Regex(Pattern),
+    /// The value is present (any value, even empty).
+    Present,
+}
+
+impl StringMatcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StringMatcher::Exact(exact) => value == exact,
+            StringMatcher::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            StringMatcher::Regex(pattern) => pattern.is_match(value),
+            StringMatcher::Present => true,
+        }
+    }
+
+    /// Case-insensitive for exact and prefix (`ignoreUriCase`); regexes are unaffected.
+    pub fn matches_ignoring_case(&self, value: &str) -> bool {
+        match self {
+            StringMatcher::Exact(exact) => value.eq_ignore_ascii_case(exact),
+            StringMatcher::Prefix(prefix) => value
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+            other => other.matches(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regexes_match_the_whole_value() {
+        let pattern = Pattern::new("/api/v[0-9]").unwrap();
+        assert!(pattern.is_match("/api/v1"));
+        assert!(!pattern.is_match("/api/v1/users"));
+        assert!(!pattern.is_match("x/api/v1"));
+        let alternation = Pattern::new("a|b").unwrap();
+        assert!(
+            !alternation.is_match("ab"),
+            "alternation is grouped before anchoring"
+        );
+    }
+
+    #[test]
+    fn ignore_case_affects_exact_and_prefix_only() {
+        let exact = StringMatcher::Exact("/Login".into());
+        assert!(exact.matches_ignoring_case("/login"));
+        assert!(!exact.matches("/login"));
+        let prefix = StringMatcher::Prefix("/API".into());
+        assert!(prefix.matches_ignoring_case("/api/x"));
+        assert!(!prefix.matches_ignoring_case("/a"));
+        let regex = StringMatcher::Regex(Pattern::new("/api").unwrap());
+        assert!(!regex.matches_ignoring_case("/API"));
+    }
+}

@@ -1,0 +1,48 @@
+//! The contract between discovery and the proxy: an immutable, versioned `Snapshot` of
+//! listeners, route tables and clusters, named the way Envoy names them.
+//!
+//! Everything derivable from configuration is compiled here once (anchored regexes, header
+//! names, weights), so that the request path does no parsing. Live state (load-balancer
+//! counters, outlier ejections, pools) is kept outside, keyed by cluster and endpoint, so that
+//! installing a new snapshot does not reset it.
+
+mod cluster;
+mod listener;
+mod matcher;
+mod route;
+
+pub use cluster::{
+    Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierDetection, PoolLimits,
+    TcpKeepalive, UpstreamProtocol, UpstreamTls,
+};
+pub use listener::{
+    Application, CertificateKeyPair, ClientAuth, FilterChain, Listener, ServerTls, TcpRoute,
+    TlsVersion, Transport,
+};
+pub use matcher::{Pattern, StringMatcher};
+pub use route::{
+    Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps, Mirror,
+    QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction,
+    RouteMatch, RouteTable, VirtualHost, WeightedCluster,
+};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Everything a proxy serves, as one immutable value. A new configuration is a new snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Increases with every snapshot a source produces.
+    pub version: u64,
+    pub listeners: Vec<Listener>,
+    pub route_tables: BTreeMap<String, Arc<RouteTable>>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+}
+
+impl Snapshot {
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}

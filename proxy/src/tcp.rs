@@ -1,0 +1,196 @@
+//! Proxying opaque bytes: TCP routes and TLS passthrough. The route is chosen by SNI (for
+//! passthrough) or is the only one; its cluster's balancer picks an endpoint, other endpoints
+//! are tried when connecting fails, and the bytes are copied both ways until either side
+//! closes. Each connection ends in an access log line and the `istio_tcp_*` metrics.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::http::flags::ResponseFlags;
+use crate::runtime::{Downstream, Shared};
+use crate::snapshot::TcpRoute;
+use crate::telemetry::access_log::AccessLogEntry;
+use crate::upstream::cluster::NoEndpoint;
+use crate::upstream::connect::connect;
+use crate::upstream::outlier::Outcome;
+
+/// Endpoints tried before a connection is given up.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Proxies one connection by the first route that matches its SNI.
+pub(crate) async fn proxy<IO>(
+    mut io: IO,
+    routes: &[TcpRoute],
+    downstream: &Downstream,
+    shared: &Arc<Shared>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let mut entry = AccessLogEntry {
+        start_time: Some(SystemTime::now()),
+        protocol: "TCP".to_owned(),
+        downstream_local_address: Some(downstream.local),
+        downstream_remote_address: Some(downstream.peer),
+        requested_server_name: downstream.sni.clone().unwrap_or_default(),
+        ..AccessLogEntry::default()
+    };
+    let active = shared.active();
+    let mut flags = ResponseFlags::NONE;
+    let route = routes
+        .iter()
+        .find(|r| sni_matches(&r.server_names, downstream.sni.as_deref()));
+    let cluster = route.and_then(|r| choose(&r.clusters));
+    let (Some(route), Some(cluster_name)) = (route, cluster) else {
+        flags |= ResponseFlags::NO_ROUTE;
+        entry.reason = format!("no TCP route matches server name {:?}", downstream.sni);
+        return finish(entry, flags, started, shared, 0, 0);
+    };
+    entry.route_name.clone_from(&route.name);
+    entry.upstream_cluster = cluster_name.to_owned();
+    let Some(cluster) = active.clusters.get(cluster_name).cloned() else {
+        flags |= ResponseFlags::NO_CLUSTER_FOUND;
+        entry.reason = format!("cluster {cluster_name} is not configured");
+        return finish(entry, flags, started, shared, 0, 0);
+    };
+    let config = cluster.config();
+    let tls = active.upstream_tls.get(cluster_name).map(|t| t.0.clone());
+    let base = shared
+        .telemetry
+        .metrics
+        .base(cluster_name, || config.telemetry.clone());
+    shared.telemetry.metrics.tcp_opened(&base);
+    let mut tried = Vec::new();
+    let mut upstream = None;
+    for _ in 0..CONNECT_ATTEMPTS {
+        let endpoint = match cluster.pick(None, &tried) {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                flags |= ResponseFlags::NO_HEALTHY_UPSTREAM;
+                entry.reason = match why {
+                    NoEndpoint::Empty => {
+                        format!("no healthy upstream: cluster {cluster_name} has no endpoints")
+                    }
+                    NoEndpoint::AllEjected => {
+                        format!(
+                            "no healthy upstream: every endpoint of cluster {cluster_name} is ejected"
+                        )
+                    }
+                };
+                break;
+            }
+        };
+        let address = endpoint.endpoint().address;
+        if tried.contains(&address) {
+            break;
+        }
+        tried.push(address);
+        entry.upstream_host = Some(address);
+        match connect(
+            address,
+            config.connect_timeout,
+            config.pool.tcp_keepalive.as_ref(),
+            tls.as_deref(),
+        )
+        .await
+        {
+            Ok(stream) => {
+                cluster.report(endpoint.endpoint(), Outcome::Success);
+                upstream = Some((stream, endpoint));
+                break;
+            }
+            Err(error) => {
+                cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
+                flags |= ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+                entry.reason = format!("upstream connect error: {error}");
+            }
+        }
+    }
+    let Some((mut stream, _endpoint)) = upstream else {
+        let _ = io.shutdown().await;
+        shared.telemetry.metrics.tcp_closed(&base, 0, 0);
+        return finish(entry, flags, started, shared, 0, 0);
+    };
+    if !flags.is_empty() {
+        // An earlier endpoint failed but a later one took the connection.
+        flags = ResponseFlags::NONE;
+        entry.reason.clear();
+    }
+    let (received, sent) = match tokio::io::copy_bidirectional(&mut io, &mut stream).await {
+        Ok((from_client, from_upstream)) => (from_client, from_upstream),
+        Err(error) => {
+            flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
+            entry.reason = format!("the connection ended with an error: {error}");
+            (0, 0)
+        }
+    };
+    shared.telemetry.metrics.tcp_closed(&base, sent, received);
+    finish(entry, flags, started, shared, received, sent);
+}
+
+fn finish(
+    mut entry: AccessLogEntry,
+    flags: ResponseFlags,
+    started: Instant,
+    shared: &Shared,
+    received: u64,
+    sent: u64,
+) {
+    entry.response_flags = flags.to_string();
+    entry.bytes_received = received;
+    entry.bytes_sent = sent;
+    entry.duration_ms = started.elapsed().as_millis() as u64;
+    shared.telemetry.access_log.log(entry);
+}
+
+fn sni_matches(names: &[String], sni: Option<&str>) -> bool {
+    if names.is_empty() {
+        return true;
+    }
+    let Some(sni) = sni else { return false };
+    names.iter().any(|name| match name.strip_prefix('*') {
+        Some(suffix) => {
+            sni.len() > suffix.len()
+                && sni
+                    .to_ascii_lowercase()
+                    .ends_with(&suffix.to_ascii_lowercase())
+        }
+        None => name.eq_ignore_ascii_case(sni),
+    })
+}
+
+/// A weighted choice among `(cluster, weight)`; a single one gets everything.
+fn choose(clusters: &[(String, u32)]) -> Option<&str> {
+    if let [(only, _)] = clusters {
+        return Some(only);
+    }
+    let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(..total);
+    for (name, weight) in clusters {
+        if point < u64::from(*weight) {
+            return Some(name);
+        }
+        point -= u64::from(*weight);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_names_match_exactly_or_by_wildcard() {
+        let names = vec!["api.example.com".to_owned(), "*.internal".to_owned()];
+        assert!(sni_matches(&names, Some("API.example.com")));
+        assert!(sni_matches(&names, Some("db.internal")));
+        assert!(!sni_matches(&names, Some("internal")));
+        assert!(!sni_matches(&names, None));
+        assert!(sni_matches(&[], None));
+    }
+}

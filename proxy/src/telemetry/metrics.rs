@@ -1,0 +1,261 @@
+//! Istio's standard metrics, with Istio's names and labels, so that Istio's dashboards work:
+//! `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
+//! `istio_response_bytes`, and the `istio_tcp_*` connection and byte counts.
+//!
+//! The labels that do not change per request (who reports, the source and destination
+//! workload and service) are resolved once per cluster and shared; a request only adds its
+//! protocol, response code, gRPC status and response flags.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::http::flags::ResponseFlags;
+
+/// Istio's duration buckets, in milliseconds.
+const DURATION_BUCKETS: [f64; 20] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+    60000.0,
+    300000.0,
+    600000.0,
+    1800000.0,
+    3600000.0,
+    f64::INFINITY,
+];
+
+/// Istio's size buckets, in bytes.
+const SIZE_BUCKETS: [f64; 9] = [
+    1.0,
+    10.0,
+    100.0,
+    1000.0,
+    10000.0,
+    100000.0,
+    1000000.0,
+    10000000.0,
+    f64::INFINITY,
+];
+
+/// Labels fixed for a (proxy, cluster) pair, in Istio's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BaseLabels(pub Vec<(String, String)>);
+
+impl EncodeLabelSet for BaseLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+/// A request's labels: the shared base plus what varies per request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RequestLabels {
+    base: Arc<BaseLabels>,
+    protocol: &'static str,
+    response_code: u16,
+    grpc_status: Option<u16>,
+    flags: ResponseFlags,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.base.0.encode(encoder)?;
+        let grpc = self
+            .grpc_status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let dynamic: [(&str, String); 4] = [
+            ("request_protocol", self.protocol.to_owned()),
+            ("response_code", self.response_code.to_string()),
+            ("grpc_response_status", grpc),
+            ("response_flags", self.flags.to_string()),
+        ];
+        dynamic.as_slice().encode(encoder)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// The proxy's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Labels identifying this proxy as a reporter (`reporter`, `source_workload`, ...).
+    proxy_labels: Vec<(String, String)>,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram, Buckets>,
+    request_bytes: Family<RequestLabels, Histogram, Buckets>,
+    response_bytes: Family<RequestLabels, Histogram, Buckets>,
+    tcp_opened: Family<BaseLabels, Counter>,
+    tcp_closed: Family<BaseLabels, Counter>,
+    tcp_sent: Family<BaseLabels, Counter>,
+    tcp_received: Family<BaseLabels, Counter>,
+    /// Base label sets by cluster, built once.
+    bases: Mutex<BTreeMap<String, Arc<BaseLabels>>>,
+}
+
+impl Metrics {
+    /// `proxy_labels` identify the reporter: `reporter` (`source` for a client-side proxy or a
+    /// gateway, `destination` for a sidecar's inbound) and the source workload labels.
+    pub fn new(proxy_labels: Vec<(String, String)>) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::new_with_constructor(Buckets(&DURATION_BUCKETS));
+        let request_bytes = Family::new_with_constructor(Buckets(&SIZE_BUCKETS));
+        let response_bytes = Family::new_with_constructor(Buckets(&SIZE_BUCKETS));
+        let tcp_opened = Family::<BaseLabels, Counter>::default();
+        let tcp_closed = Family::<BaseLabels, Counter>::default();
+        let tcp_sent = Family::<BaseLabels, Counter>::default();
+        let tcp_received = Family::<BaseLabels, Counter>::default();
+        registry.register("istio_requests", "Requests handled", requests.clone());
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the client over TCP",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the client over TCP",
+            tcp_received.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            proxy_labels,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+            bases: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The base labels for requests to `cluster`: this proxy's labels, then the cluster's
+    /// destination labels; computed once per cluster.
+    pub fn base(
+        &self,
+        cluster: &str,
+        destination: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Arc<BaseLabels> {
+        let Ok(mut bases) = self.bases.lock() else {
+            return Arc::new(BaseLabels(self.proxy_labels.clone()));
+        };
+        bases
+            .entry(cluster.to_owned())
+            .or_insert_with(|| {
+                let mut labels = self.proxy_labels.clone();
+                labels.extend(destination());
+                Arc::new(BaseLabels(labels))
+            })
+            .clone()
+    }
+
+    /// Forgets cached label sets (a new snapshot may change a cluster's destination labels).
+    pub fn reset_bases(&self) {
+        if let Ok(mut bases) = self.bases.lock() {
+            bases.clear();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_request(
+        &self,
+        base: Arc<BaseLabels>,
+        protocol: &'static str,
+        response_code: u16,
+        grpc_status: Option<u16>,
+        flags: ResponseFlags,
+        duration: Duration,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        let labels = RequestLabels {
+            base,
+            protocol,
+            response_code,
+            grpc_status,
+            flags,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64() * 1000.0);
+        self.request_bytes
+            .get_or_create(&labels)
+            .observe(request_bytes as f64);
+        self.response_bytes
+            .get_or_create(&labels)
+            .observe(response_bytes as f64);
+    }
+
+    pub(crate) fn tcp_opened(&self, base: &BaseLabels) {
+        self.tcp_opened.get_or_create(base).inc();
+    }
+
+    pub(crate) fn tcp_closed(&self, base: &BaseLabels, sent: u64, received: u64) {
+        self.tcp_closed.get_or_create(base).inc();
+        self.tcp_sent.get_or_create(base).inc_by(sent);
+        self.tcp_received.get_or_create(base).inc_by(received);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+}

@@ -1,0 +1,6 @@
+//! TLS: reading the ClientHello without terminating (to route by SNI), terminating with the
+//! certificates a filter chain names, and originating towards endpoints.
+
+pub mod client_hello;
+pub mod server;
+pub(crate) mod upstream;

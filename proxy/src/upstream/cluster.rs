@@ -1,0 +1,329 @@
+//! A cluster's live state, kept outside the snapshot so that a reload does not reset it: its
+//! endpoints with their active requests and outlier state, the balancer over the endpoints that
+//! may take traffic, and the cluster-wide request and retry counts that circuit breaking limits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use super::lb::{Balancer, Member};
+use super::outlier::{self, Outcome, OutlierState};
+use crate::snapshot::Cluster;
+
+/// One endpoint's live state.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) address: SocketAddr,
+    weight: u32,
+    active: AtomicU32,
+    outlier: Mutex<OutlierState>,
+}
+
+impl EndpointState {
+    fn new(address: SocketAddr, weight: u32) -> EndpointState {
+        EndpointState {
+            address,
+            weight,
+            active: AtomicU32::new(0),
+            outlier: Mutex::new(OutlierState::default()),
+        }
+    }
+
+    pub(crate) fn active_requests(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn is_ejected(&self) -> bool {
+        self.outlier.lock().map(|o| o.is_ejected()).unwrap_or(false)
+    }
+}
+
+/// Counts a request as active on an endpoint until dropped (least request reads it).
+#[derive(Debug)]
+pub(crate) struct ActiveRequest(Arc<EndpointState>);
+
+impl ActiveRequest {
+    pub(crate) fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints a request may go to now, and the balancer over them.
+#[derive(Debug)]
+struct Members {
+    /// Every endpoint of the cluster, in configuration order.
+    all: Vec<Arc<EndpointState>>,
+    /// Over the endpoints not ejected (or all of them in panic mode).
+    balancer: Balancer,
+}
+
+/// Live state of one cluster.
+#[derive(Debug)]
+pub(crate) struct ClusterState {
+    config: ArcSwap<Cluster>,
+    members: ArcSwap<Members>,
+    active_requests: AtomicU32,
+    active_retries: AtomicU32,
+    /// Serialises rebuilds of `members` (reloads and ejections).
+    rebuild: Mutex<()>,
+}
+
+/// Why no endpoint could be chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoEndpoint {
+    /// The cluster has no endpoints at all.
+    Empty,
+    /// Every endpoint is ejected.
+    AllEjected,
+}
+
+impl ClusterState {
+    pub(crate) fn new(config: Arc<Cluster>) -> Arc<ClusterState> {
+        let all: Vec<Arc<EndpointState>> = config
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(EndpointState::new(e.address, e.weight.max(1))))
+            .collect();
+        let members = build_members(&config, all);
+        let state = Arc::new(ClusterState {
+            config: ArcSwap::new(config.clone()),
+            members: ArcSwap::new(Arc::new(members)),
+            active_requests: AtomicU32::new(0),
+            active_retries: AtomicU32::new(0),
+            rebuild: Mutex::new(()),
+        });
+        if let Some(detection) = &config.outlier {
+            spawn_sweeper(Arc::downgrade(&state), detection.interval);
+        }
+        state
+    }
+
+    pub(crate) fn config(&self) -> Arc<Cluster> {
+        self.config.load_full()
+    }
+
+    /// Takes a new configuration for the cluster, keeping the live state of endpoints whose
+    /// address stays.
+    pub(crate) fn update(&self, config: Arc<Cluster>) {
+        let _guard = self.rebuild.lock();
+        let previous = self.members.load();
+        let all = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                previous
+                    .all
+                    .iter()
+                    .find(|p| p.address == e.address && p.weight == e.weight.max(1))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(EndpointState::new(e.address, e.weight.max(1))))
+            })
+            .collect();
+        let members = build_members(&config, all);
+        self.config.store(config);
+        self.members.store(Arc::new(members));
+    }
+
+    /// Rebuilds the balancer after ejections changed; the caller holds `rebuild`.
+    fn rebuild_members_locked(&self) {
+        let config = self.config.load_full();
+        let all = self.members.load().all.clone();
+        self.members.store(Arc::new(build_members(&config, all)));
+    }
+
+    /// Chooses an endpoint, skipping `exclude` (the endpoints earlier tries went to) when
+    /// another is available.
+    pub(crate) fn pick(
+        &self,
+        hash: Option<u64>,
+        exclude: &[SocketAddr],
+    ) -> Result<ActiveRequest, NoEndpoint> {
+        let members = self.members.load();
+        if members.all.is_empty() {
+            return Err(NoEndpoint::Empty);
+        }
+        let active = |i: usize| members.all.get(i).map_or(0, |e| e.active_requests());
+        let mut chosen = None;
+        for attempt in 0..3u64 {
+            let hash = hash.map(|h| h.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+            let Some(index) = members.balancer.pick(hash, &active) else {
+                break;
+            };
+            let endpoint = members.all.get(index);
+            chosen = endpoint.cloned();
+            if endpoint.is_some_and(|e| !exclude.contains(&e.address)) {
+                break;
+            }
+        }
+        let endpoint = chosen.ok_or(NoEndpoint::AllEjected)?;
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        Ok(ActiveRequest(endpoint))
+    }
+
+    /// Records how a request to `endpoint` ended, ejecting it when it crossed a threshold and the
+    /// cluster may lose another endpoint.
+    pub(crate) fn report(&self, endpoint: &EndpointState, outcome: Outcome) {
+        let config = self.config.load();
+        let Some(detection) = &config.outlier else {
+            return;
+        };
+        let crossed = match endpoint.outlier.lock() {
+            Ok(mut state) => state.record(outcome, detection),
+            Err(_) => false,
+        };
+        if !crossed {
+            return;
+        }
+        // Ejection decisions are taken one at a time, so that two endpoints failing together
+        // cannot both take the last allowed ejection.
+        let Ok(_guard) = self.rebuild.lock() else {
+            return;
+        };
+        let members = self.members.load();
+        let ejected = members.all.iter().filter(|e| e.is_ejected()).count();
+        if ejected >= outlier::max_ejected(members.all.len(), detection) {
+            return;
+        }
+        match endpoint.outlier.lock() {
+            Ok(mut state) if !state.is_ejected() => state.eject(Instant::now(), detection),
+            _ => return,
+        }
+        tracing::info!(
+            cluster = %config.name,
+            endpoint = %endpoint.address,
+            "outlier detection ejected an endpoint"
+        );
+        self.rebuild_members_locked();
+    }
+
+    /// Ends ejections that have run their course.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let members = self.members.load();
+        let mut returned = false;
+        for endpoint in &members.all {
+            if let Ok(mut state) = endpoint.outlier.lock() {
+                returned |= state.sweep(now);
+            }
+        }
+        if returned && let Ok(_guard) = self.rebuild.lock() {
+            self.rebuild_members_locked();
+        }
+    }
+
+    /// Counts an active request against `max_requests`; `None` when the cluster is full.
+    pub(crate) fn start_request(self: &Arc<Self>) -> Option<ClusterRequest> {
+        let limit = self.config.load().pool.max_requests.unwrap_or(u32::MAX);
+        acquire(&self.active_requests, limit).then(|| ClusterRequest {
+            cluster: self.clone(),
+            retry: false,
+        })
+    }
+
+    /// Counts a retry against `max_retries`; `None` when the budget is spent.
+    pub(crate) fn start_retry(self: &Arc<Self>) -> Option<ClusterRequest> {
+        let limit = self.config.load().pool.max_retries.unwrap_or(u32::MAX);
+        acquire(&self.active_retries, limit).then(|| ClusterRequest {
+            cluster: self.clone(),
+            retry: true,
+        })
+    }
+
+    /// Endpoints and whether each is ejected, for `proxy-config endpoints`.
+    pub(crate) fn endpoint_health(&self) -> Vec<(SocketAddr, bool, u32)> {
+        self.members
+            .load()
+            .all
+            .iter()
+            .map(|e| (e.address, !e.is_ejected(), e.active_requests()))
+            .collect()
+    }
+}
+
+fn acquire(counter: &AtomicU32, limit: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// An active request (or retry) counted against the cluster's limits until dropped.
+#[derive(Debug)]
+pub(crate) struct ClusterRequest {
+    cluster: Arc<ClusterState>,
+    retry: bool,
+}
+
+impl Drop for ClusterRequest {
+    fn drop(&mut self) {
+        let counter = if self.retry {
+            &self.cluster.active_retries
+        } else {
+            &self.cluster.active_requests
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The balancer over the endpoints that may take traffic: those not ejected, or all of them when
+/// too few are healthy (panic mode).
+fn build_members(config: &Cluster, all: Vec<Arc<EndpointState>>) -> Members {
+    let healthy: Vec<Member> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.is_ejected())
+        .map(|(index, e)| Member {
+            index,
+            weight: e.weight,
+            address: e.address,
+        })
+        .collect();
+    let panic = config
+        .outlier
+        .as_ref()
+        .is_some_and(|o| outlier::panic_mode(healthy.len(), all.len(), o));
+    let members: Vec<Member> = if panic {
+        all.iter()
+            .enumerate()
+            .map(|(index, e)| Member {
+                index,
+                weight: e.weight,
+                address: e.address,
+            })
+            .collect()
+    } else {
+        healthy
+    };
+    Members {
+        balancer: Balancer::new(&config.lb, &members),
+        all,
+    }
+}
+
+/// Sweeps ejections every `interval` while the cluster lives.
+fn spawn_sweeper(state: Weak<ClusterState>, interval: std::time::Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(interval.max(std::time::Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            state.sweep();
+        }
+    });
+}

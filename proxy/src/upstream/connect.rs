@@ -1,0 +1,151 @@
+//! Opening connections to endpoints: TCP with a connect timeout, keepalive and no Nagle, then
+//! TLS when the cluster originates it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::snapshot::TcpKeepalive;
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connecting to {0} timed out after {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("connecting to {0}: {1}")]
+    Io(SocketAddr, io::Error),
+    #[error("TLS handshake with {0}: {1}")]
+    Tls(SocketAddr, io::Error),
+}
+
+/// TLS to originate towards an endpoint.
+#[derive(Debug)]
+pub(crate) struct TlsOrigination {
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) server_name: ServerName<'static>,
+}
+
+/// A connection to an endpoint, with or without TLS.
+#[derive(Debug)]
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    /// The ALPN protocol the TLS handshake settled on.
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamStream::Plain(_) => None,
+            UpstreamStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+/// Connects to `address` within `timeout`, then originates TLS if asked to.
+pub(crate) async fn connect(
+    address: SocketAddr,
+    timeout: Duration,
+    keepalive: Option<&TcpKeepalive>,
+    tls: Option<&TlsOrigination>,
+) -> Result<UpstreamStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| ConnectError::Timeout(address, timeout))?
+        .map_err(|e| ConnectError::Io(address, e))?;
+    let _ = stream.set_nodelay(true);
+    if let Some(keepalive) = keepalive {
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&socket_keepalive(keepalive));
+    }
+    let Some(tls) = tls else {
+        return Ok(UpstreamStream::Plain(stream));
+    };
+    let handshake = TlsConnector::from(tls.config.clone()).connect(tls.server_name.clone(), stream);
+    let stream = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Timeout(address, timeout))?
+        .map_err(|e| ConnectError::Tls(address, e))?;
+    Ok(UpstreamStream::Tls(Box::new(stream)))
+}
+
+/// Istio's `tcpKeepalive` as the socket option (unset parts keep the OS defaults).
+pub(crate) fn socket_keepalive(keepalive: &TcpKeepalive) -> socket2::TcpKeepalive {
+    let mut socket = socket2::TcpKeepalive::new();
+    if let Some(time) = keepalive.time {
+        socket = socket.with_time(time);
+    }
+    if let Some(interval) = keepalive.interval {
+        socket = socket.with_interval(interval);
+    }
+    if let Some(probes) = keepalive.probes {
+        socket = socket.with_retries(probes);
+    }
+    socket
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
