@@ -7,8 +7,10 @@
 //! Must not know: the command line, process lifecycle, federation with peer clusters, or how a
 //! proxy serves traffic. It depends on `strait-proxy` (for the `Snapshot` it produces) and below.
 
+pub mod compile;
 pub mod findings;
 pub mod hosts;
 pub mod resources;
+pub mod source;
 pub mod validation;
 pub mod yaml;

@@ -3,6 +3,11 @@
 //! Owns the command line, process lifecycle and how roles are assembled from the crates below;
 //! the work itself lives in those crates. `anyhow` is used here, at the edge, and nowhere below.
 
+mod admin;
+mod args;
+mod logging;
+mod proxy_config;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -19,6 +24,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a role: serve Istio configuration as a gateway.
+    Run(Box<run::Args>),
+    /// Show what a running instance serves: listeners, routes, clusters or endpoints.
+    ProxyConfig(proxy_config::Args),
     /// Validate Istio configuration files and directories with Istio's rules.
     Validate(validate::Args),
     /// Print the version and the git commit this binary was built from.
@@ -37,6 +46,8 @@ fn version() -> &'static str {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Version => {
             println!("strait {}", version());

@@ -2,12 +2,11 @@
 //! Strait ignores, and what looks wrong between objects, then a summary line. Exits 1 when any
 //! finding is an error.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::json;
 use strait_discovery::findings::{Finding, Level, Tally};
@@ -64,7 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let gateway_labels = args
         .gateway_labels
         .iter()
-        .map(|text| parse_labels(text))
+        .map(|text| crate::args::parse_labels("--gateway-labels", text))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let load = LoadOptions {
         default_namespace: args.namespace.clone(),
@@ -91,18 +90,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// `k=v,k2=v2` into a label map.
-fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut labels = BTreeMap::new();
-    for pair in text.split(',').filter(|p| !p.is_empty()) {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("--gateway-labels: {pair:?} is not key=value");
-        };
-        labels.insert(key.trim().to_owned(), value.trim().to_owned());
-    }
-    Ok(labels)
 }
 
 fn summary(report: &Report, tally: Tally) -> String {

@@ -153,6 +153,17 @@ impl Proxy {
         }
     }
 
+    /// Downstream connections open now.
+    pub fn open_connections(&self) -> usize {
+        *self.shared.connections.borrow()
+    }
+
+    /// Waits until no downstream connection is open.
+    pub async fn idle(&self) {
+        let mut open = self.shared.connections.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
     /// The live snapshot and the state of every endpoint, as JSON (`/config_dump`).
     pub fn config_dump(&self) -> serde_json::Value {
         let active = self.shared.active();

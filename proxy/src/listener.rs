@@ -47,16 +47,17 @@ pub(crate) async fn accept_loop(
 }
 
 async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
+    let _open = shared.connection_opened();
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-        return;
-    };
-    let active = shared.active();
-    let Some(listener) = active.snapshot.listener(&name) else {
         return;
     };
     let mut stream = stream;
     let mut read = BytesMut::new();
-    let sni = if needs_client_hello(listener) {
+    let needs_hello = match shared.active().snapshot.listener(&name) {
+        Some(listener) => needs_client_hello(listener),
+        None => return,
+    };
+    let sni = if needs_hello {
         let hello = tokio::time::timeout(
             shared.options.client_hello_timeout,
             read_client_hello(&mut stream, &mut read),
@@ -73,50 +74,67 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     } else {
         None
     };
-    let Some(chain) = select_chain(listener, sni.as_deref()) else {
-        tracing::debug!(listener = %name, %peer, sni = ?sni, "no filter chain matches; closing");
-        return;
+    // Take what the connection needs from the current snapshot and let go of the rest, so that
+    // a long-lived connection does not pin old snapshots.
+    let (application, server_tls) = {
+        let active = shared.active();
+        let Some(listener) = active.snapshot.listener(&name) else {
+            return;
+        };
+        let Some(chain) = select_chain(listener, sni.as_deref()) else {
+            tracing::debug!(listener = %name, %peer, sni = ?sni, "no filter chain matches; closing");
+            return;
+        };
+        let server_tls = match &chain.transport {
+            Transport::Terminate(_) => {
+                match active.server_tls.get(&(name.clone(), chain.name.clone())) {
+                    Some(config) => Some(config.clone()),
+                    None => return,
+                }
+            }
+            Transport::Plaintext | Transport::Passthrough => None,
+        };
+        (chain.application.clone(), server_tls)
     };
     let io = Prefixed::new(read.freeze(), stream);
-    let route_table = match &chain.application {
+    let route_table = match &application {
         Application::Http { route_table } => route_table.clone(),
         Application::Tcp { .. } => String::new(),
     };
-    let tls = matches!(chain.transport, Transport::Terminate(_));
     let downstream = Arc::new(Downstream {
         peer,
         local,
         listener: name.clone(),
         route_table,
-        tls,
+        tls: server_tls.is_some(),
         sni: sni.filter(|s| !s.is_empty()),
     });
-    match &chain.transport {
-        Transport::Terminate(_) => {
-            let Some(config) = active.server_tls.get(&(name.clone(), chain.name.clone())) else {
-                return;
-            };
-            let acceptor = TlsAcceptor::from(config.clone());
-            let tls = match acceptor.accept(io).await {
+    match server_tls {
+        Some(config) => {
+            let tls = match TlsAcceptor::from(config).accept(io).await {
                 Ok(tls) => tls,
                 Err(error) => {
                     tracing::debug!(listener = %name, %peer, %error, "TLS handshake failed");
                     return;
                 }
             };
-            serve(tls, chain, downstream, shared).await;
+            serve(tls, application, downstream, shared).await;
         }
-        Transport::Plaintext | Transport::Passthrough => serve(io, chain, downstream, shared).await,
+        None => serve(io, application, downstream, shared).await,
     }
 }
 
-async fn serve<IO>(io: IO, chain: &FilterChain, downstream: Arc<Downstream>, shared: Arc<Shared>)
-where
+async fn serve<IO>(
+    io: IO,
+    application: Application,
+    downstream: Arc<Downstream>,
+    shared: Arc<Shared>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    match &chain.application {
+    match application {
         Application::Http { .. } => server::serve(io, downstream, shared).await,
-        Application::Tcp { routes } => tcp::proxy(io, routes, &downstream, &shared).await,
+        Application::Tcp { routes } => tcp::proxy(io, &routes, &downstream, &shared).await,
     }
 }
 

@@ -124,6 +124,20 @@ pub(crate) struct Shared {
     pub(crate) options: ProxyOptions,
     /// Set to true when the proxy drains: connections finish what they are doing and close.
     pub(crate) draining: watch::Sender<bool>,
+    /// Downstream connections open now.
+    pub(crate) connections: watch::Sender<usize>,
+}
+
+/// Counts a downstream connection as open until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .send_modify(|open| *open = open.saturating_sub(1));
+    }
 }
 
 impl Shared {
@@ -135,7 +149,14 @@ impl Shared {
             telemetry,
             options,
             draining: watch::channel(false).0,
+            connections: watch::channel(0).0,
         }
+    }
+
+    /// Counts a connection as open for as long as the returned guard lives.
+    pub(crate) fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.connections.send_modify(|open| *open += 1);
+        OpenConnection(self.clone())
     }
 
     /// The snapshot being served now.

@@ -16,6 +16,25 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
+/// The `(namespace, name)` of a Gateway a VirtualService in `namespace` names: `ns/name`,
+/// `name` (in the VirtualService's namespace), or the legacy `name.namespace[.svc...]`.
+/// `None` for `mesh`.
+pub fn gateway_ref(namespace: &str, reference: &str) -> Option<(String, String)> {
+    if reference == "mesh" {
+        return None;
+    }
+    Some(match reference.split_once('/') {
+        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+        None => match reference.split_once('.') {
+            Some((name, rest)) => (
+                rest.split('.').next().unwrap_or_default().to_owned(),
+                name.to_owned(),
+            ),
+            None => (namespace.to_owned(), reference.to_owned()),
+        },
+    })
+}
+
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Destination {

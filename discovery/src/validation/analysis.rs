@@ -12,7 +12,7 @@ use crate::findings::Finding;
 use crate::hosts;
 use crate::resources::common::{LabelSelector, WorkloadSelector};
 use crate::resources::security::{AuthorizationAction, AuthorizationPolicy, is_set};
-use crate::resources::virtual_service::{Destination, VirtualService};
+use crate::resources::virtual_service::{Destination, VirtualService, gateway_ref};
 use crate::resources::{Kind, Object, Spec};
 use crate::yaml::FieldPath;
 
@@ -235,19 +235,8 @@ fn gateway_references(check: &mut Check<'_>, vs: &VirtualService, index: &Index<
     let namespace = check.object().namespace.clone();
     let spec = FieldPath::ROOT.field("spec");
     let missing = |check: &mut Check<'_>, path: &FieldPath, name: &str| {
-        if name == "mesh" {
+        let Some((gateway_namespace, gateway_name)) = gateway_ref(&namespace, name) else {
             return;
-        }
-        let (gateway_namespace, gateway_name) = match name.split_once('/') {
-            Some((ns, n)) => (ns.to_owned(), n.to_owned()),
-            None => match name.split_once('.') {
-                // Legacy `name.namespace[.svc...]`.
-                Some((n, rest)) => (
-                    rest.split('.').next().unwrap_or_default().to_owned(),
-                    n.to_owned(),
-                ),
-                None => (namespace.clone(), name.to_owned()),
-            },
         };
         if !index
             .gateways

@@ -6,7 +6,7 @@
 //! are warnings, because a directory may hold alternatives.
 
 mod analysis;
-mod check;
+pub(crate) mod check;
 mod destination_rule;
 mod gateway;
 mod mesh;

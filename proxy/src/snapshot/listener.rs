@@ -94,13 +94,16 @@ impl std::fmt::Debug for CertificateKeyPair {
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     None,
-    /// MUTUAL: a certificate signed by one of these CAs (PEM) is required.
+    /// MUTUAL: a certificate signed by one of these CAs (PEM), and not revoked by the CRL
+    /// (PEM) when there is one, is required.
     Required {
         ca_certificates: String,
+        crl: Option<String>,
     },
     /// OPTIONAL_MUTUAL: asked for, validated if presented.
     Optional {
         ca_certificates: String,
+        crl: Option<String>,
     },
 }
 

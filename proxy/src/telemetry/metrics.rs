@@ -55,6 +55,35 @@ const SIZE_BUCKETS: [f64; 9] = [
     f64::INFINITY,
 ];
 
+/// Istio's destination labels, in its order. Every series carries all of them, `unknown` where
+/// the cluster does not say (a request no route matched has no cluster at all).
+pub const DESTINATION_LABELS: [&str; 10] = [
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "connection_security_policy",
+];
+
+/// The destination labels in Istio's order from what a cluster knows.
+fn destination_labels(known: &[(String, String)]) -> Vec<(String, String)> {
+    DESTINATION_LABELS
+        .iter()
+        .map(|name| {
+            let value = known
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("unknown", |(_, v)| v.as_str());
+            ((*name).to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 /// Labels fixed for a (proxy, cluster) pair, in Istio's order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BaseLabels(pub Vec<(String, String)>);
@@ -196,7 +225,7 @@ impl Metrics {
             .entry(cluster.to_owned())
             .or_insert_with(|| {
                 let mut labels = self.proxy_labels.clone();
-                labels.extend(destination());
+                labels.extend(destination_labels(&destination()));
                 Arc::new(BaseLabels(labels))
             })
             .clone()

@@ -7,7 +7,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::snapshot::{CertificateKeyPair, ClientAuth, ServerTls, TlsVersion};
 
@@ -127,6 +127,36 @@ pub(crate) fn root_store(pem: &str) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots)
 }
 
+/// Verifies client certificates against `ca_certificates`, and the CRL when there is one.
+fn client_verifier(
+    ca_certificates: &str,
+    crl: Option<&str>,
+    optional: bool,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsConfigError> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(ca_certificates)?),
+        provider,
+    );
+    if let Some(crl) = crl {
+        let crls = CertificateRevocationListDer::pem_slice_iter(crl.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsConfigError::CaCertificates(format!("the CRL: {e}")))?;
+        if crls.is_empty() {
+            return Err(TlsConfigError::CaCertificates(
+                "the CRL holds no X509 CRL block".to_owned(),
+            ));
+        }
+        builder = builder.with_crls(crls);
+    }
+    if optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder
+        .build()
+        .map_err(|e| TlsConfigError::CaCertificates(e.to_string()))
+}
+
 /// The rustls server configuration for a chain that terminates TLS.
 pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = provider(&tls.cipher_suites)?;
@@ -135,25 +165,24 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsConfigErro
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
     let builder = match &tls.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Required { ca_certificates } => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(root_store(ca_certificates)?),
-                provider,
-            )
-            .build()
-            .map_err(|e| TlsConfigError::CaCertificates(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        ClientAuth::Optional { ca_certificates } => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(root_store(ca_certificates)?),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsConfigError::CaCertificates(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        ClientAuth::Required {
+            ca_certificates,
+            crl,
+        } => builder.with_client_cert_verifier(client_verifier(
+            ca_certificates,
+            crl.as_deref(),
+            false,
+            provider,
+        )?),
+        ClientAuth::Optional {
+            ca_certificates,
+            crl,
+        } => builder.with_client_cert_verifier(client_verifier(
+            ca_certificates,
+            crl.as_deref(),
+            true,
+            provider,
+        )?),
     };
     let (chain, key) = certified_key(&tls.certificate)?;
     let mut config = builder.with_single_cert(chain, key)?;

@@ -1,0 +1,426 @@
+//! Clusters: for each destination a route names (host, port, subset), the endpoints from the
+//! registry and the traffic policy from its DestinationRule, named `outbound|PORT|SUBSET|HOST`.
+//!
+//! Policy precedence follows Istio: a `portLevelSettings` entry replaces the destination-level
+//! policy for its port; a subset's policy overrides field by field and inherits the rest.
+
+use std::time::Duration;
+
+use strait_proxy::snapshot::{
+    Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy,
+    OutlierDetection as ProxyOutlier, PoolLimits, TcpKeepalive as ProxyKeepalive, UpstreamProtocol,
+    UpstreamTls,
+};
+
+use super::Compiler;
+use super::credentials;
+use crate::resources::common::Protocol;
+use crate::resources::destination_rule::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule,
+    H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
+};
+
+/// Istio's cluster name for a destination.
+pub(crate) fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or_default())
+}
+
+/// The parts of a traffic policy that apply to one cluster.
+#[derive(Debug, Default, Clone)]
+struct Policy<'a> {
+    load_balancer: Option<&'a LoadBalancerSettings>,
+    connection_pool: Option<&'a ConnectionPoolSettings>,
+    outlier_detection: Option<&'a OutlierDetection>,
+    tls: Option<&'a ClientTlsSettings>,
+}
+
+impl<'a> Policy<'a> {
+    /// The policy of `traffic` for `port`: its port-level entry if it has one, else its own.
+    fn of(traffic: &'a TrafficPolicy, port: u32) -> Policy<'a> {
+        match traffic
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(port))
+        {
+            Some(level) => Policy {
+                load_balancer: level.load_balancer.as_ref(),
+                connection_pool: level.connection_pool.as_ref(),
+                outlier_detection: level.outlier_detection.as_ref(),
+                tls: level.tls.as_ref(),
+            },
+            None => Policy {
+                load_balancer: traffic.load_balancer.as_ref(),
+                connection_pool: traffic.connection_pool.as_ref(),
+                outlier_detection: traffic.outlier_detection.as_ref(),
+                tls: traffic.tls.as_ref(),
+            },
+        }
+    }
+
+    /// A subset's policy over this one, field by field.
+    fn overridden_by(self, subset: Policy<'a>) -> Policy<'a> {
+        Policy {
+            load_balancer: subset.load_balancer.or(self.load_balancer),
+            connection_pool: subset.connection_pool.or(self.connection_pool),
+            outlier_detection: subset.outlier_detection.or(self.outlier_detection),
+            tls: subset.tls.or(self.tls),
+        }
+    }
+}
+
+impl Compiler<'_> {
+    /// Builds (once) the cluster for `host:port` and `subset`, as the client in `namespace` sees
+    /// it; returns its name, or `None` (with a finding) when no service declares the host.
+    pub(crate) fn cluster(
+        &mut self,
+        host: &str,
+        port: Option<u32>,
+        subset: Option<&str>,
+        namespace: &str,
+    ) -> Option<String> {
+        let Some(service) = self.registry.service(host) else {
+            self.problem(format!("no ServiceEntry declares {host}: requests routed there get 503 (no healthy upstream)"));
+            return None;
+        };
+        let Some(service_port) = service.port(port).cloned() else {
+            self.problem(match port {
+                Some(port) => format!("{host} has no port {port}"),
+                None => format!("{host} has several ports: the destination must name one"),
+            });
+            return None;
+        };
+        let number = service_port.number.unwrap_or_default();
+        let name = cluster_name(number, subset, host);
+        if self.clusters.contains_key(&name) {
+            return Some(name);
+        }
+        let rule = self.registry.destination_rule(host, namespace);
+        let rule_spec: Option<&DestinationRule> = rule.map(|(_, r)| r);
+        let subset_spec = match (subset, rule_spec) {
+            (None, _) => None,
+            (Some(wanted), Some(rule)) => {
+                let found = rule
+                    .subsets
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(wanted));
+                if found.is_none() {
+                    self.problem(format!(
+                        "subset {wanted:?} of {host} is not defined by a DestinationRule"
+                    ));
+                }
+                found
+            }
+            (Some(wanted), None) => {
+                self.problem(format!(
+                    "subset {wanted:?} of {host}: no DestinationRule for the host"
+                ));
+                None
+            }
+        };
+        let mut policy = rule_spec
+            .and_then(|r| r.traffic_policy.as_ref())
+            .map(|t| Policy::of(t, number))
+            .unwrap_or_default();
+        if let Some(subset_policy) = subset_spec.and_then(|s| s.traffic_policy.as_ref()) {
+            policy = policy.overridden_by(Policy::of(subset_policy, number));
+        }
+        let mut problems = Vec::new();
+        let endpoints = self
+            .registry
+            .endpoints(service, &service_port, subset_spec, &mut problems)
+            .into_iter()
+            .map(|e| Endpoint {
+                address: e.address,
+                weight: e.weight,
+                locality: e.locality,
+                labels: e.labels,
+            })
+            .collect();
+        for problem in problems {
+            self.problem(format!("{host}: {problem}"));
+        }
+        let protocol = upstream_protocol(service_port.protocol.as_deref(), policy.connection_pool);
+        let tls = match policy.tls {
+            Some(tls) => self.upstream_tls(tls, host, &service.entry.subject_alt_names),
+            None => UpstreamTls::Disabled,
+        };
+        let (lb, original_destination) = lb_policy(policy.load_balancer);
+        let cluster = Cluster {
+            name: name.clone(),
+            lb,
+            connect_timeout: policy
+                .connection_pool
+                .and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.connect_timeout.as_ref())
+                .and_then(|d| d.value)
+                .unwrap_or(self.registry.mesh.connect_timeout),
+            pool: pool_limits(policy.connection_pool),
+            outlier: policy.outlier_detection.map(outlier),
+            tls,
+            protocol,
+            endpoints,
+            original_destination,
+            telemetry: vec![
+                ("destination_service".to_owned(), host.to_owned()),
+                (
+                    "destination_service_name".to_owned(),
+                    host.split('.').next().unwrap_or(host).to_owned(),
+                ),
+                (
+                    "destination_service_namespace".to_owned(),
+                    service.object.namespace.clone(),
+                ),
+            ],
+        };
+        self.clusters
+            .insert(name.clone(), std::sync::Arc::new(cluster));
+        Some(name)
+    }
+
+    fn upstream_tls(
+        &mut self,
+        tls: &ClientTlsSettings,
+        host: &str,
+        entry_names: &[String],
+    ) -> UpstreamTls {
+        let sni = Some(tls.sni.clone().unwrap_or_else(|| host.to_owned()));
+        let subject_alt_names = if tls.subject_alt_names.is_empty() {
+            entry_names.to_vec()
+        } else {
+            tls.subject_alt_names.clone()
+        };
+        let credential = tls.credential_name.as_deref().and_then(|name| {
+            match credentials::load(self.options.credentials.as_deref(), name) {
+                Ok(credential) => Some(credential),
+                Err(error) => {
+                    self.problem(format!("{host}: {error}"));
+                    None
+                }
+            }
+        });
+        let read = |compiler: &mut Self, path: &Option<String>| -> Option<String> {
+            let path = path.as_deref()?;
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    compiler.problem(format!("{host}: reading {path}: {error}"));
+                    None
+                }
+            }
+        };
+        let ca_certificates = credential
+            .as_ref()
+            .and_then(|c| c.ca_certificates.clone())
+            .or_else(|| read(self, &tls.ca_certificates));
+        match tls.mode.unwrap_or_default() {
+            ClientTlsMode::Disable => UpstreamTls::Disabled,
+            ClientTlsMode::Simple => UpstreamTls::Simple {
+                sni,
+                ca_certificates,
+                subject_alt_names,
+            },
+            ClientTlsMode::Mutual => {
+                let (chain, key) = match credential {
+                    Some(c) => (c.certificate_chain, c.private_key),
+                    None => (
+                        read(self, &tls.client_certificate),
+                        read(self, &tls.private_key),
+                    ),
+                };
+                match (chain, key) {
+                    (Some(certificate_chain), Some(private_key)) => UpstreamTls::Mutual {
+                        sni,
+                        ca_certificates,
+                        subject_alt_names,
+                        certificate_chain,
+                        private_key,
+                    },
+                    _ => {
+                        self.problem(format!("{host}: MUTUAL TLS has no client certificate; sending plaintext is refused"));
+                        UpstreamTls::Simple {
+                            sni,
+                            ca_certificates,
+                            subject_alt_names,
+                        }
+                    }
+                }
+            }
+            ClientTlsMode::IstioMutual => {
+                self.problem(format!(
+                    "{host}: ISTIO_MUTUAL needs mesh identity, which this role does not have yet; sending plaintext"
+                ));
+                UpstreamTls::Disabled
+            }
+        }
+    }
+}
+
+/// The protocol to the endpoints: HTTP/2 for HTTP2 and gRPC ports or when upgraded.
+fn upstream_protocol(
+    port_protocol: Option<&str>,
+    pool: Option<&ConnectionPoolSettings>,
+) -> UpstreamProtocol {
+    let http = pool.and_then(|p| p.http.as_ref());
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return UpstreamProtocol::Downstream;
+    }
+    if http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+        return UpstreamProtocol::Http2;
+    }
+    match port_protocol.and_then(Protocol::parse) {
+        Some(Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb) => UpstreamProtocol::Http2,
+        _ => UpstreamProtocol::Http1,
+    }
+}
+
+/// The balancer (LEAST_REQUEST unless set) and whether the cluster forwards to the original
+/// destination (PASSTHROUGH).
+fn lb_policy(settings: Option<&LoadBalancerSettings>) -> (LbPolicy, bool) {
+    let Some(settings) = settings else {
+        return (LbPolicy::LeastRequest, false);
+    };
+    if let Some(hash) = &settings.consistent_hash {
+        return (LbPolicy::ConsistentHash(consistent_hash(hash)), false);
+    }
+    match settings.simple.unwrap_or_default() {
+        SimpleLb::Unspecified | SimpleLb::LeastRequest | SimpleLb::LeastConn => {
+            (LbPolicy::LeastRequest, false)
+        }
+        SimpleLb::RoundRobin => (LbPolicy::RoundRobin, false),
+        SimpleLb::Random => (LbPolicy::Random, false),
+        SimpleLb::Passthrough => (LbPolicy::LeastRequest, true),
+    }
+}
+
+fn consistent_hash(hash: &ConsistentHashLb) -> ConsistentHash {
+    let key = if let Some(header) = &hash.http_header_name {
+        HashKey::Header(header.to_ascii_lowercase())
+    } else if let Some(cookie) = &hash.http_cookie {
+        HashKey::Cookie {
+            name: cookie.name.clone().unwrap_or_default(),
+            path: cookie.path.clone(),
+            ttl: cookie.ttl.as_ref().and_then(|d| d.value),
+        }
+    } else if let Some(parameter) = &hash.http_query_parameter_name {
+        HashKey::QueryParameter(parameter.clone())
+    } else {
+        HashKey::SourceIp
+    };
+    let policy = match &hash.maglev {
+        Some(maglev) => HashPolicy::Maglev {
+            table_size: maglev.table_size.unwrap_or(65_537),
+        },
+        None => HashPolicy::RingHash {
+            minimum_ring_size: hash
+                .ring_hash
+                .as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(hash.minimum_ring_size)
+                .unwrap_or(1024),
+        },
+    };
+    ConsistentHash { key, policy }
+}
+
+/// Connection pool limits; an unset or non-positive value means no limit.
+fn pool_limits(pool: Option<&ConnectionPoolSettings>) -> PoolLimits {
+    let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    let idle = http
+        .and_then(|h| h.idle_timeout.as_ref())
+        .and_then(|d| d.value);
+    PoolLimits {
+        max_connections: positive(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: positive(http.and_then(|h| h.http2_max_requests)),
+        max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection)),
+        max_retries: positive(http.and_then(|h| h.max_retries)),
+        idle_timeout: match idle {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(Duration::from_secs(3600)),
+        },
+        tcp_keepalive: tcp
+            .and_then(|t| t.tcp_keepalive.as_ref())
+            .map(|k| ProxyKeepalive {
+                time: k.time.as_ref().and_then(|d| d.value),
+                interval: k.interval.as_ref().and_then(|d| d.value),
+                probes: k.probes,
+            }),
+    }
+}
+
+/// Outlier detection with Istio's defaults: 5 consecutive 5xx, 10s interval, 30s base
+/// ejection, at most 10% ejected, no panic threshold.
+fn outlier(detection: &OutlierDetection) -> ProxyOutlier {
+    let duration = |d: &Option<crate::resources::common::Duration>, default: u64| {
+        d.as_ref()
+            .and_then(|d| d.value)
+            .unwrap_or(Duration::from_secs(default))
+    };
+    ProxyOutlier {
+        consecutive_5xx: detection
+            .consecutive_5xx_errors
+            .or(detection
+                .consecutive_errors
+                .and_then(|e| u32::try_from(e).ok()))
+            .unwrap_or(5),
+        consecutive_gateway_errors: detection.consecutive_gateway_errors.unwrap_or(0),
+        interval: duration(&detection.interval, 10),
+        base_ejection_time: duration(&detection.base_ejection_time, 30),
+        max_ejection_percent: detection
+            .max_ejection_percent
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(10),
+        min_health_percent: detection
+            .min_health_percent
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_follow_istio() {
+        assert_eq!(
+            cluster_name(9080, Some("v1"), "reviews.default.svc.cluster.local"),
+            "outbound|9080|v1|reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            cluster_name(80, None, "a.example.com"),
+            "outbound|80||a.example.com"
+        );
+    }
+
+    #[test]
+    fn the_default_balancer_is_least_request() {
+        assert_eq!(lb_policy(None), (LbPolicy::LeastRequest, false));
+        let settings = LoadBalancerSettings {
+            simple: Some(SimpleLb::Unspecified),
+            ..LoadBalancerSettings::default()
+        };
+        assert_eq!(lb_policy(Some(&settings)).0, LbPolicy::LeastRequest);
+    }
+
+    #[test]
+    fn outlier_defaults_are_istios() {
+        let detection = outlier(&OutlierDetection::default());
+        assert_eq!(detection.consecutive_5xx, 5);
+        assert_eq!(detection.interval, Duration::from_secs(10));
+        assert_eq!(detection.base_ejection_time, Duration::from_secs(30));
+        assert_eq!(detection.max_ejection_percent, 10);
+        assert_eq!(detection.min_health_percent, 0);
+    }
+
+    #[test]
+    fn idle_timeout_defaults_to_an_hour_and_zero_disables() {
+        assert_eq!(
+            pool_limits(None).idle_timeout,
+            Some(Duration::from_secs(3600))
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Compiling Istio configuration into the `Snapshot` a role serves.
+//!
+//! For the ingress gateway: the Gateway servers whose selector matches the gateway's labels
+//! become listeners (`listeners`), the VirtualServices bound to them become route tables
+//! (`routes`), and every destination a route names becomes a cluster (`clusters`) whose
+//! endpoints and policy come from the registry (`registry`): ServiceEntry, WorkloadEntry,
+//! DestinationRule and MeshConfig. Certificates named by `credentialName` come from the
+//! credential store (`credentials`).
+//!
+//! Compilation never fails as a whole: what cannot be served (a destination no ServiceEntry
+//! declares, a certificate that does not load) is left out and described by a warning naming
+//! the object and field, and everything else is served.
+
+mod clusters;
+pub mod credentials;
+mod listeners;
+mod registry;
+mod routes;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strait_proxy::snapshot::{Cluster, Snapshot};
+
+use crate::findings::{Finding, Level};
+use crate::resources::Object;
+use crate::validation::check::Check;
+use crate::yaml::FieldPath;
+use registry::Registry;
+
+/// What an ingress (or egress) gateway is, beyond the configuration it serves.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// The gateway's own labels: Gateways whose selector they satisfy are served.
+    pub labels: BTreeMap<String, String>,
+    /// The gateway's namespace: whose DestinationRules apply first, and the namespace of `.` in
+    /// a server's hosts.
+    pub namespace: String,
+    /// Short host names resolve under it (`reviews` -> `reviews.NS.svc.SUFFIX`).
+    pub domain_suffix: String,
+    /// The folder `credentialName` is looked up in.
+    pub credentials: Option<PathBuf>,
+    /// The address listeners bind to, unless a server names its own `bind`.
+    pub bind: IpAddr,
+    /// Server port -> the port actually bound, as a Kubernetes Service maps `port` to
+    /// `targetPort` (Istio's ingress maps 80 to 8080). Unmapped ports bind as written.
+    pub ports: BTreeMap<u32, u16>,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            labels: BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]),
+            namespace: "istio-system".to_owned(),
+            domain_suffix: "cluster.local".to_owned(),
+            credentials: None,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: BTreeMap::new(),
+        }
+    }
+}
+
+/// A compiled snapshot and what could not be served.
+#[derive(Debug)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    /// Warnings about what was left out; the snapshot serves everything else.
+    pub findings: Vec<Finding>,
+}
+
+/// Compiles the snapshot of a gateway: `objects` should be valid (objects with validation errors
+/// left out); `version` is the snapshot's version.
+pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u64) -> Compiled {
+    let objects: Vec<&Object> = objects.iter().collect();
+    let mut compiler = Compiler {
+        registry: Registry::new(&objects, &options.domain_suffix),
+        options,
+        clusters: BTreeMap::new(),
+        findings: Vec::new(),
+        at: None,
+    };
+    let (listeners, route_tables) = compiler.gateway_listeners(&objects);
+    Compiled {
+        snapshot: Snapshot {
+            version,
+            listeners,
+            route_tables,
+            clusters: compiler.clusters,
+        },
+        findings: compiler.findings,
+    }
+}
+
+/// The state of one compilation.
+pub(crate) struct Compiler<'a> {
+    registry: Registry<'a>,
+    options: &'a GatewayOptions,
+    clusters: BTreeMap<String, Arc<Cluster>>,
+    findings: Vec<Finding>,
+    /// The object and field being compiled, which findings name.
+    at: Option<(&'a Object, FieldPath)>,
+}
+
+impl<'a> Compiler<'a> {
+    /// Findings from here on name `object` and `path`.
+    fn at(&mut self, object: &'a Object, path: FieldPath) {
+        self.at = Some((object, path));
+    }
+
+    /// Something that cannot be served, described where it is configured.
+    fn problem(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        match &self.at {
+            Some((object, path)) => {
+                Check::new(object, &mut self.findings).warning(path, "not-served", message)
+            }
+            None => self
+                .findings
+                .push(Finding::new(Level::Warning, "not-served", message)),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The service registry a snapshot is compiled from: services declared by ServiceEntry (with
+//! endpoints inline, or WorkloadEntries selected by labels), DestinationRules by host, and the
+//! mesh defaults from MeshConfig.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::hosts;
+use crate::resources::common::Port;
+use crate::resources::destination_rule::{DestinationRule, Subset};
+use crate::resources::mesh_config::MeshConfig;
+use crate::resources::service_entry::{Resolution, ServiceEntry, WorkloadEntry};
+use crate::resources::virtual_service::HttpRetry;
+use crate::resources::{Object, Spec};
+
+/// A service: a ServiceEntry and the host it is declared for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Service<'a> {
+    pub(crate) object: &'a Object,
+    pub(crate) entry: &'a ServiceEntry,
+}
+
+impl Service<'_> {
+    /// The port addressed as `number`, or the only port when none is named.
+    pub(crate) fn port(&self, number: Option<u32>) -> Option<&Port> {
+        match number {
+            Some(number) => self.entry.ports.iter().find(|p| p.number == Some(number)),
+            None if self.entry.ports.len() == 1 => self.entry.ports.first(),
+            None => None,
+        }
+    }
+}
+
+/// One endpoint of a service port, with what subsets and metrics need.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointInfo {
+    pub(crate) address: SocketAddr,
+    pub(crate) weight: u32,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) locality: Option<String>,
+}
+
+/// Mesh-wide defaults from MeshConfig.
+#[derive(Debug, Clone)]
+pub(crate) struct MeshDefaults {
+    pub(crate) root_namespace: String,
+    pub(crate) connect_timeout: Duration,
+    /// The retry policy of routes that set none (Istio's, unless MeshConfig replaces it); no
+    /// `retryOn` means Istio's default conditions.
+    pub(crate) retry: HttpRetry,
+}
+
+impl MeshDefaults {
+    pub(crate) fn from(mesh: Option<&MeshConfig>) -> MeshDefaults {
+        // Istio's: two retries on its default conditions (`compile::routes`).
+        let default_retry = HttpRetry {
+            attempts: Some(2),
+            ..HttpRetry::default()
+        };
+        MeshDefaults {
+            root_namespace: mesh
+                .and_then(|m| m.root_namespace.clone())
+                .unwrap_or_else(|| "istio-system".to_owned()),
+            connect_timeout: mesh
+                .and_then(|m| m.connect_timeout.as_ref())
+                .and_then(|d| d.value)
+                .unwrap_or(Duration::from_secs(10)),
+            retry: mesh
+                .and_then(|m| m.default_http_retry_policy.clone())
+                .unwrap_or(default_retry),
+        }
+    }
+}
+
+/// Everything a compilation looks things up in.
+#[derive(Debug)]
+pub(crate) struct Registry<'a> {
+    pub(crate) domain_suffix: &'a str,
+    pub(crate) mesh: MeshDefaults,
+    services: Vec<(String, Service<'a>)>,
+    workloads: Vec<(&'a Object, &'a WorkloadEntry)>,
+    rules: Vec<(String, &'a Object, &'a DestinationRule)>,
+}
+
+impl<'a> Registry<'a> {
+    pub(crate) fn new(objects: &[&'a Object], domain_suffix: &'a str) -> Registry<'a> {
+        let mut registry = Registry {
+            domain_suffix,
+            mesh: MeshDefaults::from(None),
+            services: Vec::new(),
+            workloads: Vec::new(),
+            rules: Vec::new(),
+        };
+        for object in objects {
+            match &object.spec {
+                Spec::ServiceEntry(entry) => {
+                    for host in entry.hosts.iter().flatten() {
+                        let host = hosts::qualify(host, &object.namespace, domain_suffix)
+                            .to_ascii_lowercase();
+                        registry.services.push((host, Service { object, entry }));
+                    }
+                }
+                Spec::WorkloadEntry(entry) => registry.workloads.push((object, entry)),
+                Spec::DestinationRule(rule) => {
+                    if let Some(host) = &rule.host {
+                        let host = hosts::qualify(host, &object.namespace, domain_suffix)
+                            .to_ascii_lowercase();
+                        registry.rules.push((host, object, rule));
+                    }
+                }
+                Spec::MeshConfig(mesh) => registry.mesh = MeshDefaults::from(Some(mesh)),
+                _ => {}
+            }
+        }
+        registry
+    }
+
+    pub(crate) fn qualify(&self, host: &str, namespace: &str) -> String {
+        hosts::qualify(host, namespace, self.domain_suffix).to_ascii_lowercase()
+    }
+
+    /// The service declaring `host` (qualified): an exact host first, then the most specific
+    /// wildcard.
+    pub(crate) fn service(&self, host: &str) -> Option<Service<'a>> {
+        let exact = self.services.iter().find(|(h, _)| h == host);
+        exact
+            .or_else(|| {
+                self.services
+                    .iter()
+                    .filter(|(h, _)| h.starts_with('*') && hosts::within(host, h))
+                    .max_by_key(|(h, _)| h.len())
+            })
+            .map(|(_, service)| *service)
+    }
+
+    /// The DestinationRule for `host`, looked up as Istio does for a client in `namespace`: an
+    /// exact host before a wildcard, and the client's namespace, then the rule's, then the root
+    /// namespace's.
+    pub(crate) fn destination_rule(
+        &self,
+        host: &str,
+        namespace: &str,
+    ) -> Option<(&'a Object, &'a DestinationRule)> {
+        let rank = |ns: &str| {
+            if ns == namespace {
+                0
+            } else if ns == self.mesh.root_namespace {
+                2
+            } else {
+                1
+            }
+        };
+        let exact = self
+            .rules
+            .iter()
+            .filter(|(h, _, _)| h == host)
+            .min_by_key(|(_, object, _)| rank(&object.namespace));
+        exact
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .filter(|(h, _, _)| h.starts_with('*') && hosts::within(host, h))
+                    .max_by_key(|(h, _, _)| h.len())
+            })
+            .map(|(_, object, rule)| (*object, *rule))
+    }
+
+    /// The endpoints of `service` on `port`, with `subset`'s labels applied. DNS names are
+    /// resolved now (a plain lookup); what cannot be used is described in `problems`.
+    pub(crate) fn endpoints(
+        &self,
+        service: Service<'a>,
+        port: &Port,
+        subset: Option<&Subset>,
+        problems: &mut Vec<String>,
+    ) -> Vec<EndpointInfo> {
+        let entry = service.entry;
+        let target = port.target_port.or(port.number).unwrap_or(0);
+        let port_name = port.name.as_deref().unwrap_or_default();
+        // Endpoints are WorkloadEntries: selected by labels, or written inline.
+        let workloads: Vec<&WorkloadEntry> = match &entry.workload_selector {
+            Some(selector) => self
+                .workloads
+                .iter()
+                .filter(|(object, workload)| {
+                    object.namespace == service.object.namespace
+                        && selector
+                            .labels
+                            .iter()
+                            .all(|(k, v)| workload.labels.get(k) == Some(v))
+                })
+                .map(|(_, workload)| *workload)
+                .collect(),
+            None => entry.endpoints.iter().flatten().collect(),
+        };
+        let mut found: Vec<(String, u32, &WorkloadEntry)> = workloads
+            .into_iter()
+            .filter_map(|workload| {
+                let number = workload
+                    .ports
+                    .as_ref()
+                    .and_then(|p| p.get(port_name))
+                    .copied()
+                    .unwrap_or(target);
+                Some((workload.address.clone()?, number, workload))
+            })
+            .collect();
+        let dns = matches!(
+            entry.resolution,
+            Some(Resolution::Dns | Resolution::DnsRoundRobin)
+        );
+        if found.is_empty() && entry.workload_selector.is_none() && dns {
+            // DNS with no endpoints: the hosts themselves are resolved.
+            for host in entry.hosts.iter().flatten().filter(|h| !h.contains('*')) {
+                found.push((host.clone(), target, &NO_WORKLOAD));
+            }
+        }
+        let mut endpoints = Vec::new();
+        for (address, number, workload) in found {
+            let labels = &workload.labels;
+            if subset.is_some_and(|s| !s.labels.iter().all(|(k, v)| labels.get(k) == Some(v))) {
+                continue;
+            }
+            let Ok(number) = u16::try_from(number) else {
+                continue;
+            };
+            for resolved in resolve(&address, number, problems) {
+                endpoints.push(EndpointInfo {
+                    address: resolved,
+                    weight: workload.weight.unwrap_or(1).max(1),
+                    labels: labels.clone(),
+                    locality: workload.locality.clone(),
+                });
+            }
+        }
+        endpoints
+    }
+}
+
+/// The stand-in workload of a DNS host: no labels, weight 1.
+static NO_WORKLOAD: WorkloadEntry = WorkloadEntry {
+    address: None,
+    ports: None,
+    labels: BTreeMap::new(),
+    network: None,
+    locality: None,
+    weight: None,
+    service_account: None,
+};
+
+/// An endpoint's address: an IP, or a DNS name resolved now to all its addresses. IPv6
+/// addresses are left out when the name also has IPv4 ones, so an IPv4-only host never gets
+/// endpoints that always fail.
+fn resolve(address: &str, port: u16, problems: &mut Vec<String>) -> Vec<SocketAddr> {
+    if address.starts_with("unix://") {
+        problems.push(format!(
+            "{address}: unix socket endpoints are not supported"
+        ));
+        return Vec::new();
+    }
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, port)];
+    }
+    match (address, port).to_socket_addrs() {
+        Ok(found) => {
+            let all: Vec<SocketAddr> = found.collect();
+            if all.iter().any(SocketAddr::is_ipv4) {
+                all.into_iter().filter(SocketAddr::is_ipv4).collect()
+            } else {
+                all
+            }
+        }
+        Err(error) => {
+            problems.push(format!("resolving {address}: {error}"));
+            Vec::new()
+        }
+    }
+}

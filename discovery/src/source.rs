@@ -1,0 +1,245 @@
+//! The configuration directory as a source of objects: read, validated, with the last good
+//! version of each object kept.
+//!
+//! An object with validation errors is rejected alone; when an earlier version of it (same kind,
+//! namespace and name) was accepted, that version stays in force. A file that cannot be read or
+//! parsed at all keeps the objects it held last time. Everything else applies: a directory
+//! change never empties the configuration because one file is broken.
+//!
+//! Changes are found by polling a fingerprint of the files (path, size, modification time),
+//! which works the same for plain directories, editors that replace files, and Kubernetes
+//! ConfigMap mounts that swap a symlink.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use crate::findings::{Finding, Level, ObjectRef};
+use crate::resources::{LoadOptions, Object, load_paths};
+use crate::validation::{ValidateOptions, validate};
+
+/// What one read of the directory yields.
+#[derive(Debug)]
+pub struct Revision {
+    /// The objects in force: the valid ones read now, and the last good version of the ones
+    /// rejected now.
+    pub objects: Vec<Object>,
+    /// Every finding of this read, in file order.
+    pub findings: Vec<Finding>,
+    /// Objects rejected now whose last good version stays in force.
+    pub kept: Vec<ObjectRef>,
+    /// Objects rejected now with no earlier version to keep.
+    pub rejected: Vec<ObjectRef>,
+}
+
+/// A configuration directory (or files) read again whenever it changes.
+#[derive(Debug)]
+pub struct DirectorySource {
+    paths: Vec<PathBuf>,
+    load: LoadOptions,
+    validate: ValidateOptions,
+    /// Accepted objects by `(kind, namespace, name)`.
+    last_good: BTreeMap<ObjectRef, Object>,
+}
+
+impl DirectorySource {
+    pub fn new(
+        paths: Vec<PathBuf>,
+        load: LoadOptions,
+        validate: ValidateOptions,
+    ) -> DirectorySource {
+        DirectorySource {
+            paths,
+            load,
+            validate,
+            last_good: BTreeMap::new(),
+        }
+    }
+
+    /// Reads and validates everything, keeping last good versions of what is rejected now.
+    pub fn read(&mut self) -> Revision {
+        let loaded = load_paths(&self.paths, &self.load);
+        let mut findings = loaded.findings;
+        findings.extend(validate(&loaded.objects, &self.validate));
+        findings.sort_by(|a, b| {
+            (a.file.as_deref(), a.position, a.level).cmp(&(b.file.as_deref(), b.position, b.level))
+        });
+        // Errors name the object, or (when a file could not be parsed) only the file.
+        let mut rejected_objects: BTreeSet<(Option<&str>, &ObjectRef)> = BTreeSet::new();
+        let mut broken_files: BTreeSet<&str> = BTreeSet::new();
+        for finding in findings.iter().filter(|f| f.level == Level::Error) {
+            match (&finding.object, finding.file.as_deref()) {
+                (Some(object), file) => {
+                    rejected_objects.insert((file, object));
+                }
+                (None, Some(file)) => {
+                    broken_files.insert(file);
+                }
+                (None, None) => {}
+            }
+        }
+        let mut accepted: BTreeMap<ObjectRef, Object> = BTreeMap::new();
+        let mut kept = Vec::new();
+        let mut rejected = Vec::new();
+        for object in loaded.objects {
+            let key = object.object_ref();
+            if rejected_objects.contains(&(Some(&*object.source.file), &key)) {
+                match self.last_good.get(&key) {
+                    Some(previous) => {
+                        accepted.insert(key.clone(), previous.clone());
+                        kept.push(key);
+                    }
+                    None => rejected.push(key),
+                }
+            } else {
+                accepted.entry(key).or_insert(object);
+            }
+        }
+        // A file that could not be read keeps what it held.
+        for (key, previous) in &self.last_good {
+            if broken_files.contains(&*previous.source.file) && !accepted.contains_key(key) {
+                accepted.insert(key.clone(), previous.clone());
+                kept.push(key.clone());
+            }
+        }
+        self.last_good = accepted.clone();
+        Revision {
+            objects: accepted.into_values().collect(),
+            findings,
+            kept,
+            rejected,
+        }
+    }
+}
+
+/// A fingerprint of every file under `paths` (path, size, modification time): it changes when
+/// a file is added, removed, or written.
+pub fn fingerprint(paths: &[PathBuf]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for path in paths {
+        fingerprint_path(path, &mut hasher, 0);
+    }
+    hasher.finish()
+}
+
+fn fingerprint_path(path: &Path, hasher: &mut DefaultHasher, depth: usize) {
+    path.hash(hasher);
+    let Ok(meta) = std::fs::metadata(path) else {
+        0u8.hash(hasher);
+        return;
+    };
+    if meta.is_dir() {
+        if depth > 16 {
+            return;
+        }
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => return,
+        };
+        entries.sort();
+        for entry in entries {
+            // `..data` and friends are followed through the links that point into them.
+            let hidden = entry
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !hidden {
+                fingerprint_path(&entry, hasher, depth + 1);
+            }
+        }
+    } else {
+        meta.len().hash(hasher);
+        if let Ok(modified) = meta.modified() {
+            modified.hash(hasher);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "strait-source-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const GOOD: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: default}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n";
+    const BAD: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api, namespace: default}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 70000, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.2}]\n";
+
+    fn address(revision: &Revision) -> Option<String> {
+        revision.objects.iter().find_map(|o| match &o.spec {
+            crate::resources::Spec::ServiceEntry(se) => {
+                se.endpoints.as_ref()?.first()?.address.clone()
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_rejected_object_keeps_its_last_good_version() {
+        let root = dir();
+        let file = root.join("se.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let mut source = DirectorySource::new(
+            vec![root.clone()],
+            LoadOptions::default(),
+            ValidateOptions::default(),
+        );
+        let first = source.read();
+        assert_eq!(address(&first).as_deref(), Some("10.0.0.1"));
+        std::fs::write(&file, BAD).unwrap();
+        let second = source.read();
+        assert_eq!(
+            address(&second).as_deref(),
+            Some("10.0.0.1"),
+            "the last good version stays"
+        );
+        assert_eq!(second.kept.len(), 1);
+        assert!(second.findings.iter().any(|f| f.level == Level::Error));
+        // A file that does not parse keeps its objects too.
+        std::fs::write(&file, "kind: [unclosed").unwrap();
+        let third = source.read();
+        assert_eq!(address(&third).as_deref(), Some("10.0.0.1"));
+        // Removing the file is a valid change: the object goes.
+        std::fs::remove_file(&file).unwrap();
+        assert!(source.read().objects.is_empty());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_object_with_no_history_is_rejected() {
+        let root = dir();
+        std::fs::write(root.join("se.yaml"), BAD).unwrap();
+        let mut source = DirectorySource::new(
+            vec![root.clone()],
+            LoadOptions::default(),
+            ValidateOptions::default(),
+        );
+        let revision = source.read();
+        assert!(revision.objects.is_empty());
+        assert_eq!(revision.rejected.len(), 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_fingerprint_follows_writes_additions_and_removals() {
+        let root = dir();
+        let paths = vec![root.clone()];
+        let empty = fingerprint(&paths);
+        std::fs::write(root.join("a.yaml"), "x").unwrap();
+        let one = fingerprint(&paths);
+        assert_ne!(empty, one);
+        assert_eq!(one, fingerprint(&paths), "stable while nothing changes");
+        std::fs::write(root.join("a.yaml"), "xy").unwrap();
+        assert_ne!(one, fingerprint(&paths));
+        std::fs::remove_file(root.join("a.yaml")).unwrap();
+        assert_eq!(empty, fingerprint(&paths));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

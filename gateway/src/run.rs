@@ -1,0 +1,373 @@
+//! `strait run --role ingress`: the gateway process and its lifecycle.
+//!
+//! Start: read the configuration directory, compile the snapshot, bind its listeners and the
+//! admin, metrics and health endpoints. Then, until a signal: re-read when the configuration or
+//! the credentials change (polled, then debounced) or on SIGHUP, and install the new snapshot
+//! without restarting unchanged listeners; a rejected object keeps its last good version and a
+//! snapshot that cannot be installed leaves the running one in place. SIGTERM (or SIGINT) drains:
+//! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
+//! period while listeners still accept, then listeners stop and in-flight work gets up to the
+//! drain timeout; the process exits 0.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use strait_discovery::compile::{GatewayOptions, compile_gateway};
+use strait_discovery::findings::{Finding, Level};
+use strait_discovery::resources::LoadOptions;
+use strait_discovery::source::{DirectorySource, fingerprint};
+use strait_discovery::validation::ValidateOptions;
+use strait_proxy::telemetry::Telemetry;
+use strait_proxy::telemetry::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
+use strait_proxy::telemetry::metrics::Metrics;
+use strait_proxy::{Proxy, ProxyOptions};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::admin::{self, AdminState, Endpoints};
+use crate::args::{parse_duration, parse_labels, parse_port_map};
+use crate::logging::Logging;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The role this process plays.
+    #[arg(long, value_enum)]
+    role: Role,
+    /// Configuration files and directories (Istio YAML), watched for changes.
+    #[arg(long, required = true)]
+    config: Vec<PathBuf>,
+    /// The gateway's labels: it serves the Gateways whose selector they satisfy.
+    #[arg(long, default_value = "istio=ingressgateway", value_name = "K=V,...")]
+    labels: String,
+    /// The gateway's namespace (DestinationRule lookup, `.` in server hosts).
+    #[arg(long, default_value = "istio-system")]
+    namespace: String,
+    /// The namespace of configuration objects that name none.
+    #[arg(long, default_value = "default")]
+    config_namespace: String,
+    /// The suffix short host names resolve under.
+    #[arg(long, default_value = "cluster.local")]
+    domain_suffix: String,
+    /// The credential store: a folder per `credentialName` holding tls.crt, tls.key, ca.crt.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Where Strait keeps its state.
+    #[arg(long, default_value = ".strait")]
+    data: PathBuf,
+    /// The admin endpoint (config_dump, proxy-config); keep it on localhost.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Prometheus metrics (/stats/prometheus).
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics: SocketAddr,
+    /// The readiness probe (/healthz/ready).
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    health: SocketAddr,
+    /// The address Gateway servers bind, unless a server sets `bind`.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Bind a server port elsewhere, as a Service maps port to targetPort (repeatable).
+    #[arg(long = "port", value_name = "SERVER_PORT=LISTEN_PORT")]
+    ports: Vec<String>,
+    /// The access log's format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    access_log_format: LogFormat,
+    /// Write the access log to this file instead of standard output; `off` disables it.
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+    /// The format of the program's own log (standard error).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The program's log filter (tracing's `EnvFilter` syntax).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// After SIGTERM: how long to keep serving (and accepting) while asking clients to go.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    drain_period: Duration,
+    /// After the drain period: how long in-flight requests get to finish.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
+    /// How often the configuration and credentials are checked for changes.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    watch_interval: Duration,
+    /// How long a change must settle before it is read.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    reload_debounce: Duration,
+    /// Proxies in front whose X-Forwarded-For entries are trusted (`numTrustedProxies`).
+    #[arg(long, default_value_t = 0)]
+    trusted_hops: u32,
+    /// The most request header bytes (HTTP/1.1) or header list bytes (HTTP/2) accepted.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_request_header_bytes: u32,
+    /// How long a client may take to send its request headers (HTTP/1.1).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    header_read_timeout: Duration,
+    /// The workload name this gateway reports in metrics (`source_workload`).
+    #[arg(long, default_value = "strait-ingressgateway")]
+    workload_name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    Ingress,
+    Egress,
+    Eastwest,
+    Sidecar,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.role != Role::Ingress {
+        bail!(
+            "--role {:?}: only the ingress role is available in this version",
+            args.role
+        );
+    }
+    let logging = Logging::init(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let code = runtime.block_on(serve(args, logging));
+    // Pending access log lines are written before the process exits.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    code
+}
+
+async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
+    let labels = parse_labels("--labels", &args.labels)?;
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| parse_port_map(p))
+        .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let options = GatewayOptions {
+        labels: labels.clone(),
+        namespace: args.namespace.clone(),
+        domain_suffix: args.domain_suffix.clone(),
+        credentials: args.credentials.clone(),
+        bind: args.bind,
+        ports,
+    };
+    let mut source = DirectorySource::new(
+        args.config.clone(),
+        LoadOptions {
+            default_namespace: args.config_namespace.clone(),
+        },
+        ValidateOptions {
+            domain_suffix: args.domain_suffix.clone(),
+            gateway_labels: vec![labels.clone()],
+        },
+    );
+    let proxy = Arc::new(Proxy::new(telemetry(&args, &labels)?, proxy_options(&args)));
+
+    let mut watched = args.config.clone();
+    watched.extend(args.credentials.iter().cloned());
+    let mut seen = fingerprint(&watched);
+    let mut reloader = Reloader {
+        proxy: proxy.clone(),
+        options,
+        version: 0,
+        last_findings: Vec::new(),
+    };
+    reloader
+        .reload(&mut source)
+        .await
+        .context("serving the initial configuration")?;
+
+    let state = Arc::new(AdminState {
+        proxy: proxy.clone(),
+        ready: true.into(),
+        set_log_level: logging.setter(),
+    });
+    for (endpoints, address) in [
+        (Endpoints::Admin, args.admin),
+        (Endpoints::Metrics, args.metrics),
+        (Endpoints::Health, args.health),
+    ] {
+        let bound = admin::start(endpoints, address, state.clone()).await?;
+        tracing::info!(?endpoints, address = %bound, "endpoint ready");
+    }
+    for (name, address) in proxy.listening() {
+        tracing::info!(listener = %name, %address, "listening");
+    }
+
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut tick = tokio::time::interval(args.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reading the configuration again");
+                seen = fingerprint(&watched);
+                if let Err(error) = reloader.reload(&mut source).await {
+                    tracing::error!("{error:#}");
+                }
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(&watched);
+                if now == seen {
+                    continue;
+                }
+                // Let a burst of writes settle before reading.
+                let mut settled = now;
+                loop {
+                    tokio::time::sleep(args.reload_debounce).await;
+                    let again = fingerprint(&watched);
+                    if again == settled {
+                        break;
+                    }
+                    settled = again;
+                }
+                seen = settled;
+                if let Err(error) = reloader.reload(&mut source).await {
+                    tracing::error!("{error:#}");
+                }
+            }
+        }
+    }
+    drain(&proxy, &state, args.drain_period, args.drain_timeout).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Readiness fails, clients are asked to go, listeners stop after the drain period, and
+/// in-flight work gets up to the drain timeout.
+async fn drain(proxy: &Proxy, state: &AdminState, period: Duration, timeout: Duration) {
+    tracing::info!(?period, ?timeout, "draining");
+    state.ready.store(false, Ordering::Relaxed);
+    proxy.drain();
+    tokio::time::sleep(period).await;
+    proxy.stop_accepting();
+    if tokio::time::timeout(timeout, proxy.idle()).await.is_err() {
+        tracing::warn!(
+            open = proxy.open_connections(),
+            "drain timeout reached; closing the remaining connections"
+        );
+    } else {
+        tracing::info!("drained");
+    }
+}
+
+/// Reads, compiles and installs configuration.
+struct Reloader {
+    proxy: Arc<Proxy>,
+    options: GatewayOptions,
+    version: u64,
+    /// Findings logged last time, so that a reload logs only what changed.
+    last_findings: Vec<String>,
+}
+
+impl Reloader {
+    async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
+        let revision = source.read();
+        let compiled = compile_gateway(&revision.objects, &self.options, self.version + 1);
+        let findings: Vec<&Finding> = revision
+            .findings
+            .iter()
+            .chain(&compiled.findings)
+            .filter(|f| f.level != Level::Info)
+            .collect();
+        let lines: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+        if lines != self.last_findings {
+            for (finding, line) in findings.iter().zip(&lines) {
+                match finding.level {
+                    Level::Error => tracing::error!("{line}"),
+                    _ => tracing::warn!("{line}"),
+                }
+            }
+            self.last_findings = lines;
+        }
+        for object in &revision.kept {
+            tracing::warn!(object = %object, "rejected; its last good version stays in force");
+        }
+        for object in &revision.rejected {
+            tracing::error!(object = %object, "rejected");
+        }
+        let current = self.proxy.snapshot();
+        let mut snapshot = compiled.snapshot;
+        snapshot.version = current.version;
+        if *current == snapshot && current.version > 0 {
+            tracing::debug!("configuration unchanged");
+            return Ok(());
+        }
+        snapshot.version = self.version + 1;
+        let (listeners, routes, clusters) = (
+            snapshot.listeners.len(),
+            snapshot.route_tables.len(),
+            snapshot.clusters.len(),
+        );
+        self.proxy
+            .install(snapshot)
+            .await
+            .context("the new configuration was not installed; the previous one stays live")?;
+        self.version += 1;
+        tracing::info!(
+            version = self.version,
+            listeners,
+            routes,
+            clusters,
+            "configuration installed"
+        );
+        Ok(())
+    }
+}
+
+fn telemetry(args: &Args, labels: &BTreeMap<String, String>) -> anyhow::Result<Telemetry> {
+    let format = match args.access_log_format {
+        LogFormat::Text => AccessLogFormat::Text,
+        LogFormat::Json => AccessLogFormat::Json,
+    };
+    let access_log = match &args.access_log {
+        Some(path) if path.as_os_str() == "off" => AccessLog::disabled(),
+        Some(path) => AccessLog::start(AccessLogTarget::File(path.clone()), format)
+            .with_context(|| format!("opening the access log {}", path.display()))?,
+        None => {
+            AccessLog::start(AccessLogTarget::Stdout, format).context("starting the access log")?
+        }
+    };
+    let app = labels
+        .get("app")
+        .cloned()
+        .unwrap_or_else(|| args.workload_name.clone());
+    let metrics = Metrics::new(vec![
+        ("reporter".to_owned(), "source".to_owned()),
+        ("source_workload".to_owned(), args.workload_name.clone()),
+        (
+            "source_workload_namespace".to_owned(),
+            args.namespace.clone(),
+        ),
+        ("source_principal".to_owned(), "unknown".to_owned()),
+        ("source_app".to_owned(), app),
+        ("source_version".to_owned(), "unknown".to_owned()),
+        ("source_cluster".to_owned(), "unknown".to_owned()),
+    ]);
+    Ok(Telemetry::new(access_log, metrics))
+}
+
+fn proxy_options(args: &Args) -> ProxyOptions {
+    ProxyOptions {
+        trusted_hops: args.trusted_hops,
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_request_header_bytes as usize,
+        max_header_list_bytes: args.max_request_header_bytes,
+        ..ProxyOptions::default()
+    }
+}
