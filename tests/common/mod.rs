@@ -3,6 +3,11 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backend;
+pub mod client;
+pub mod gateway;
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +36,13 @@ pub fn corpus() -> Option<PathBuf> {
     );
     eprintln!("SKIPPED: the Istio corpus is not at {}", dir.display());
     None
+}
+
+/// Serializes tests that measure loss or timing-sensitive behaviour within one test binary
+/// (under cargo-nextest, tests named `exclusive_*` also run alone across binaries).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A command's exit code and output, as text.
