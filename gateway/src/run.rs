@@ -35,6 +35,7 @@ use crate::args::{parse_duration, parse_labels, parse_port_map};
 use crate::logging::Logging;
 
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 pub struct Args {
     /// The role this process plays.
     #[arg(long, value_enum)]

@@ -122,3 +122,6 @@ impl<'a> Compiler<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

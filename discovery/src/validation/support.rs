@@ -111,10 +111,6 @@ const POLICY_FIELDS: &[(&str, &str)] = &[
         "the TCP idle timeout is not implemented",
     ),
     (
-        "connectionPool.http.useClientProtocol",
-        "the upstream protocol follows the port's protocol",
-    ),
-    (
         "connectionPool.http.maxConcurrentStreams",
         "the upstream's own SETTINGS limit streams per connection",
     ),
@@ -184,11 +180,6 @@ const UNIMPLEMENTED: &[Entry] = &[
     ),
     row(
         Kind::Gateway,
-        "spec.servers[].bind",
-        "servers listen on the gateway's own address",
-    ),
-    row(
-        Kind::Gateway,
         "spec.servers[].defaultEndpoint",
         "not used by gateways",
     ),
@@ -209,18 +200,13 @@ const UNIMPLEMENTED: &[Entry] = &[
     ),
     row(
         Kind::Gateway,
-        "spec.servers[].tls.caCrl",
-        "certificate revocation lists are not checked",
-    ),
-    row(
-        Kind::Gateway,
         "spec.servers[].tls.caCertCredentialName",
         "use credentialName, whose folder may hold ca.crt, or <name>-cacert",
     ),
     row(
         Kind::Gateway,
         "spec.servers[].tls.credentialNames",
-        "one certificate per server; use credentialName",
+        "one certificate per server: the first credential is served",
     ),
     row(
         Kind::Gateway,

@@ -21,14 +21,28 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut draining = shared.draining.subscribe();
+    // A connection that arrives while draining is served one request, then asked to go.
+    let draining_at_start = *draining.borrow();
+    let served = Arc::new(tokio::sync::Notify::new());
     let options = shared.options.clone();
     let peer = downstream.peer;
-    let service =
-        service_fn(move |request| handler::handle(request, downstream.clone(), shared.clone()));
+    let service = service_fn({
+        let served = served.clone();
+        move |request| {
+            let served = served.clone();
+            let answer = handler::handle(request, downstream.clone(), shared.clone());
+            async move {
+                let response = answer.await;
+                served.notify_one();
+                response
+            }
+        }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
+        .keep_alive(!draining_at_start)
         .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_header_bytes.max(8192));
     builder
@@ -40,8 +54,21 @@ where
         .max_local_error_reset_streams(Some(256));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    if *draining.borrow() {
+    if draining_at_start {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "downstream HTTP connection ended");
+                }
+                return;
+            }
+            () = served.notified() => {}
+        }
         connection.as_mut().graceful_shutdown();
+        if let Err(error) = connection.as_mut().await {
+            tracing::debug!(%peer, %error, "downstream HTTP connection ended while draining");
+        }
+        return;
     }
     loop {
         tokio::select! {

@@ -1,0 +1,338 @@
+//! Compiling gateway snapshots from YAML: which Gateways and VirtualServices bind, the virtual
+//! host names, merging, TLS servers, clusters and their policy precedence, and what is reported
+//! when something cannot be served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strait_proxy::snapshot::{
+    Application, LbPolicy, RouteAction, RouteTable, Snapshot, StringMatcher, Transport,
+    UpstreamProtocol,
+};
+
+use super::{Compiled, GatewayOptions, compile_gateway};
+use crate::resources::{LoadOptions, Loaded, load_text};
+
+fn compile(yaml: &str) -> Compiled {
+    compile_with(yaml, &GatewayOptions::default())
+}
+
+fn compile_with(yaml: &str, options: &GatewayOptions) -> Compiled {
+    let mut loaded = Loaded::default();
+    load_text(
+        &Arc::from("test.yaml"),
+        yaml,
+        &LoadOptions::default(),
+        &mut loaded,
+    );
+    assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+    compile_gateway(&loaded.objects, options, 1)
+}
+
+fn table<'s>(snapshot: &'s Snapshot, name: &str) -> &'s RouteTable {
+    snapshot
+        .route_tables
+        .get(name)
+        .unwrap_or_else(|| panic!("no route table {name}: {:?}", snapshot.route_tables.keys()))
+}
+
+fn domains(table: &RouteTable) -> Vec<String> {
+    table
+        .virtual_hosts
+        .iter()
+        .flat_map(|h| h.domains.clone())
+        .collect()
+}
+
+const SERVICE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}, {number: 9090, name: grpc, protocol: GRPC}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+"#;
+
+fn gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}\n---\n"
+    )
+}
+
+const HTTP_SERVER: &str = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]";
+
+fn virtual_service(name: &str, hosts: &str, gateways: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: {hosts}\n  gateways: {gateways}\n  http:\n{http}\n---\n"
+    )
+}
+
+const ROUTE_API: &str = "  - route:\n    - destination: {host: api, port: {number: 8080}}";
+
+#[test]
+fn only_gateways_selecting_our_labels_are_served() {
+    let other = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\nspec:\n  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 81, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\n";
+    let compiled = compile(&format!("{}{other}{SERVICE}", gateway(HTTP_SERVER)));
+    let names: Vec<&str> = compiled
+        .snapshot
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["0.0.0.0_80"]);
+}
+
+#[test]
+fn virtual_services_without_gateways_mean_mesh_and_never_bind() {
+    let mesh_only = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: mesh, namespace: default}\nspec:\n  hosts: [api.example.com]\n  http:\n  - route:\n    - destination: {host: api, port: {number: 8080}}\n---\n";
+    let compiled = compile(&format!("{}{mesh_only}{SERVICE}", gateway(HTTP_SERVER)));
+    assert!(
+        table(&compiled.snapshot, "http.80")
+            .virtual_hosts
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_virtual_host_takes_the_more_specific_name_and_server_namespaces_restrict() {
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*.example.com\", \"other/*.other.com\"]";
+    let yaml = format!(
+        "{}{}{}{}",
+        gateway(servers),
+        virtual_service(
+            "a",
+            "[\"a.example.com\", \"*\"]",
+            "[istio-system/gw]",
+            ROUTE_API
+        ),
+        virtual_service("b", "[b.other.com]", "[istio-system/gw]", ROUTE_API),
+        SERVICE
+    );
+    let compiled = compile(&yaml);
+    // `*` meets `*.example.com` at the server's name; b.other.com is only for namespace other.
+    assert_eq!(
+        domains(table(&compiled.snapshot, "http.80")),
+        ["*.example.com", "a.example.com"]
+    );
+}
+
+#[test]
+fn virtual_services_for_one_host_merge_in_creation_order_with_catch_alls_last() {
+    let first = "  - route:\n    - destination: {host: api, port: {number: 8080}}";
+    let second = "  - match:\n    - uri: {prefix: /v2}\n    route:\n    - destination: {host: api, port: {number: 9090}}";
+    let yaml = format!(
+        "{}{}{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", first),
+        virtual_service("b", "[api.example.com]", "[istio-system/gw]", second),
+        SERVICE
+    );
+    let compiled = compile(&yaml);
+    let routes = &table(&compiled.snapshot, "http.80").virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 2);
+    assert_eq!(
+        routes[0].matches[0].path,
+        Some(StringMatcher::Prefix("/v2".into()))
+    );
+    assert!(routes[1].matches.is_empty(), "the catch-all goes last");
+}
+
+#[test]
+fn match_blocks_for_other_gateways_or_ports_are_left_out_without_widening_the_route() {
+    let http = "  - match:\n    - gateways: [mesh]\n      uri: {prefix: /mesh}\n    - port: 8443\n      uri: {prefix: /tls}\n    route:\n    - destination: {host: api, port: {number: 8080}}\n  - match:\n    - uri: {prefix: /kept}\n      port: 80\n    route:\n    - destination: {host: api, port: {number: 8080}}";
+    let yaml = format!(
+        "{}{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw, mesh]", http),
+        SERVICE
+    );
+    let compiled = compile(&yaml);
+    let routes = &table(&compiled.snapshot, "http.80").virtual_hosts[0].routes;
+    assert_eq!(
+        routes.len(),
+        1,
+        "the first route had no block for this gateway and port"
+    );
+    assert_eq!(
+        routes[0].matches[0].path,
+        Some(StringMatcher::Prefix("/kept".into()))
+    );
+    assert_eq!(routes[0].matches[0].port, None);
+}
+
+#[test]
+fn https_redirect_serves_the_hosts_even_without_a_virtual_service() {
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [web.example.com]\n    tls: {httpsRedirect: true}";
+    let compiled = compile(&gateway(servers));
+    let host = &table(&compiled.snapshot, "http.80").virtual_hosts[0];
+    assert_eq!(host.domains, ["web.example.com"]);
+    assert!(host.require_tls);
+}
+
+#[test]
+fn a_tls_server_whose_credential_is_missing_is_left_out_with_a_warning() {
+    let servers = format!(
+        "{HTTP_SERVER}\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, credentialName: absent}}"
+    );
+    let compiled = compile(&gateway(&servers));
+    assert_eq!(
+        compiled.snapshot.listeners.len(),
+        1,
+        "only port 80 is served"
+    );
+    let finding = compiled
+        .findings
+        .iter()
+        .find(|f| f.message.contains("absent"))
+        .expect("a finding names the credential");
+    assert_eq!(finding.field, "spec.servers[1].tls");
+    assert!(
+        finding.message.contains("--credentials"),
+        "{}",
+        finding.message
+    );
+}
+
+#[test]
+fn passthrough_servers_route_by_sni_and_ports_map_to_listen_ports() {
+    let servers = "  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [\"*.example.com\"]\n    tls: {mode: PASSTHROUGH}";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tls, namespace: default}\nspec:\n  hosts: [\"*.example.com\"]\n  gateways: [istio-system/gw]\n  tls:\n  - match:\n    - sniHosts: [a.example.com]\n    route:\n    - destination: {host: api, port: {number: 8080}}\n---\n";
+    let options = GatewayOptions {
+        ports: [(443, 8443)].into_iter().collect(),
+        ..GatewayOptions::default()
+    };
+    let compiled = compile_with(&format!("{}{vs}{SERVICE}", gateway(servers)), &options);
+    let listener = &compiled.snapshot.listeners[0];
+    assert_eq!(listener.address.port(), 8443);
+    let chain = &listener.filter_chains[0];
+    assert_eq!(chain.transport, Transport::Passthrough);
+    assert_eq!(chain.server_names, ["*.example.com"]);
+    let Application::Tcp { routes } = &chain.application else {
+        panic!("passthrough is TCP")
+    };
+    assert_eq!(routes[0].server_names, ["a.example.com"]);
+    assert_eq!(
+        routes[0].clusters,
+        [(
+            "outbound|8080||api.default.svc.cluster.local".to_owned(),
+            100
+        )]
+    );
+}
+
+#[test]
+fn a_destination_no_service_declares_keeps_its_cluster_name_and_is_reported() {
+    let http = "  - route:\n    - destination: {host: missing.example.com, port: {number: 80}}";
+    let yaml = format!(
+        "{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", http)
+    );
+    let compiled = compile(&yaml);
+    let route = &table(&compiled.snapshot, "http.80").virtual_hosts[0].routes[0];
+    let RouteAction::Forward { clusters, .. } = &route.action else {
+        panic!("forward")
+    };
+    assert_eq!(clusters[0].cluster, "outbound|80||missing.example.com");
+    assert!(compiled.snapshot.clusters.is_empty());
+    let finding = compiled
+        .findings
+        .iter()
+        .find(|f| f.message.contains("missing.example.com"))
+        .unwrap();
+    assert_eq!(finding.field, "spec.http[0].route[0].destination");
+}
+
+#[test]
+fn routes_without_retries_get_istios_default_policy() {
+    let yaml = format!(
+        "{}{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", ROUTE_API),
+        SERVICE
+    );
+    let compiled = compile(&yaml);
+    let retry = table(&compiled.snapshot, "http.80").virtual_hosts[0].routes[0]
+        .retry
+        .clone()
+        .expect("a default retry policy");
+    assert_eq!(retry.attempts, 2);
+    assert!(retry.retry_on.connect_failure && retry.retry_on.refused_stream);
+    assert_eq!(retry.retry_on.grpc_statuses, [14, 1]);
+    assert_eq!(retry.retry_on.status_codes, [503]);
+    assert_eq!(retry.backoff, Duration::from_millis(25));
+
+    let disabled = format!("{ROUTE_API}\n    retries: {{attempts: 0}}");
+    let yaml = format!(
+        "{}{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", &disabled),
+        SERVICE
+    );
+    let compiled = compile(&yaml);
+    assert!(
+        table(&compiled.snapshot, "http.80").virtual_hosts[0].routes[0]
+            .retry
+            .is_none()
+    );
+}
+
+#[test]
+fn port_level_settings_replace_and_subset_policies_override_field_by_field() {
+    let rule = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {tcp: {connectTimeout: 3s}}
+    portLevelSettings:
+    - port: {number: 9090}
+      loadBalancer: {simple: RANDOM}
+  subsets:
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      connectionPool: {tcp: {connectTimeout: 1s}}
+---
+"#;
+    let http = "  - route:\n    - destination: {host: api, subset: v2, port: {number: 8080}}\n      weight: 50\n    - destination: {host: api, port: {number: 9090}}\n      weight: 50";
+    let yaml = format!(
+        "{}{}{SERVICE}---\n{rule}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", http),
+    );
+    let compiled = compile(&yaml);
+    let clusters = &compiled.snapshot.clusters;
+    let v2 = &clusters["outbound|8080|v2|api.default.svc.cluster.local"];
+    assert_eq!(
+        v2.lb,
+        LbPolicy::RoundRobin,
+        "inherited from the destination level"
+    );
+    assert_eq!(
+        v2.connect_timeout,
+        Duration::from_secs(1),
+        "the subset's own"
+    );
+    assert_eq!(v2.endpoints.len(), 1, "subset labels select");
+    let grpc = &clusters["outbound|9090||api.default.svc.cluster.local"];
+    assert_eq!(grpc.lb, LbPolicy::Random, "the port-level policy replaces");
+    assert_eq!(
+        grpc.connect_timeout,
+        Duration::from_secs(10),
+        "not inherited from the destination level"
+    );
+    assert_eq!(
+        grpc.protocol,
+        UpstreamProtocol::Http2,
+        "GRPC ports speak HTTP/2"
+    );
+    assert_eq!(grpc.endpoints.len(), 2);
+}
