@@ -217,7 +217,7 @@ async fn sighup_reads_the_configuration_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_sigterm_drains_in_flight_requests_and_exits_zero() {
-    let _serial = common::exclusive();
+    let _serial = common::exclusive().await;
     let (v1, v2) = two_backends().await;
     v1.set_delay(Duration::from_millis(1500));
     let mut gateway = start(
@@ -480,7 +480,7 @@ impl Tally {
 /// answers follow the changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_reload_under_load_fails_no_request() {
-    let _serial = common::exclusive();
+    let _serial = common::exclusive().await;
     let ca = Ca::new("reload CA");
     let certificate = ca.server(&["web.example.com"]);
     let v1 = Backend::start("v1").await;
@@ -582,7 +582,7 @@ async fn exclusive_reload_under_load_fails_no_request() {
     let mut checked = 0u32;
     while started.elapsed() < Duration::from_secs(30) {
         change += 1;
-        let v2_only = change % 2 == 0;
+        let v2_only = change.is_multiple_of(2);
         gateway.write_config(
             "routes.yaml",
             &if v2_only {
@@ -591,11 +591,14 @@ async fn exclusive_reload_under_load_fails_no_request() {
                 routes(100, 0)
             },
         );
-        if change % 5 == 0 {
-            gateway.write_config("gateway.yaml", &gateway_with(true, change % 10 == 0));
+        if change.is_multiple_of(5) {
+            gateway.write_config(
+                "gateway.yaml",
+                &gateway_with(true, change.is_multiple_of(10)),
+            );
         }
-        if change % 7 == 0 {
-            let second = if change % 14 == 0 {
+        if change.is_multiple_of(7) {
+            let second = if change.is_multiple_of(14) {
                 &v2
             } else {
                 &v2_replacement
@@ -605,7 +608,7 @@ async fn exclusive_reload_under_load_fails_no_request() {
                 &service(&[(v1.addr, "v1"), (second.addr, "v2")]),
             );
         }
-        if change % 10 == 0 {
+        if change.is_multiple_of(10) {
             let rotated = ca.server(&["web.example.com"]);
             gateway.write_credential(
                 "web",
@@ -613,7 +616,7 @@ async fn exclusive_reload_under_load_fails_no_request() {
             );
         }
         // Every so often, let the change settle and check the answers follow it.
-        if change % 25 == 0 {
+        if change.is_multiple_of(25) {
             let expected = if v2_only { "v2" } else { "v1" };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {

@@ -103,12 +103,25 @@ pub struct Args {
     /// Proxies in front whose X-Forwarded-For entries are trusted (`numTrustedProxies`).
     #[arg(long, default_value_t = 0)]
     trusted_hops: u32,
-    /// The most request header bytes (HTTP/1.1) or header list bytes (HTTP/2) accepted.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// The most request header bytes (HTTP/1.1) or header list bytes (HTTP/2) accepted; at
+    /// least 8192, the smallest buffer the HTTP/1.1 server reads headers into.
+    #[arg(long, default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..))]
     max_request_header_bytes: u32,
-    /// How long a client may take to send its request headers (HTTP/1.1).
+    /// How long a client may take to send its request headers: those of the first request on
+    /// any connection, and of every request on HTTP/1.1.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     header_read_timeout: Duration,
+    /// How long an HTTP/2 client may send nothing before it is sent a PING.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 client has to answer a PING before its connection is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    http2_keepalive_timeout: Duration,
+    /// How long a client on a TLS server may take to send its ClientHello and finish the
+    /// handshake.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    client_hello_timeout: Duration,
     /// The workload name this gateway reports in metrics (`source_workload`).
     #[arg(long, default_value = "strait-ingressgateway")]
     workload_name: String,
@@ -162,6 +175,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         credentials: args.credentials.clone(),
         bind: args.bind,
         ports,
+        last_good: Default::default(),
     };
     let mut source = DirectorySource::new(
         args.config.clone(),
@@ -367,8 +381,10 @@ fn proxy_options(args: &Args) -> ProxyOptions {
     ProxyOptions {
         trusted_hops: args.trusted_hops,
         header_read_timeout: args.header_read_timeout,
+        client_hello_timeout: args.client_hello_timeout,
+        http2_keepalive_interval: args.http2_keepalive_interval,
+        http2_keepalive_timeout: args.http2_keepalive_timeout,
         max_header_bytes: args.max_request_header_bytes as usize,
         max_header_list_bytes: args.max_request_header_bytes,
-        ..ProxyOptions::default()
     }
 }

@@ -164,7 +164,8 @@ impl Proxy {
         let _ = open.wait_for(|n| *n == 0).await;
     }
 
-    /// The live snapshot and the state of every endpoint, as JSON (`/config_dump`).
+    /// The live snapshot, the state of every endpoint and the downstream connections open now,
+    /// as JSON (`/config_dump`).
     pub fn config_dump(&self) -> serde_json::Value {
         let active = self.shared.active();
         let endpoints: serde_json::Map<String, serde_json::Value> = active
@@ -189,6 +190,7 @@ impl Proxy {
             "version": active.snapshot.version,
             "snapshot": &*active.snapshot,
             "endpoints": endpoints,
+            "open_connections": self.open_connections(),
         })
     }
 

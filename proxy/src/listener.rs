@@ -57,9 +57,12 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         Some(listener) => needs_client_hello(listener),
         None => return,
     };
+    // The ClientHello and, when TLS is terminated here, the rest of the handshake must be done
+    // by then: a client that stops half-way must not hold the connection.
+    let handshake_deadline = tokio::time::Instant::now() + shared.options.client_hello_timeout;
     let sni = if needs_hello {
-        let hello = tokio::time::timeout(
-            shared.options.client_hello_timeout,
+        let hello = tokio::time::timeout_at(
+            handshake_deadline,
             read_client_hello(&mut stream, &mut read),
         )
         .await;
@@ -111,10 +114,15 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     });
     match server_tls {
         Some(config) => {
-            let tls = match TlsAcceptor::from(config).accept(io).await {
-                Ok(tls) => tls,
-                Err(error) => {
+            let handshake = TlsAcceptor::from(config).accept(io);
+            let tls = match tokio::time::timeout_at(handshake_deadline, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
                     tracing::debug!(listener = %name, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
                     return;
                 }
             };

@@ -28,10 +28,17 @@ pub struct ProxyOptions {
     /// Proxies in front of this one whose `x-forwarded-*` headers are trusted
     /// (`numTrustedProxies`).
     pub trusted_hops: u32,
-    /// How long a connection may take to send its TLS ClientHello.
+    /// How long a connection may take to send its TLS ClientHello and, where TLS is
+    /// terminated, to complete the handshake.
     pub client_hello_timeout: Duration,
-    /// How long an HTTP/1.1 connection may take to send its request headers.
+    /// How long a connection may take to send the headers of its first request (HTTP/1.1 and
+    /// HTTP/2), and an HTTP/1.1 connection those of each later one.
     pub header_read_timeout: Duration,
+    /// How long an HTTP/2 connection may go without a request from the client before it is
+    /// sent a PING.
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 client has to answer that PING before its connection is closed.
+    pub http2_keepalive_timeout: Duration,
     /// The most request header bytes an HTTP/1.1 request may carry.
     pub max_header_bytes: usize,
     /// The most header list bytes an HTTP/2 request may carry.
@@ -44,6 +51,8 @@ impl Default for ProxyOptions {
             trusted_hops: 0,
             client_hello_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
             max_header_bytes: 64 * 1024,
             max_header_list_bytes: 64 * 1024,
         }

@@ -42,7 +42,9 @@ pub(crate) async fn proxy<IO>(
     let route = routes
         .iter()
         .find(|r| sni_matches(&r.server_names, downstream.sni.as_deref()));
-    let cluster = route.and_then(|r| choose(&r.clusters));
+    let cluster = route
+        .and_then(|r| crate::upstream::lb::weighted_choice(&r.clusters, |(_, w)| *w))
+        .map(|(name, _)| name.as_str());
     let (Some(route), Some(cluster_name)) = (route, cluster) else {
         flags |= ResponseFlags::NO_ROUTE;
         entry.reason = format!("no TCP route matches server name {:?}", downstream.sni);
@@ -52,7 +54,7 @@ pub(crate) async fn proxy<IO>(
     entry.upstream_cluster = cluster_name.to_owned();
     let Some(cluster) = active.clusters.get(cluster_name).cloned() else {
         flags |= ResponseFlags::NO_CLUSTER_FOUND;
-        entry.reason = format!("cluster {cluster_name} is not configured");
+        entry.reason = active.snapshot.missing_cluster_reason(cluster_name);
         return finish(entry, flags, started, shared, 0, 0);
     };
     let config = cluster.config();
@@ -159,25 +161,6 @@ fn sni_matches(names: &[String], sni: Option<&str>) -> bool {
         }
         None => name.eq_ignore_ascii_case(sni),
     })
-}
-
-/// A weighted choice among `(cluster, weight)`; a single one gets everything.
-fn choose(clusters: &[(String, u32)]) -> Option<&str> {
-    if let [(only, _)] = clusters {
-        return Some(only);
-    }
-    let total: u64 = clusters.iter().map(|(_, w)| u64::from(*w)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut point = fastrand::u64(..total);
-    for (name, weight) in clusters {
-        if point < u64::from(*weight) {
-            return Some(name);
-        }
-        point -= u64::from(*weight);
-    }
-    None
 }
 
 #[cfg(test)]

@@ -61,7 +61,12 @@ impl Backend {
 
     /// A TLS backend (h2 and http/1.1 by ALPN) presenting `config`'s certificate.
     pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Backend {
-        Backend::serve(name, "127.0.0.1:0".parse().unwrap(), Some(TlsAcceptor::from(config))).await
+        Backend::serve(
+            name,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(TlsAcceptor::from(config)),
+        )
+        .await
     }
 
     async fn serve(name: &str, addr: SocketAddr, tls: Option<TlsAcceptor>) -> Backend {
@@ -118,7 +123,9 @@ impl Backend {
     }
 
     pub fn set_delay(&self, delay: Duration) {
-        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Stops accepting and closes the listener.
@@ -133,11 +140,25 @@ impl Drop for Backend {
     }
 }
 
-async fn answer(name: &str, state: &BackendState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    state: &BackendState,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     state.active.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let mut delay = state.delay_ms.load(Ordering::Relaxed);
     if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
         delay = delay.max(ms);
@@ -147,7 +168,9 @@ async fn answer(name: &str, state: &BackendState, request: Request<Incoming>) ->
     }
     let mut status = state.status.load(Ordering::Relaxed);
     if status == 0 {
-        status = header("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200);
+        status = header("x-test-status")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
     }
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in &parts.headers {
@@ -181,10 +204,13 @@ async fn answer(name: &str, state: &BackendState, request: Request<Incoming>) ->
     };
     let mut response = Response::new(Full::new(payload));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    response.headers_mut().insert("x-backend", name.parse().unwrap());
     response
         .headers_mut()
-        .insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+        .insert("x-backend", name.parse().unwrap());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        "application/json".parse().unwrap(),
+    );
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.requests.fetch_add(1, Ordering::Relaxed);
     response

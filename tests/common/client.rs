@@ -154,7 +154,9 @@ impl Connection {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        self.send(builder.body(Full::default()).unwrap()).await.unwrap()
+        self.send(builder.body(Full::default()).unwrap())
+            .await
+            .unwrap()
     }
 }
 
@@ -164,6 +166,14 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
 }
 
 /// One GET with headers on a new HTTP/1.1 connection.
-pub async fn get_with(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-    Connection::http1(addr).await.get_with(host, path, headers).await
+pub async fn get_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    Connection::http1(addr)
+        .await
+        .get_with(host, path, headers)
+        .await
 }

@@ -79,42 +79,60 @@ impl GatewayBuilder {
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::create_dir_all(dir.path().join("credentials")).unwrap();
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let (admin, metrics, health) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let ports: BTreeMap<u32, u16> = self
-            .server_ports
-            .iter()
-            .map(|p| (*p, free_port()))
-            .collect();
-        let mut command = strait();
-        command
-            .arg("run")
-            .args(["--role", "ingress"])
-            .arg("--config")
-            .arg(dir.path().join("config"))
-            .arg("--credentials")
-            .arg(dir.path().join("credentials"))
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .args(["--admin", &admin.to_string()])
-            .args(["--metrics", &metrics.to_string()])
-            .args(["--health", &health.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--watch-interval", "100ms", "--reload-debounce", "50ms"])
-            .args(["--drain-period", "0s", "--drain-timeout", "5s"])
-            .arg("--access-log")
-            .arg(dir.path().join("access.log"))
-            .args(["--log-level", "info,strait_proxy=debug"]);
-        for (server, listen) in &ports {
-            command.args(["--port", &format!("{server}={listen}")]);
-        }
-        command.args(&self.args);
-        let stderr = std::fs::File::create(dir.path().join("strait.log")).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("strait starts");
+        // Free ports are found by binding and releasing them, so another process may take one
+        // before strait binds it: then strait is started again on other ports.
+        let mut attempts = 0;
+        let (child, admin, metrics, health, ports) = loop {
+            attempts += 1;
+            let (admin, metrics, health) =
+                (addr(free_port()), addr(free_port()), addr(free_port()));
+            let ports: BTreeMap<u32, u16> = self
+                .server_ports
+                .iter()
+                .map(|p| (*p, free_port()))
+                .collect();
+            let mut command = strait();
+            command
+                .arg("run")
+                .args(["--role", "ingress"])
+                .arg("--config")
+                .arg(dir.path().join("config"))
+                .arg("--credentials")
+                .arg(dir.path().join("credentials"))
+                .arg("--data")
+                .arg(dir.path().join("data"))
+                .args(["--admin", &admin.to_string()])
+                .args(["--metrics", &metrics.to_string()])
+                .args(["--health", &health.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--watch-interval", "100ms", "--reload-debounce", "50ms"])
+                .args(["--drain-period", "0s", "--drain-timeout", "5s"])
+                .arg("--access-log")
+                .arg(dir.path().join("access.log"))
+                .args(["--log-level", "info,strait_proxy=debug"]);
+            for (server, listen) in &ports {
+                command.args(["--port", &format!("{server}={listen}")]);
+            }
+            command.args(&self.args);
+            let stderr = std::fs::File::create(dir.path().join("strait.log")).unwrap();
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("strait starts");
+            match wait_bound(child, health) {
+                Ok(child) => break (child, admin, metrics, health, ports),
+                Err(status) => {
+                    let log =
+                        std::fs::read_to_string(dir.path().join("strait.log")).unwrap_or_default();
+                    assert!(
+                        attempts < 5 && log.contains("Address already in use"),
+                        "strait exited ({status}) before it was ready:\n{log}"
+                    );
+                }
+            }
+        };
         let mut gateway = Gateway {
             child,
             dir,
@@ -282,7 +300,10 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("strait exited ({status}) before it was ready:\n{}", self.log());
+                panic!(
+                    "strait exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
             }
             if TcpStream::connect(self.health).is_ok() && self.ready() {
                 return;
@@ -304,6 +325,21 @@ impl Drop for Gateway {
         if std::thread::panicking() {
             eprintln!("--- strait log ---\n{}", self.log());
         }
+    }
+}
+
+/// Waits until strait accepts connections on its health endpoint, the last it binds; its exit
+/// status if it exits first.
+fn wait_bound(mut child: Child, health: SocketAddr) -> Result<Child, ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(status);
+        }
+        if TcpStream::connect(health).is_ok() || Instant::now() > deadline {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

@@ -6,7 +6,11 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod grpc;
 pub mod pki;
+pub mod raw;
+pub mod recorder;
+pub mod tcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,9 +44,9 @@ pub fn corpus() -> Option<PathBuf> {
 
 /// Serializes tests that measure loss or timing-sensitive behaviour within one test binary
 /// (under cargo-nextest, tests named `exclusive_*` also run alone across binaries).
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A command's exit code and output, as text.

@@ -81,7 +81,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A client configuration trusting `ca_pem`, offering `alpn`, with an optional client
 /// certificate.
-pub fn client_config(ca_pem: &str, alpn: &[&str], identity: Option<&Issued>) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    ca_pem: &str,
+    alpn: &[&str],
+    identity: Option<&Issued>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs(ca_pem) {
         roots.add(cert).unwrap();
@@ -91,7 +95,9 @@ pub fn client_config(ca_pem: &str, alpn: &[&str], identity: Option<&Issued>) -> 
         .unwrap()
         .with_root_certificates(roots);
     let mut config = match identity {
-        Some(id) => builder.with_client_auth_cert(certs(&id.cert), key(&id.key)).unwrap(),
+        Some(id) => builder
+            .with_client_auth_cert(certs(&id.cert), key(&id.key))
+            .unwrap(),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();

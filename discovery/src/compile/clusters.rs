@@ -2,7 +2,8 @@
 //! registry and the traffic policy from its DestinationRule, named `outbound|PORT|SUBSET|HOST`.
 //!
 //! Policy precedence follows Istio: a `portLevelSettings` entry replaces the destination-level
-//! policy for its port; a subset's policy overrides field by field and inherits the rest.
+//! policy for its port; a subset's policy overrides field by field and inherits the rest,
+//! except that a subset's own `portLevelSettings` entry replaces everything for its port.
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ struct Policy<'a> {
     connection_pool: Option<&'a ConnectionPoolSettings>,
     outlier_detection: Option<&'a OutlierDetection>,
     tls: Option<&'a ClientTlsSettings>,
+    /// Whether this is a `portLevelSettings` entry (which inherits nothing).
+    port_level: bool,
 }
 
 impl<'a> Policy<'a> {
@@ -47,23 +50,29 @@ impl<'a> Policy<'a> {
                 connection_pool: level.connection_pool.as_ref(),
                 outlier_detection: level.outlier_detection.as_ref(),
                 tls: level.tls.as_ref(),
+                port_level: true,
             },
             None => Policy {
                 load_balancer: traffic.load_balancer.as_ref(),
                 connection_pool: traffic.connection_pool.as_ref(),
                 outlier_detection: traffic.outlier_detection.as_ref(),
                 tls: traffic.tls.as_ref(),
+                port_level: false,
             },
         }
     }
 
-    /// A subset's policy over this one, field by field.
+    /// A subset's policy over this one: field by field, unless the subset's is port-level.
     fn overridden_by(self, subset: Policy<'a>) -> Policy<'a> {
+        if subset.port_level {
+            return subset;
+        }
         Policy {
             load_balancer: subset.load_balancer.or(self.load_balancer),
             connection_pool: subset.connection_pool.or(self.connection_pool),
             outlier_detection: subset.outlier_detection.or(self.outlier_detection),
             tls: subset.tls.or(self.tls),
+            port_level: self.port_level,
         }
     }
 }
@@ -78,15 +87,22 @@ impl Compiler<'_> {
         subset: Option<&str>,
         namespace: &str,
     ) -> Option<String> {
+        let missing = cluster_name(port.unwrap_or_default(), subset, host);
         let Some(service) = self.registry.service(host) else {
-            self.problem(format!("no ServiceEntry declares {host}: requests routed there get 503 (no healthy upstream)"));
+            let why = format!("no ServiceEntry declares {host}");
+            self.problem(format!(
+                "{why}: requests routed there get 503 (NC, no cluster)"
+            ));
+            self.missing_clusters.insert(missing, why);
             return None;
         };
         let Some(service_port) = service.port(port).cloned() else {
-            self.problem(match port {
+            let why = match port {
                 Some(port) => format!("{host} has no port {port}"),
                 None => format!("{host} has several ports: the destination must name one"),
-            });
+            };
+            self.problem(why.clone());
+            self.missing_clusters.insert(missing, why);
             return None;
         };
         let number = service_port.number.unwrap_or_default();
@@ -144,6 +160,16 @@ impl Compiler<'_> {
             Some(tls) => self.upstream_tls(tls, host, &service.entry.subject_alt_names),
             None => UpstreamTls::Disabled,
         };
+        // Settings TLS cannot be originated with leave the cluster out (requests routed there
+        // get 503 NC with the reason) rather than keep the whole configuration from installing.
+        if let Err(error) = strait_proxy::tls::upstream::check(&tls) {
+            let why = format!("{host}: TLS origination cannot be set up: {error}");
+            self.problem(format!(
+                "{why}; requests routed there get 503 (NC, no cluster)"
+            ));
+            self.missing_clusters.insert(name, why);
+            return None;
+        }
         let (lb, original_destination) = lb_policy(policy.load_balancer);
         let cluster = Cluster {
             name: name.clone(),
@@ -208,9 +234,16 @@ impl Compiler<'_> {
                 }
             }
         };
-        let ca_certificates = credential
-            .as_ref()
-            .and_then(|c| c.ca_certificates.clone())
+        // The credential's own ca.crt, else the `<name>-cacert` credential's, as for servers.
+        let ca_certificates = tls
+            .credential_name
+            .as_deref()
+            .zip(credential.as_ref())
+            .and_then(|(name, credential)| {
+                credentials::load_client_ca(self.options.credentials.as_deref(), name, credential)
+                    .ok()
+            })
+            .map(|(ca, _crl)| ca)
             .or_else(|| read(self, &tls.ca_certificates));
         match tls.mode.unwrap_or_default() {
             ClientTlsMode::Disable => UpstreamTls::Disabled,

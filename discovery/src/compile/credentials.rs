@@ -2,8 +2,16 @@
 //! a Kubernetes TLS secret. A folder holds `tls.crt`/`tls.key`/`ca.crt` (the `kubernetes.io/tls`
 //! keys) or `cert`/`key`/`cacert` (Istio's generic keys), and optionally `ca.crl` or `crl`. The
 //! CA for client certificates may instead live in a separate `<name>-cacert` folder.
+//!
+//! A server's certificate that does not load any more (caught half-written during a rotation:
+//! a new certificate beside the old key, a truncated file) is not dropped: the last good one of
+//! that credential stays in force (`LastGood`), as Envoy keeps a secret whose update it rejects.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use strait_proxy::snapshot::CertificateKeyPair;
 
 /// The PEM material of one credential.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,6 +31,25 @@ impl std::fmt::Debug for Credential {
             .field("certificate_chain", &self.certificate_chain.is_some())
             .field("ca_certificates", &self.ca_certificates.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// The last certificate each server credential (or certificate file) was served with, by its
+/// source, kept from one compilation to the next.
+#[derive(Clone, Debug, Default)]
+pub struct LastGood(Arc<Mutex<HashMap<String, CertificateKeyPair>>>);
+
+impl LastGood {
+    /// The last good certificate from `source`.
+    pub fn get(&self, source: &str) -> Option<CertificateKeyPair> {
+        self.0.lock().ok()?.get(source).cloned()
+    }
+
+    /// Records a certificate that loaded as the last good one of its source.
+    pub fn remember(&self, pair: &CertificateKeyPair) {
+        if let Ok(mut pairs) = self.0.lock() {
+            pairs.insert(pair.source.clone(), pair.clone());
+        }
     }
 }
 
@@ -86,8 +113,9 @@ pub fn load_certificate(
     }
 }
 
-/// The CA certificates (and CRL) for verifying clients of credential `name`: its own `ca.crt`,
-/// else the `<name>-cacert` credential's, as Istio looks them up for MUTUAL.
+/// The CA certificates (and CRL) for verifying the peer of credential `name` (the clients of a
+/// server's credential, or the server a DestinationRule's credential originates TLS to): its own
+/// `ca.crt`, else the `<name>-cacert` credential's, as Istio looks them up for MUTUAL.
 pub fn load_client_ca(
     store: Option<&Path>,
     name: &str,

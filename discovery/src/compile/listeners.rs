@@ -628,11 +628,34 @@ impl<'a> Compiler<'a> {
             cipher_suites: settings.cipher_suites.clone(),
             alpn: alpn.iter().map(|p| (*p).to_owned()).collect(),
         };
-        if let Err(error) = strait_proxy::tls::server::server_config(&tls) {
-            self.problem(format!("{error}; the server is not served"));
-            return None;
+        let Err(error) = strait_proxy::tls::server::server_config(&tls) else {
+            self.options.last_good.remember(&tls.certificate);
+            return Some(tls);
+        };
+        // A certificate caught half-written keeps its last good version in force.
+        let source = tls.certificate.source.clone();
+        let last_good = self
+            .options
+            .last_good
+            .get(&source)
+            .filter(|last| *last != tls.certificate)
+            .map(|certificate| ServerTls {
+                certificate,
+                ..tls.clone()
+            })
+            .filter(|earlier| strait_proxy::tls::server::server_config(earlier).is_ok());
+        match last_good {
+            Some(earlier) => {
+                self.problem(format!(
+                    "{error}; the last good certificate of {source} stays in force"
+                ));
+                Some(earlier)
+            }
+            None => {
+                self.problem(format!("{error}; the server is not served"));
+                None
+            }
         }
-        Some(tls)
     }
 
     fn read_file(&mut self, path: Option<&str>, field: &str) -> Option<String> {

@@ -47,6 +47,8 @@ pub struct GatewayOptions {
     /// Server port -> the port actually bound, as a Kubernetes Service maps `port` to
     /// `targetPort` (Istio's ingress maps 80 to 8080). Unmapped ports bind as written.
     pub ports: BTreeMap<u32, u16>,
+    /// Server certificates that loaded, kept across compilations for when one stops loading.
+    pub last_good: credentials::LastGood,
 }
 
 impl Default for GatewayOptions {
@@ -58,6 +60,7 @@ impl Default for GatewayOptions {
             credentials: None,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ports: BTreeMap::new(),
+            last_good: credentials::LastGood::default(),
         }
     }
 }
@@ -78,6 +81,7 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
         registry: Registry::new(&objects, &options.domain_suffix),
         options,
         clusters: BTreeMap::new(),
+        missing_clusters: BTreeMap::new(),
         findings: Vec::new(),
         at: None,
     };
@@ -88,6 +92,7 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
             listeners,
             route_tables,
             clusters: compiler.clusters,
+            missing_clusters: compiler.missing_clusters,
         },
         findings: compiler.findings,
     }
@@ -98,6 +103,8 @@ pub(crate) struct Compiler<'a> {
     registry: Registry<'a>,
     options: &'a GatewayOptions,
     clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Clusters routes name that could not be built, with why.
+    missing_clusters: BTreeMap<String, String>,
     findings: Vec<Finding>,
     /// The object and field being compiled, which findings name.
     at: Option<(&'a Object, FieldPath)>,

@@ -96,7 +96,7 @@ impl<'a> Compiler<'a> {
                     bound.object.name()
                 )
             });
-            if let Some(action) = self.route_action(bound.object, route, &path) {
+            if let Some(action) = self.route_action(bound.object, route, &path, port) {
                 routes.push(Route {
                     name,
                     matches,
@@ -299,11 +299,13 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    /// What a route does; `server_port` is the Gateway server port its table serves.
     fn route_action(
         &mut self,
         vs: &'a Object,
         route: &HttpRoute,
         path: &FieldPath,
+        server_port: u32,
     ) -> Option<RouteAction> {
         if route.delegate.is_some() {
             self.problem("delegate is not supported yet; the route is not served");
@@ -315,7 +317,11 @@ impl<'a> Compiler<'a> {
                 (None, Some(RedirectPortSelection::FromProtocolDefault)) => {
                     RedirectPort::FromProtocolDefault
                 }
-                (None, Some(RedirectPortSelection::FromRequestPort)) => RedirectPort::FromRequest,
+                // The port the client addressed is the server port these routes serve, as in
+                // Istio; the port a server is mapped to locally is not what clients see.
+                (None, Some(RedirectPortSelection::FromRequestPort)) => {
+                    RedirectPort::Port(u16::try_from(server_port).unwrap_or(u16::MAX))
+                }
                 (None, None) => RedirectPort::Keep,
             };
             return Some(RouteAction::Redirect(Redirect {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strait_proxy::snapshot::{
-    Application, LbPolicy, RouteAction, RouteTable, Snapshot, StringMatcher, Transport,
-    UpstreamProtocol,
+    Application, LbPolicy, RedirectPort, RouteAction, RouteTable, Snapshot, StringMatcher,
+    Transport, UpstreamProtocol,
 };
 
 use super::{Compiled, GatewayOptions, compile_gateway};
@@ -165,6 +165,26 @@ fn match_blocks_for_other_gateways_or_ports_are_left_out_without_widening_the_ro
 }
 
 #[test]
+fn a_redirect_to_the_request_port_names_the_server_port_not_the_listen_port() {
+    let http = "  - redirect: {derivePort: FROM_REQUEST_PORT}";
+    let options = GatewayOptions {
+        ports: [(80, 18080)].into_iter().collect(),
+        ..GatewayOptions::default()
+    };
+    let yaml = format!(
+        "{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("r", "[web.example.com]", "[istio-system/gw]", http)
+    );
+    let compiled = compile_with(&yaml, &options);
+    let route = &table(&compiled.snapshot, "http.80").virtual_hosts[0].routes[0];
+    let RouteAction::Redirect(redirect) = &route.action else {
+        panic!("a redirect: {:?}", route.action)
+    };
+    assert_eq!(redirect.port, RedirectPort::Port(80));
+}
+
+#[test]
 fn https_redirect_serves_the_hosts_even_without_a_virtual_service() {
     let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [web.example.com]\n    tls: {httpsRedirect: true}";
     let compiled = compile(&gateway(servers));
@@ -239,6 +259,12 @@ fn a_destination_no_service_declares_keeps_its_cluster_name_and_is_reported() {
     };
     assert_eq!(clusters[0].cluster, "outbound|80||missing.example.com");
     assert!(compiled.snapshot.clusters.is_empty());
+    assert_eq!(
+        compiled
+            .snapshot
+            .missing_cluster_reason("outbound|80||missing.example.com"),
+        "cluster outbound|80||missing.example.com is not configured: no ServiceEntry declares missing.example.com"
+    );
     let finding = compiled
         .findings
         .iter()
@@ -300,9 +326,12 @@ spec:
     labels: {version: v2}
     trafficPolicy:
       connectionPool: {tcp: {connectTimeout: 1s}}
+      portLevelSettings:
+      - port: {number: 9090}
+        outlierDetection: {consecutive5xxErrors: 3}
 ---
 "#;
-    let http = "  - route:\n    - destination: {host: api, subset: v2, port: {number: 8080}}\n      weight: 50\n    - destination: {host: api, port: {number: 9090}}\n      weight: 50";
+    let http = "  - route:\n    - destination: {host: api, subset: v2, port: {number: 8080}}\n      weight: 40\n    - destination: {host: api, port: {number: 9090}}\n      weight: 40\n    - destination: {host: api, subset: v2, port: {number: 9090}}\n      weight: 20";
     let yaml = format!(
         "{}{}{SERVICE}---\n{rule}",
         gateway(HTTP_SERVER),
@@ -335,4 +364,143 @@ spec:
         "GRPC ports speak HTTP/2"
     );
     assert_eq!(grpc.endpoints.len(), 2);
+    let v2_grpc = &clusters["outbound|9090|v2|api.default.svc.cluster.local"];
+    assert_eq!(
+        v2_grpc.outlier.as_ref().map(|o| o.consecutive_5xx),
+        Some(3),
+        "the subset's port-level policy"
+    );
+    assert_eq!(
+        v2_grpc.lb,
+        LbPolicy::LeastRequest,
+        "a subset's port-level policy replaces everything: the default balancer"
+    );
+    assert_eq!(v2_grpc.connect_timeout, Duration::from_secs(10));
+}
+
+/// A self-signed P-256 certificate and its key (PEM), made once per test run, for TLS settings
+/// that must load.
+fn test_certificate() -> &'static (String, String) {
+    static CERTIFICATE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CERTIFICATE.get_or_init(|| {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["api.example.com".to_owned()]).unwrap();
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    })
+}
+
+/// The gateway, a route to `api:8080` and a DestinationRule for `api` with `tls` settings.
+fn originating(tls: &str) -> String {
+    format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: default}}\nspec:\n  host: api.default.svc.cluster.local\n  trafficPolicy:\n    tls: {tls}\n---\n{SERVICE}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[api.example.com]", "[istio-system/gw]", ROUTE_API),
+    )
+}
+
+#[test]
+fn tls_origination_that_cannot_be_set_up_leaves_only_its_cluster_out() {
+    // SIMPLE without CA certificates cannot verify the server (system roots are not used).
+    let compiled = compile(&originating("{mode: SIMPLE}"));
+    let name = "outbound|8080||api.default.svc.cluster.local";
+    assert!(compiled.snapshot.clusters.is_empty());
+    assert_eq!(compiled.snapshot.listeners.len(), 1, "the rest is served");
+    let why = &compiled.snapshot.missing_clusters[name];
+    assert!(why.contains("TLS origination"), "{why}");
+    assert!(
+        compiled
+            .findings
+            .iter()
+            .any(|f| f.message.contains("TLS origination cannot be set up")),
+        "{:?}",
+        compiled.findings
+    );
+}
+
+#[test]
+fn a_destination_rule_credential_finds_its_ca_in_the_cacert_credential() {
+    let store = std::env::temp_dir().join(format!(
+        "strait-compile-credentials-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(store.join("upstream")).unwrap();
+    std::fs::create_dir_all(store.join("upstream-cacert")).unwrap();
+    std::fs::write(
+        store.join("upstream-cacert/ca.crt"),
+        test_certificate().0.as_str(),
+    )
+    .unwrap();
+    let options = GatewayOptions {
+        credentials: Some(store.clone()),
+        ..GatewayOptions::default()
+    };
+    let compiled = compile_with(
+        &originating("{mode: SIMPLE, credentialName: upstream}"),
+        &options,
+    );
+    std::fs::remove_dir_all(&store).unwrap();
+    let cluster = &compiled.snapshot.clusters["outbound|8080||api.default.svc.cluster.local"];
+    let strait_proxy::snapshot::UpstreamTls::Simple {
+        ca_certificates, ..
+    } = &cluster.tls
+    else {
+        panic!("SIMPLE origination: {:?}", cluster.tls)
+    };
+    assert_eq!(
+        ca_certificates.as_deref(),
+        Some(test_certificate().0.as_str())
+    );
+}
+
+#[test]
+fn a_credential_caught_half_written_keeps_its_last_good_certificate() {
+    let store = std::env::temp_dir().join(format!(
+        "strait-compile-last-good-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let folder = store.join("web");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("tls.crt"), test_certificate().0.as_str()).unwrap();
+    std::fs::write(folder.join("tls.key"), test_certificate().1.as_str()).unwrap();
+    let options = GatewayOptions {
+        credentials: Some(store.clone()),
+        ..GatewayOptions::default()
+    };
+    let servers = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: web}";
+    let yaml = gateway(servers);
+    let served = |compiled: &Compiled| match compiled.snapshot.listeners.first() {
+        Some(listener) => match &listener.filter_chains[0].transport {
+            Transport::Terminate(tls) => Some(tls.certificate.certificate_chain.clone()),
+            _ => None,
+        },
+        None => None,
+    };
+    assert_eq!(
+        served(&compile_with(&yaml, &options)).as_deref(),
+        Some(test_certificate().0.as_str())
+    );
+
+    // The certificate is being rewritten (truncated): the last good one stays in force.
+    std::fs::write(folder.join("tls.crt"), &test_certificate().0.as_str()[..40]).unwrap();
+    let compiled = compile_with(&yaml, &options);
+    assert_eq!(
+        served(&compiled).as_deref(),
+        Some(test_certificate().0.as_str())
+    );
+    assert!(
+        compiled.findings.iter().any(|f| f
+            .message
+            .contains("last good certificate of credential web")),
+        "{:?}",
+        compiled.findings
+    );
+    // A compilation that never saw it load has nothing to fall back on.
+    let fresh = GatewayOptions {
+        credentials: Some(store.clone()),
+        ..GatewayOptions::default()
+    };
+    assert_eq!(served(&compile_with(&yaml, &fresh)), None);
+    std::fs::remove_dir_all(&store).unwrap();
 }

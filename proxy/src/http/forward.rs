@@ -4,7 +4,10 @@
 //! retries exhausted, `UC` the upstream reset.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,16 +21,14 @@ use hyper::upgrade::OnUpgrade;
 
 use super::body::{self, Body};
 use super::flags::ResponseFlags;
+use super::hash_key::{RequestHash, request_hash};
 use super::headers;
 use super::local_reply::local_reply;
 use super::tracked::Exchange;
 use super::upstream_body::UpstreamBody;
 use crate::runtime::{Active, Downstream, Shared};
-use crate::snapshot::{
-    HashKey, LbPolicy, RetryOn, RetryPolicy, Rewrite, Route, StringMatcher, WeightedCluster,
-};
+use crate::snapshot::{RetryOn, RetryPolicy, Rewrite, Route, StringMatcher, WeightedCluster};
 use crate::upstream::cluster::{ClusterState, NoEndpoint};
-use crate::upstream::lb::stable_hash;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::{Lease, PoolError, PoolKey, Wire};
 
@@ -48,39 +49,40 @@ pub(crate) struct Forward<'a> {
 
 /// Takes the downstream side of an HTTP/1.1 protocol upgrade (WebSocket), if asked for.
 pub(crate) fn take_upgrade(request: &mut Request<Incoming>) -> Option<OnUpgrade> {
-    let wants = request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
-            .get_all(header::CONNECTION)
+    let version = request.version();
+    upgrade_wanted(version, request.headers_mut()).then(|| hyper::upgrade::on(request))
+}
+
+/// Whether a request asks for a protocol upgrade the proxy carries: HTTP/1.1 with `Upgrade`
+/// named by `Connection`, and not `h2c`. Any other `Upgrade` header is removed so that the
+/// upstream never sees it: an upstream that switched to h2c would take every later request on
+/// the connection past routing (Envoy strips h2c upgrades too).
+fn upgrade_wanted(version: Version, headers: &mut http::HeaderMap) -> bool {
+    let tokens = |headers: &http::HeaderMap, name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            });
-    wants.then(|| hyper::upgrade::on(request))
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !headers.contains_key(header::UPGRADE) {
+        return false;
+    }
+    let h2c = tokens(headers, header::UPGRADE, "h2c");
+    let wants =
+        version == Version::HTTP_11 && !h2c && tokens(headers, header::CONNECTION, "upgrade");
+    if !wants {
+        headers.remove(header::UPGRADE);
+        headers.remove("http2-settings");
+    }
+    wants
 }
 
 /// Picks one of the route's destinations by weight. A single destination gets every request,
 /// whatever its weight.
 pub(crate) fn choose_cluster(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
-    if let [only] = clusters {
-        return Some(only);
-    }
-    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut point = fastrand::u64(..total);
-    for cluster in clusters {
-        let weight = u64::from(cluster.weight);
-        if point < weight {
-            return Some(cluster);
-        }
-        point -= weight;
-    }
-    clusters.last()
+    crate::upstream::lb::weighted_choice(clusters, |c| c.weight)
 }
 
 /// Applies a route's rewrite: the matched prefix (or the whole path) is replaced, or a regex's
@@ -146,10 +148,12 @@ fn set_authority(request: &mut Request<Body>, authority: &str) {
     }
 }
 
-/// The request body, held for replay or streamed once.
+/// The request body, held for replay or streamed once. A streamed body remembers whether
+/// reading it from the client failed (a malformed chunk, a client gone mid-body), so that the
+/// try it breaks is blamed on the client, not on the endpoint.
 enum Payload {
     Held(Bytes),
-    Streaming(Option<Body>),
+    Streaming(Option<Body>, Arc<AtomicBool>),
 }
 
 impl Payload {
@@ -159,7 +163,12 @@ impl Payload {
             .exact()
             .is_some_and(|size| size <= REPLAY_LIMIT);
         if !(replayable && small) {
-            return Ok(Payload::Streaming(Some(body)));
+            let failed = Arc::new(AtomicBool::new(false));
+            let watched = Watched {
+                inner: body,
+                failed: failed.clone(),
+            };
+            return Ok(Payload::Streaming(Some(body::boxed(watched)), failed));
         }
         match body.collect().await {
             Ok(collected) => Ok(Payload::Held(collected.to_bytes())),
@@ -176,13 +185,13 @@ impl Payload {
     fn take(&mut self) -> Option<Body> {
         match self {
             Payload::Held(bytes) => Some(body::full(bytes.clone())),
-            Payload::Streaming(body) => body.take(),
+            Payload::Streaming(body, _) => body.take(),
         }
     }
 
     /// Gives a streamed body back when a try did not send it.
     fn put_back(&mut self, body: Body) {
-        if let Payload::Streaming(slot) = self {
+        if let Payload::Streaming(slot, _) = self {
             *slot = Some(body);
         }
     }
@@ -190,8 +199,46 @@ impl Payload {
     fn held(&self) -> Option<&Bytes> {
         match self {
             Payload::Held(bytes) => Some(bytes),
-            Payload::Streaming(_) => None,
+            Payload::Streaming(..) => None,
         }
+    }
+
+    /// Whether reading the body from the client failed.
+    fn client_failed(&self) -> bool {
+        match self {
+            Payload::Held(_) => false,
+            Payload::Streaming(_, failed) => failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A request body that records whether it ended in an error.
+struct Watched {
+    inner: Body,
+    failed: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &poll {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -232,7 +279,7 @@ pub(crate) async fn forward(
         return local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             ResponseFlags::NO_CLUSTER_FOUND,
-            format!("cluster {} is not configured", target.cluster),
+            active.snapshot.missing_cluster_reason(target.cluster),
             grpc,
         );
     };
@@ -309,12 +356,22 @@ async fn forward_with_retries(
     if let Some(held) = payload.held() {
         mirror(route, &parts, held, active, shared, target.downstream);
     }
-    let hash = request_hash(&config.lb, &parts, target.downstream.peer);
+    let RequestHash { hash, set_cookie } = request_hash(
+        &config.lb,
+        &parts,
+        target.downstream.peer,
+        target.downstream.local,
+    );
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut _retry_guard = None;
     let mut last: Option<Response<Body>> = None;
+    // The flags of a failed try awaiting its retry: they describe the answer only if no retry
+    // makes it good (as in Envoy, a retried failure leaves no flag).
+    let mut failed = ResponseFlags::NONE;
     for attempt in 0..=retry.attempts {
         if attempt > 0 {
+            // The previous try is over: only retries in flight count against `maxRetries`.
+            _retry_guard = None;
             let Some(guard) = cluster.start_retry() else {
                 exchange.note(
                     ResponseFlags::UPSTREAM_OVERFLOW,
@@ -395,10 +452,9 @@ async fn forward_with_retries(
                     .and_then(|v| v.parse::<u8>().ok());
                 cluster.report(endpoint.endpoint(), outcome_of(status));
                 let more = attempt < retry.attempts;
-                if more
-                    && retriable_response(&retry.retry_on, status, grpc_status)
-                    && payload.held().is_some()
-                {
+                let retriable = retriable_response(&retry.retry_on, status, grpc_status)
+                    && payload.held().is_some();
+                if more && retriable {
                     exchange.note(
                         ResponseFlags::NONE,
                         format!(
@@ -410,11 +466,27 @@ async fn forward_with_retries(
                     last = Some(response);
                     continue;
                 }
+                if retriable && attempt > 0 {
+                    // The answer would be retried if tries remained: Envoy flags it URX.
+                    exchange.note(
+                        ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+                        format!(
+                            "retries exhausted: try {} got {} from {address}",
+                            attempt + 1,
+                            status.as_u16()
+                        ),
+                    );
+                }
                 if status == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(downstream_side) = downstream_upgrade.take()
                 {
                     let upstream_side = hyper::upgrade::on(&mut response);
                     splice_upgrade(downstream_side, upstream_side, address);
+                }
+                if let Some(cookie) = &set_cookie {
+                    response
+                        .headers_mut()
+                        .append(header::SET_COOKIE, cookie.clone());
                 }
                 let response = response.map(|b| UpstreamBody::with_endpoint(b, endpoint));
                 return response;
@@ -426,6 +498,16 @@ async fn forward_with_retries(
                 kind,
                 status,
             } => {
+                if payload.client_failed() {
+                    // The client broke its own request: nothing to hold against the endpoint,
+                    // nothing to retry.
+                    return local_reply(
+                        StatusCode::BAD_REQUEST,
+                        ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+                        format!("reading the request body failed; {reason}"),
+                        grpc,
+                    );
+                }
                 if matches!(kind, Failure::Connect | Failure::Reset | Failure::Timeout) {
                     cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
                 }
@@ -433,10 +515,13 @@ async fn forward_with_retries(
                 let allowed = retriable_failure(&retry.retry_on, kind)
                     || (unsent && kind != Failure::Overflow);
                 let can_send = unsent || payload.held().is_some();
-                exchange.note(flags, reason.clone());
+                let reason = format!("cluster {}: {reason}", config.name);
                 if more && allowed && can_send {
+                    exchange.note(ResponseFlags::NONE, reason);
+                    failed = flags;
                     continue;
                 }
+                exchange.note(flags, reason.clone());
                 let flags = if attempt > 0 {
                     flags | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
                 } else {
@@ -453,7 +538,7 @@ async fn forward_with_retries(
         }
         None => local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            exchange.flags | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+            exchange.flags | failed | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
             if exchange.reason.is_empty() {
                 format!("retries to cluster {} exhausted", config.name)
             } else {
@@ -641,8 +726,8 @@ struct SendFailure {
 
 async fn send(lease: Lease, request: Request<Body>) -> Result<Response<Body>, SendFailure> {
     match lease {
-        Lease::Http1(mut sender, pool) => match sender.try_send_request(request).await {
-            Ok(response) => Ok(response.map(|b| UpstreamBody::pooled(b, sender, pool))),
+        Lease::Http1(mut lease) => match lease.sender.try_send_request(request).await {
+            Ok(response) => Ok(response.map(|b| UpstreamBody::pooled(b, lease))),
             Err(mut error) => Err(SendFailure {
                 unsent: error.take_message(),
                 error: error.into_error(),
@@ -709,38 +794,6 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// The hash a consistent-hash cluster balances on.
-fn request_hash(policy: &LbPolicy, parts: &Parts, peer: SocketAddr) -> Option<u64> {
-    let LbPolicy::ConsistentHash(hash) = policy else {
-        return None;
-    };
-    let key = match &hash.key {
-        HashKey::Header(name) => parts.headers.get(name.as_str())?.as_bytes().to_vec(),
-        HashKey::SourceIp => peer.ip().to_string().into_bytes(),
-        HashKey::QueryParameter(name) => parts
-            .uri
-            .query()?
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| k == name)?
-            .1
-            .as_bytes()
-            .to_vec(),
-        HashKey::Cookie { name, .. } => parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| k == name)?
-            .1
-            .as_bytes()
-            .to_vec(),
-    };
-    Some(stable_hash(&key))
-}
-
 /// Sends copies of a request to the route's mirrors: best effort, never waited for, and with
 /// `-shadow` appended to the host.
 fn mirror(
@@ -758,10 +811,13 @@ fn mirror(
         let Some(cluster) = active.clusters.get(&mirror.cluster).cloned() else {
             continue;
         };
-        let Ok(endpoint) = cluster.pick(
-            request_hash(&cluster.config().lb, parts, downstream.peer),
-            &[],
-        ) else {
+        let hash = request_hash(
+            &cluster.config().lb,
+            parts,
+            downstream.peer,
+            downstream.local,
+        );
+        let Ok(endpoint) = cluster.pick(hash.hash, &[]) else {
             continue;
         };
         let config = cluster.config();
@@ -802,6 +858,27 @@ mod tests {
     use super::*;
     use crate::snapshot::HeaderOps;
 
+    #[tokio::test]
+    async fn a_streamed_body_that_fails_is_the_clients_failure() {
+        let chunks: Vec<Result<http_body::Frame<Bytes>, body::BoxError>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"hello"))),
+            Err("invalid chunk size".into()),
+        ];
+        let broken = body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )));
+        let mut payload = Payload::new(broken, false).await.ok().unwrap();
+        assert!(!payload.client_failed());
+        let sent = payload.take().unwrap();
+        assert!(sent.collect().await.is_err());
+        assert!(payload.client_failed());
+
+        let mut fine = Payload::new(body::full("hello"), false).await.ok().unwrap();
+        let sent = fine.take().unwrap();
+        assert!(sent.collect().await.is_ok());
+        assert!(!fine.client_failed());
+    }
+
     fn weighted(name: &str, weight: u32) -> WeightedCluster {
         WeightedCluster {
             cluster: name.to_owned(),
@@ -809,6 +886,42 @@ mod tests {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
         }
+    }
+
+    #[test]
+    fn only_upgrades_the_proxy_carries_reach_the_upstream() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let mut websocket = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(upgrade_wanted(Version::HTTP_11, &mut websocket));
+        assert_eq!(websocket["upgrade"], "websocket");
+
+        let mut h2c = headers(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        assert!(!upgrade_wanted(Version::HTTP_11, &mut h2c));
+        assert!(!h2c.contains_key("upgrade") && !h2c.contains_key("http2-settings"));
+
+        let mut unnamed = headers(&[("upgrade", "websocket")]);
+        assert!(!upgrade_wanted(Version::HTTP_11, &mut unnamed));
+        assert!(!unnamed.contains_key("upgrade"));
+
+        let mut old = headers(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert!(!upgrade_wanted(Version::HTTP_10, &mut old));
+
+        let mut plain = headers(&[("connection", "keep-alive")]);
+        assert!(!upgrade_wanted(Version::HTTP_11, &mut plain));
+        assert_eq!(plain["connection"], "keep-alive");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
@@ -73,6 +73,14 @@ async fn route(
 
     let authority = authority_of(&request);
     exchange.authority.clone_from(&authority);
+    if let Some(problem) = malformed_request(&request, &authority) {
+        return local_reply(
+            StatusCode::BAD_REQUEST,
+            ResponseFlags::INVALID_REQUEST,
+            problem,
+            grpc,
+        );
+    }
     let Some(host) = router.virtual_host(&authority) else {
         return local_reply(
             StatusCode::NOT_FOUND,
@@ -138,8 +146,10 @@ async fn route(
                     grpc,
                 );
             };
-            headers::apply(&route.request_headers, request.headers_mut());
+            // As in Envoy, a destination's edits come first and the route's after them, so
+            // the route's win where both set a header.
             headers::apply(&choice.request_headers, request.headers_mut());
+            headers::apply(&route.request_headers, request.headers_mut());
             if let Some(rewrite) = rewrite {
                 forward::rewrite(&mut request, rewrite, route);
             }
@@ -178,6 +188,55 @@ fn authority_of(request: &Request<Body>) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
+}
+
+/// Why the request is malformed, if it is, in what the HTTP/1 parser lets through (RFC 9112
+/// sections 3.2 and 3.3, RFC 9110 sections 4.2 and 7.2): a request-target in a form its method
+/// does not allow (authority-form is for CONNECT, asterisk-form for OPTIONS) or with a scheme
+/// other than http or https; no `Host` in an HTTP/1.1 request, or more than one; an authority
+/// with userinfo or a port that is not a number below 65536.
+fn malformed_request<B>(request: &Request<B>, authority: &str) -> Option<String> {
+    let uri = request.uri();
+    if let Some(scheme) = uri.scheme_str()
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Some(format!(
+            "unsupported scheme {scheme:?} in the request target"
+        ));
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() && request.method() != Method::CONNECT {
+        return Some(format!(
+            "authority-form target in a {} request",
+            request.method()
+        ));
+    }
+    if uri.path() == "*" && request.method() != Method::OPTIONS {
+        return Some(format!(
+            "asterisk-form target in a {} request",
+            request.method()
+        ));
+    }
+    match request.headers().get_all(header::HOST).iter().count() {
+        0 if request.version() == Version::HTTP_11 && uri.authority().is_none() => {
+            return Some("no Host header".to_owned());
+        }
+        0 | 1 => {}
+        _ => return Some("more than one Host header".to_owned()),
+    }
+    if authority.contains('@') {
+        return Some(format!("userinfo in authority {authority:?}"));
+    }
+    let port = match authority.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    match port {
+        Some(port) if !port.is_empty() && port.parse::<u16>().is_err() => {
+            Some(format!("invalid port in authority {authority:?}"))
+        }
+        _ => None,
+    }
 }
 
 /// `httpsRedirect`: the same URL over HTTPS, 301.
@@ -221,16 +280,21 @@ fn redirect_reply(
         Some(port) if port != default_port => format!("{host}:{port}"),
         _ => host,
     };
-    let path = redirect.path.clone().unwrap_or_else(|| {
-        request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned()
-    });
+    let path = redirect_path(redirect.path.as_deref(), request.uri());
     let location = format!("{scheme}://{authority}{path}");
     let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
     redirect_response(status, &location, "redirected by the route")
+}
+
+/// The path (and query) a redirect points to: the request's own, or the route's `uri`, which
+/// keeps the request's query unless it carries one itself (Envoy's `path_redirect`).
+fn redirect_path(replacement: Option<&str>, uri: &http::Uri) -> String {
+    let original = uri.path_and_query().map_or("/", |p| p.as_str());
+    match (replacement, uri.query()) {
+        (None, _) => original.to_owned(),
+        (Some(path), Some(query)) if !path.contains('?') => format!("{path}?{query}"),
+        (Some(path), _) => path.to_owned(),
+    }
 }
 
 fn redirect_response(status: StatusCode, location: &str, reason: &str) -> Response<Body> {
@@ -368,5 +432,55 @@ fn cors_response_headers(cors: &Cors, origin: &HeaderValue, headers: &mut http::
 fn insert(headers: &mut http::HeaderMap, name: header::HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_requests_are_found() {
+        let request = |method: &str, uri: &str, version: Version, hosts: &[&str]| {
+            let mut builder = Request::builder().method(method).uri(uri).version(version);
+            for host in hosts {
+                builder = builder.header(header::HOST, *host);
+            }
+            builder.body(()).unwrap()
+        };
+        let check = |method: &str, uri: &str, hosts: &[&str], authority: &str| {
+            malformed_request(&request(method, uri, Version::HTTP_11, hosts), authority)
+        };
+        let a = &["a"];
+        assert_eq!(check("GET", "/a", a, "a"), None);
+        assert_eq!(check("GET", "/a", a, "web.example.com:8080"), None);
+        assert_eq!(check("GET", "/a", a, "[::1]:8080"), None);
+        assert_eq!(check("GET", "/a", a, "[::1]"), None);
+        assert_eq!(check("GET", "/a", a, "a:"), None);
+        assert_eq!(check("GET", "HTTPS://a/", &[], "a"), None);
+        assert_eq!(check("OPTIONS", "*", a, "a"), None);
+        assert_eq!(check("CONNECT", "a:443", a, "a:443"), None);
+        let http10 = request("GET", "/", Version::HTTP_10, &[]);
+        assert_eq!(malformed_request(&http10, ""), None);
+        assert!(check("GET", "://a/", a, "a").is_some());
+        assert!(check("GET", "ftp://a/", a, "a").is_some());
+        assert!(check("GET", "a:80", a, "a:80").is_some());
+        assert!(check("GET", "*", a, "a").is_some());
+        assert!(check("GET", "/", &[], "").is_some());
+        assert!(check("GET", "/", &["a", "b"], "a").is_some());
+        assert!(check("GET", "/a", a, "user@a").is_some());
+        assert!(check("GET", "/a", a, "a:8o").is_some());
+        assert!(check("GET", "/a", a, "a:65536").is_some());
+        assert!(check("GET", "/a", a, "[::1]:x").is_some());
+    }
+
+    #[test]
+    fn a_redirect_uri_keeps_the_query_unless_it_has_its_own() {
+        let uri: http::Uri = "/old?bar=1".parse().unwrap();
+        assert_eq!(redirect_path(None, &uri), "/old?bar=1");
+        assert_eq!(redirect_path(Some("/new"), &uri), "/new?bar=1");
+        assert_eq!(redirect_path(Some("/new?foo=1"), &uri), "/new?foo=1");
+        let bare: http::Uri = "/old".parse().unwrap();
+        assert_eq!(redirect_path(Some("/new"), &bare), "/new");
     }
 }

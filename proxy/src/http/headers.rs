@@ -57,13 +57,17 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes headers a client must not set: Envoy's and Strait's internal ones.
+/// Removes headers a client must not set: Envoy's and Strait's internal ones, and
+/// `x-forwarded-client-cert` (Envoy's SANITIZE: a client could otherwise claim any certificate
+/// identity to the upstream).
 pub(crate) fn remove_internal(headers: &mut HeaderMap) {
     let internal: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            name.starts_with("x-envoy-") || name.starts_with("x-strait-")
+            name.starts_with("x-envoy-")
+                || name.starts_with("x-strait-")
+                || name == "x-forwarded-client-cert"
         })
         .cloned()
         .collect();
@@ -206,6 +210,10 @@ mod tests {
         headers.insert("x-envoy-original-path", HeaderValue::from_static("/x"));
         headers.insert("x-strait-route", HeaderValue::from_static("y"));
         headers.insert("x-envoyish", HeaderValue::from_static("kept"));
+        headers.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("URI=spiffe://cluster.local/ns/a/sa/admin"),
+        );
         remove_internal(&mut headers);
         assert_eq!(headers.len(), 1);
     }

@@ -4,6 +4,7 @@ pub(crate) mod body;
 pub mod flags;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod hash_key;
 pub(crate) mod headers;
 pub(crate) mod local_reply;
 pub(crate) mod routing;

@@ -1,8 +1,14 @@
 //! Serving one HTTP connection: HTTP/1.1 or HTTP/2 (by ALPN, or the HTTP/2 preface for h2c
 //! with prior knowledge), with protocol upgrades, header limits, and a graceful close when the
 //! proxy drains (`Connection: close` on HTTP/1.1, GOAWAY on HTTP/2).
+//!
+//! A connection that does not send its first request's headers within the header read timeout
+//! is closed (hyper times HTTP/1.1 headers itself, but not the bytes that tell HTTP/1.1 from
+//! the HTTP/2 preface, nor HTTP/2 at all), and an HTTP/2 client that does not answer PINGs is
+//! let go, whatever it stopped reading for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,9 +32,12 @@ where
     let served = Arc::new(tokio::sync::Notify::new());
     let options = shared.options.clone();
     let peer = downstream.peer;
+    let started = Arc::new(AtomicBool::new(false));
     let service = service_fn({
         let served = served.clone();
+        let started = started.clone();
         move |request| {
+            started.store(true, Ordering::Relaxed);
             let served = served.clone();
             let answer = handler::handle(request, downstream.clone(), shared.clone());
             async move {
@@ -51,25 +60,14 @@ where
         .max_header_list_size(options.max_header_list_bytes)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(Some(64))
-        .max_local_error_reset_streams(Some(256));
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(options.http2_keepalive_interval)
+        .keep_alive_timeout(options.http2_keepalive_timeout);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    if draining_at_start {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "downstream HTTP connection ended");
-                }
-                return;
-            }
-            () = served.notified() => {}
-        }
-        connection.as_mut().graceful_shutdown();
-        if let Err(error) = connection.as_mut().await {
-            tracing::debug!(%peer, %error, "downstream HTTP connection ended while draining");
-        }
-        return;
-    }
+    let first_request = tokio::time::sleep(options.header_read_timeout);
+    tokio::pin!(first_request);
+    let mut awaiting_first = true;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -78,16 +76,25 @@ where
                 }
                 return;
             }
-            changed = draining.changed() => {
-                if changed.is_err() || *draining.borrow() {
-                    connection.as_mut().graceful_shutdown();
-                    // Keep serving until the connection finishes.
-                    if let Err(error) = connection.as_mut().await {
-                        tracing::debug!(%peer, %error, "downstream HTTP connection ended while draining");
-                    }
+            () = &mut first_request, if awaiting_first => {
+                awaiting_first = false;
+                if !started.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "no request within the header read timeout; closing");
                     return;
                 }
             }
+            // A connection that arrived while draining is asked to go after its first answer.
+            () = served.notified(), if draining_at_start => break,
+            changed = draining.changed(), if !draining_at_start => {
+                if changed.is_err() || *draining.borrow() {
+                    break;
+                }
+            }
         }
+    }
+    connection.as_mut().graceful_shutdown();
+    // Keep serving until the connection finishes.
+    if let Err(error) = connection.as_mut().await {
+        tracing::debug!(%peer, %error, "downstream HTTP connection ended while draining");
     }
 }

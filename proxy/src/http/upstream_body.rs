@@ -4,16 +4,14 @@
 //! body has been read to the end (a body abandoned half way closes the connection instead).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::client::conn::http1;
 
 use super::body::{self, Body, BoxError};
 use crate::upstream::cluster::{ActiveRequest, ClusterRequest};
-use crate::upstream::pool::{Pool, StreamGuard};
+use crate::upstream::pool::{Http1Lease, StreamGuard};
 
 /// Something kept until the body is done with.
 #[derive(Debug)]
@@ -26,20 +24,16 @@ enum Held {
 pub(crate) struct UpstreamBody {
     inner: Body,
     /// An HTTP/1.1 connection to return to its pool when the body ends cleanly.
-    release: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
+    release: Option<Http1Lease>,
     _held: Option<Held>,
 }
 
 impl UpstreamBody {
     /// A body read from a pooled HTTP/1.1 connection.
-    pub(crate) fn pooled(
-        incoming: hyper::body::Incoming,
-        sender: http1::SendRequest<Body>,
-        pool: Arc<Pool>,
-    ) -> Body {
+    pub(crate) fn pooled(incoming: hyper::body::Incoming, lease: Http1Lease) -> Body {
         body::boxed(UpstreamBody {
             inner: body::boxed(incoming),
-            release: Some((sender, pool)),
+            release: Some(lease),
             _held: None,
         })
     }
@@ -78,9 +72,9 @@ impl HttpBody for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = &poll
-            && let Some((sender, pool)) = self.release.take()
+            && let Some(lease) = self.release.take()
         {
-            pool.release(sender);
+            lease.release();
         }
         poll
     }
@@ -98,9 +92,9 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // A body with nothing left (say a 204) is complete without being read.
         if self.inner.is_end_stream()
-            && let Some((sender, pool)) = self.release.take()
+            && let Some(lease) = self.release.take()
         {
-            pool.release(sender);
+            lease.release();
         }
     }
 }

@@ -39,10 +39,21 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     pub route_tables: BTreeMap<String, Arc<RouteTable>>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Clusters that routes name but that could not be built, with why (say, no service
+    /// declares the host): requests routed to one are answered 503 NC with that reason.
+    pub missing_clusters: BTreeMap<String, String>,
 }
 
 impl Snapshot {
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Why a cluster a route names is not served, for the access log.
+    pub fn missing_cluster_reason(&self, name: &str) -> String {
+        match self.missing_clusters.get(name) {
+            Some(why) => format!("cluster {name} is not configured: {why}"),
+            None => format!("cluster {name} is not configured"),
+        }
     }
 }

@@ -111,7 +111,7 @@ pub struct Rewrite {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Redirect {
-    /// Replaces the whole path (and query) when set.
+    /// Replaces the path when set; the request's query stays unless this has its own.
     pub path: Option<String>,
     pub authority: Option<String>,
     pub scheme: Option<String>,

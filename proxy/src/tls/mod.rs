@@ -3,4 +3,4 @@
 
 pub mod client_hello;
 pub mod server;
-pub(crate) mod upstream;
+pub mod upstream;

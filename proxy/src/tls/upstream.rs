@@ -95,6 +95,12 @@ pub(crate) fn origination(
     )))
 }
 
+/// Whether TLS can be originated with `tls` (the CA certificates, client certificate and SNI
+/// load), as installing a snapshot would find out: for checking a cluster before it is built.
+pub fn check(tls: &UpstreamTls) -> Result<(), TlsConfigError> {
+    origination(tls, UpstreamProtocol::Http1).map(|_| ())
+}
+
 /// A short fingerprint of PEM text, to tell settings apart in pool keys.
 fn fingerprint(text: &str) -> u64 {
     crate::upstream::lb::stable_hash(text.as_bytes())

@@ -3,8 +3,8 @@
 //! may take traffic, and the cluster-wide request and retry counts that circuit breaking limits.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -75,6 +75,8 @@ pub(crate) struct ClusterState {
     active_retries: AtomicU32,
     /// Serialises rebuilds of `members` (reloads and ejections).
     rebuild: Mutex<()>,
+    /// Whether a task sweeps ejections (it runs while the cluster has outlier detection).
+    sweeping: AtomicBool,
 }
 
 /// Why no endpoint could be chosen.
@@ -100,10 +102,9 @@ impl ClusterState {
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             rebuild: Mutex::new(()),
+            sweeping: AtomicBool::new(false),
         });
-        if let Some(detection) = &config.outlier {
-            spawn_sweeper(Arc::downgrade(&state), detection.interval);
-        }
+        state.sweep_while_detecting();
         state
     }
 
@@ -112,11 +113,11 @@ impl ClusterState {
     }
 
     /// Takes a new configuration for the cluster, keeping the live state of endpoints whose
-    /// address stays.
-    pub(crate) fn update(&self, config: Arc<Cluster>) {
+    /// address stays. Without outlier detection, no endpoint stays ejected.
+    pub(crate) fn update(self: &Arc<Self>, config: Arc<Cluster>) {
         let _guard = self.rebuild.lock();
         let previous = self.members.load();
-        let all = config
+        let all: Vec<Arc<EndpointState>> = config
             .endpoints
             .iter()
             .map(|e| {
@@ -128,9 +129,58 @@ impl ClusterState {
                     .unwrap_or_else(|| Arc::new(EndpointState::new(e.address, e.weight.max(1))))
             })
             .collect();
+        if config.outlier.is_none() {
+            for endpoint in &all {
+                if let Ok(mut state) = endpoint.outlier.lock() {
+                    *state = OutlierState::default();
+                }
+            }
+        }
         let members = build_members(&config, all);
         self.config.store(config);
         self.members.store(Arc::new(members));
+        self.sweep_while_detecting();
+    }
+
+    /// Starts the task that ends ejections every `interval`, unless it runs already or the
+    /// cluster has no outlier detection. The task reads the interval anew each time and ends
+    /// when outlier detection is gone or the cluster is dropped.
+    fn sweep_while_detecting(self: &Arc<Self>) {
+        if self.config.load().outlier.is_none() || self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let cluster = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                let interval = {
+                    let Some(state) = cluster.upgrade() else {
+                        return;
+                    };
+                    match state.config.load().outlier.as_ref().map(|o| o.interval) {
+                        Some(interval) => interval,
+                        None => {
+                            state.sweeping.store(false, Ordering::Release);
+                            // Detection may have come back before the flag was cleared.
+                            if state.config.load().outlier.is_none()
+                                || state.sweeping.swap(true, Ordering::AcqRel)
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                };
+                tokio::time::sleep(interval.max(std::time::Duration::from_millis(1))).await;
+                let Some(state) = cluster.upgrade() else {
+                    return;
+                };
+                state.sweep();
+            }
+        });
     }
 
     /// Rebuilds the balancer after ejections changed; the caller holds `rebuild`.
@@ -310,20 +360,83 @@ fn build_members(config: &Cluster, all: Vec<Arc<EndpointState>>) -> Members {
     }
 }
 
-/// Sweeps ejections every `interval` while the cluster lives.
-fn spawn_sweeper(state: Weak<ClusterState>, interval: std::time::Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::snapshot::{
+        Endpoint, LbPolicy, OutlierDetection, PoolLimits, UpstreamProtocol, UpstreamTls,
     };
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(interval.max(std::time::Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(state) = state.upgrade() else {
-                return;
-            };
-            state.sweep();
+
+    fn cluster(outlier: Option<OutlierDetection>) -> Arc<Cluster> {
+        let endpoint = |port: u16| Endpoint {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            locality: None,
+            labels: Default::default(),
+        };
+        Arc::new(Cluster {
+            name: "outbound|80||a.example.com".to_owned(),
+            lb: LbPolicy::RoundRobin,
+            connect_timeout: Duration::from_secs(1),
+            pool: PoolLimits::default(),
+            outlier,
+            tls: UpstreamTls::Disabled,
+            protocol: UpstreamProtocol::Http1,
+            endpoints: vec![endpoint(1), endpoint(2)],
+            original_destination: false,
+            telemetry: Vec::new(),
+        })
+    }
+
+    fn detection(base_ejection_time: Duration) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_5xx: 1,
+            consecutive_gateway_errors: 0,
+            interval: Duration::from_millis(10),
+            base_ejection_time,
+            max_ejection_percent: 100,
+            min_health_percent: 0,
         }
-    });
+    }
+
+    fn eject_first(state: &ClusterState) -> SocketAddr {
+        let members = state.members.load();
+        let first = members.all[0].clone();
+        state.report(&first, Outcome::ServerError { gateway: false });
+        first.address
+    }
+
+    fn ejected(state: &ClusterState) -> usize {
+        state.endpoint_health().iter().filter(|e| !e.1).count()
+    }
+
+    #[tokio::test]
+    async fn outlier_detection_added_by_an_update_ends_its_ejections() {
+        let state = ClusterState::new(cluster(None));
+        state.update(cluster(Some(detection(Duration::from_millis(50)))));
+        let address = eject_first(&state);
+        assert_eq!(ejected(&state), 1);
+        for _ in 0..500 {
+            if ejected(&state) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ejected(&state), 0, "{address} was never returned");
+    }
+
+    #[tokio::test]
+    async fn removing_outlier_detection_returns_ejected_endpoints_and_updates_keep_ejections() {
+        let state = ClusterState::new(cluster(Some(detection(Duration::from_secs(60)))));
+        eject_first(&state);
+        let mut longer = (*cluster(Some(detection(Duration::from_secs(60))))).clone();
+        longer.connect_timeout = Duration::from_secs(5);
+        state.update(Arc::new(longer));
+        assert_eq!(ejected(&state), 1, "an update keeps the ejection");
+        state.update(cluster(None));
+        assert_eq!(ejected(&state), 0);
+        assert!(state.pick(None, &[]).is_ok());
+    }
 }

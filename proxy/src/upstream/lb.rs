@@ -15,6 +15,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::snapshot::{HashPolicy, LbPolicy};
 
+/// A choice among `items` in proportion to their weights, as routes split traffic between
+/// clusters: a lone item takes everything whatever its weight; when every weight is zero there
+/// is no choice.
+pub(crate) fn weighted_choice<T>(items: &[T], weight: impl Fn(&T) -> u32) -> Option<&T> {
+    if let [only] = items {
+        return Some(only);
+    }
+    let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(..total);
+    for item in items {
+        let share = u64::from(weight(item));
+        if point < share {
+            return Some(item);
+        }
+        point -= share;
+    }
+    items.last()
+}
+
 /// Envoy's default `minimum_ring_size` for ring hash.
 const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
 /// Envoy's default `maximum_ring_size`: no ring has more entries, whatever the minimum.
