@@ -670,3 +670,75 @@ fn wait_for(condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_counted_in_istios_tcp_metrics_and_logged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = common::tcp::echo("db").await;
+    let config = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 5432, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp]
+  tcp:
+  - route:
+    - destination: {{host: db.default.svc.cluster.local, port: {{number: 5432}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {port}}}}}]
+"#,
+        port = echo.addr.port()
+    );
+    let gateway = Gateway::builder()
+        .config("tcp.yaml", &config)
+        .server_port(5432)
+        .start();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr(5432))
+            .await
+            .unwrap();
+        stream.write_all(b"twelve bytes").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(answer, "db\ntwelve bytesbye db after 12 bytes\n");
+    }
+    let service = [("destination_service", "db.default.svc.cluster.local")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.metric("istio_tcp_connections_closed_total", &service) < 2.0 {
+        assert!(Instant::now() < deadline, "{}", gateway.metrics_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gateway.metric("istio_tcp_connections_opened_total", &service),
+        2.0
+    );
+    assert_eq!(
+        gateway.metric("istio_tcp_received_bytes_total", &service),
+        24.0
+    );
+    // What the backend sent: its greeting, the echo and its goodbye, twice.
+    let sent = 2.0 * ("db\n".len() + 12 + "bye db after 12 bytes\n".len()) as f64;
+    assert_eq!(gateway.metric("istio_tcp_sent_bytes_total", &service), sent);
+    let line =
+        gateway.access_log_line(|l| l.contains("outbound|5432||db.default.svc.cluster.local"));
+    assert!(line.contains(&echo.addr.to_string()), "{line}");
+}
