@@ -125,6 +125,10 @@ pub struct Args {
     /// The workload name this gateway reports in metrics (`source_workload`).
     #[arg(long, default_value = "strait-ingressgateway")]
     workload_name: String,
+    /// How many threads serve traffic (the async runtime's workers); the number of CPUs when
+    /// unset.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -149,7 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let logging = Logging::init(args.log_format, &args.log_level)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.into());
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
