@@ -626,6 +626,56 @@ spec:
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_to_an_http2_upstream_share_one_connection() {
+    let backend = Backend::start("web-1").await;
+    backend.set_delay(Duration::from_millis(200));
+    let config = http_route(
+        "web",
+        &["web.example.com"],
+        "web",
+        "h2.default.svc.cluster.local",
+        8080,
+    ) + &gateway("web", HTTP_SERVER)
+        + &service_entry(
+            "h2",
+            "h2.default.svc.cluster.local",
+            8080,
+            "HTTP2",
+            &[backend.addr.port()],
+        );
+    let gateway = Gateway::builder()
+        .config("web.yaml", &config)
+        .server_port(80)
+        .start();
+    // 40 requests at once from 40 clients: upstream they are streams of one connection, not a
+    // connection each.
+    let address = gateway.addr(80);
+    let calls: Vec<_> = (0..40)
+        .map(|n| {
+            tokio::spawn(async move {
+                Connection::h2c(address)
+                    .await
+                    .get("web.example.com", &format!("/{n}"))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let response = call.await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["version"], "HTTP/2.0");
+    }
+    assert_eq!(
+        backend
+            .state
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one multiplexed upstream connection"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // gRPC
 

@@ -111,6 +111,8 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         route_table,
         tls: server_tls.is_some(),
         sni: sni.filter(|s| !s.is_empty()),
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown")),
     });
     match server_tls {
         Some(config) => {

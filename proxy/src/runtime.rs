@@ -92,6 +92,8 @@ pub(crate) struct Downstream {
     pub(crate) route_table: String,
     pub(crate) tls: bool,
     pub(crate) sni: Option<String>,
+    /// The client's IP as `x-forwarded-for` writes it, formatted once per connection.
+    pub(crate) peer_ip: http::HeaderValue,
 }
 
 impl Downstream {

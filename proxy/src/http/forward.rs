@@ -585,40 +585,47 @@ fn wire_for(
 /// the wire protocol wants (origin form and `Host` for HTTP/1.1, scheme and authority for
 /// HTTP/2).
 fn upstream_request(parts: &Parts, body: Body, wire: Wire, tls: bool) -> Request<Body> {
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.headers_mut() = parts.headers.clone();
     let upgrade = parts.headers.contains_key(header::UPGRADE) && wire == Wire::Http1;
     headers::remove_hop_by_hop(request.headers_mut(), upgrade);
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     match wire {
         Wire::Http1 => {
             *request.version_mut() = Version::HTTP_11;
-            *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            if let Ok(host) = HeaderValue::from_str(&authority) {
+            // An absolute-form target (or an HTTP/2 request) names the authority in the URI;
+            // HTTP/1.1 carries it in Host.
+            if let Some(authority) = parts.uri.authority()
+                && let Ok(host) = HeaderValue::from_str(authority.as_str())
+            {
                 request.headers_mut().insert(header::HOST, host);
             }
         }
         Wire::Http2 => {
             *request.version_mut() = Version::HTTP_2;
-            let scheme = if tls { "https" } else { "http" };
-            let uri = format!("{scheme}://{authority}{path}");
-            *request.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            uri.scheme = Some(if tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            });
+            uri.authority = parts.uri.authority().cloned().or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| http::uri::Authority::try_from(v.as_bytes()).ok())
+            });
             request.headers_mut().remove(header::HOST);
         }
     }
+    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
     request
 }
 

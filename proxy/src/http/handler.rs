@@ -27,7 +27,14 @@ pub(crate) async fn handle(
     downstream: Arc<Downstream>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut exchange = Exchange::start(&request, &downstream, Instant::now(), SystemTime::now());
+    let logged = shared.telemetry.access_log.enabled();
+    let mut exchange = Exchange::start(
+        &request,
+        &downstream,
+        Instant::now(),
+        SystemTime::now(),
+        logged,
+    );
     let upgrade = forward::take_upgrade(&mut request);
     let (request, received) = track_request(request);
     let active = shared.active();
@@ -66,7 +73,7 @@ async fn route(
     exchange.request_id = headers::ensure_request_id(headers);
     headers::set_forwarded(
         headers,
-        downstream.peer.ip(),
+        &downstream.peer_ip,
         downstream.scheme(),
         shared.options.trusted_hops,
     );

@@ -90,27 +90,27 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> String {
     id
 }
 
-/// A random UUID (version 4), as Envoy generates request ids.
+/// A random UUID (version 4), as Envoy generates request ids, written straight into its
+/// 36 bytes (this runs for every request).
 fn new_request_id() -> String {
-    let high = fastrand::u64(..);
-    let low = fastrand::u64(..);
-    let bytes: [u8; 16] = {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&high.to_be_bytes());
-        b[8..].copy_from_slice(&low.to_be_bytes());
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        b
-    };
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+    bytes[8..].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    text.iter().map(|b| char::from(*b)).collect()
 }
 
 /// `x-forwarded-for` and `x-forwarded-proto` at an edge: the client's address is appended, and
@@ -118,30 +118,31 @@ fn new_request_id() -> String {
 /// `trusted_hops` proxies in front (Istio's `numTrustedProxies`).
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
-    client: std::net::IpAddr,
-    scheme: &str,
+    client: &HeaderValue,
+    scheme: &'static str,
     trusted_hops: u32,
 ) {
-    let existing = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    let value = if existing.is_empty() {
-        client.to_string()
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_some() {
+        let mut joined: Vec<u8> = Vec::new();
+        for value in existing {
+            joined.extend_from_slice(value.as_bytes());
+            joined.push(b',');
+        }
+        joined.extend_from_slice(client.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
     } else {
-        format!("{existing},{client}")
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(&X_FORWARDED_FOR, client.clone());
     }
-    if (trusted_hops == 0 || !headers.contains_key("x-forwarded-proto"))
-        && let Ok(value) = HeaderValue::from_str(scheme)
-    {
-        headers.insert("x-forwarded-proto", value);
+    if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
 }
+
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 /// A route's header edits: remove, then set (replacing), then add (appending).
 pub(crate) fn apply(ops: &HeaderOps, headers: &mut HeaderMap) {
@@ -225,6 +226,23 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
         assert_eq!(ensure_request_id(&mut headers), id);
+        // A version-4 UUID: 8-4-4-4-12 lowercase hex, version 4, variant 10xx.
+        for _ in 0..100 {
+            let id = new_request_id();
+            let groups: Vec<&str> = id.split('-').collect();
+            let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+            assert!(groups[2].starts_with('4'), "{id}");
+            assert!(
+                matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+                "{id}"
+            );
+        }
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]
@@ -232,7 +250,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut headers, "192.0.2.7".parse().unwrap(), "http", 0);
+        set_forwarded(
+            &mut headers,
+            &HeaderValue::from_static("192.0.2.7"),
+            "http",
+            0,
+        );
         assert_eq!(
             headers.get("x-forwarded-for").unwrap(),
             "10.0.0.1,192.0.2.7"

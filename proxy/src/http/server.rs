@@ -39,7 +39,8 @@ where
         move |request| {
             started.store(true, Ordering::Relaxed);
             let served = served.clone();
-            let answer = handler::handle(request, downstream.clone(), shared.clone());
+            // Boxed: the request's future is large, and hyper moves what the service returns.
+            let answer = Box::pin(handler::handle(request, downstream.clone(), shared.clone()));
             async move {
                 let response = answer.await;
                 served.notify_one();

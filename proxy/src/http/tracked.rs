@@ -18,6 +18,7 @@ use super::body::{self, Body, BoxError};
 use super::flags::ResponseFlags;
 use super::local_reply::LocalReply;
 use crate::runtime::{Downstream, Shared};
+use crate::telemetry::RequestOutcome;
 use crate::telemetry::access_log::AccessLogEntry;
 
 /// One request/response exchange, as telemetry reports it.
@@ -44,11 +45,14 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
+    /// The exchange of `request`. What only the access log reads (method, path, user agent,
+    /// forwarded-for, SNI) is copied only when `logged`.
     pub(crate) fn start(
         request: &Request<Incoming>,
         downstream: &Downstream,
         started: Instant,
         start_time: SystemTime,
+        logged: bool,
     ) -> Exchange {
         let header = |name: &str| {
             request
@@ -58,20 +62,23 @@ impl Exchange {
                 .unwrap_or_default()
                 .to_owned()
         };
+        let copy = |text: &dyn Fn() -> String| if logged { text() } else { String::new() };
         Exchange {
             started,
             start_time,
-            method: request.method().to_string(),
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            method: copy(&|| request.method().to_string()),
+            path: copy(&|| {
+                request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+            }),
             protocol: protocol_name(request.version()),
-            user_agent: header("user-agent"),
-            forwarded_for: header("x-forwarded-for"),
+            user_agent: copy(&|| header("user-agent")),
+            forwarded_for: copy(&|| header("x-forwarded-for")),
             downstream_local: downstream.local,
             downstream_remote: downstream.peer,
-            server_name: downstream.sni.clone().unwrap_or_default(),
+            server_name: copy(&|| downstream.sni.clone().unwrap_or_default()),
             authority: String::new(),
             request_id: String::new(),
             route_name: String::new(),
@@ -205,7 +212,29 @@ impl Finish {
         }
         let exchange = self.exchange;
         let duration = exchange.started.elapsed();
-        let entry = AccessLogEntry {
+        let bytes_received = self.received.load(Ordering::Relaxed);
+        let shared = &self.shared;
+        let outcome = RequestOutcome {
+            cluster: &exchange.cluster,
+            response_code: self.status,
+            flags: exchange.flags,
+            grpc_status: self.grpc_status.or(trailer_grpc_status),
+            duration,
+            bytes_received,
+            bytes_sent: sent,
+        };
+        shared.telemetry.record_request(&outcome, || {
+            shared
+                .active()
+                .clusters
+                .get(&exchange.cluster)
+                .map(|c| c.config().telemetry.clone())
+                .unwrap_or_default()
+        });
+        if !shared.telemetry.access_log.enabled() {
+            return;
+        }
+        shared.telemetry.access_log.log(AccessLogEntry {
             start_time: Some(exchange.start_time),
             method: exchange.method,
             path: exchange.path,
@@ -213,7 +242,7 @@ impl Finish {
             response_code: self.status,
             response_flags: exchange.flags.to_string(),
             reason: exchange.reason,
-            bytes_received: self.received.load(Ordering::Relaxed),
+            bytes_received,
             bytes_sent: sent,
             duration_ms: duration.as_millis() as u64,
             upstream_service_time: exchange.upstream_service_time,
@@ -227,25 +256,7 @@ impl Finish {
             downstream_remote_address: Some(exchange.downstream_remote),
             requested_server_name: exchange.server_name,
             route_name: exchange.route_name,
-        };
-        let shared = &self.shared;
-        let cluster = entry.upstream_cluster.clone();
-        let destination = move || {
-            shared
-                .active()
-                .clusters
-                .get(&cluster)
-                .map(|c| c.config().telemetry.clone())
-                .unwrap_or_default()
-        };
-        self.shared.telemetry.record_request(
-            destination,
-            &entry,
-            exchange.flags,
-            self.grpc_status.or(trailer_grpc_status),
-            duration,
-        );
-        self.shared.telemetry.access_log.log(entry);
+        });
     }
 }
 

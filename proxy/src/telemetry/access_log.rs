@@ -192,6 +192,11 @@ impl AccessLog {
         })
     }
 
+    /// Whether lines are written at all (when not, callers skip building them).
+    pub fn enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
     pub fn format(&self) -> AccessLogFormat {
         self.format
     }

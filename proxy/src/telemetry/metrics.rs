@@ -88,6 +88,57 @@ fn destination_labels(known: &[(String, String)]) -> Vec<(String, String)> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BaseLabels(pub Vec<(String, String)>);
 
+/// A cluster's base labels and the series made with them so far, so that a request finds its
+/// counters and histograms without hashing the whole label set again.
+#[derive(Debug)]
+pub struct Base {
+    labels: Arc<BaseLabels>,
+    /// Request series by what varies per request; a handful per cluster.
+    requests: Mutex<Vec<(SeriesKey, RequestSeries)>>,
+    tcp: std::sync::OnceLock<TcpSeries>,
+}
+
+impl Base {
+    fn new(labels: BaseLabels) -> Base {
+        Base {
+            labels: Arc::new(labels),
+            requests: Mutex::new(Vec::new()),
+            tcp: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn labels(&self) -> &BaseLabels {
+        &self.labels
+    }
+}
+
+/// What varies between the request series of one base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SeriesKey {
+    protocol: &'static str,
+    response_code: u16,
+    grpc_status: Option<u16>,
+    flags: ResponseFlags,
+}
+
+/// The metrics one request updates (handles shared with the registry's families).
+#[derive(Clone, Debug)]
+struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// The metrics one TCP connection updates.
+#[derive(Clone, Debug)]
+struct TcpSeries {
+    opened: Counter,
+    closed: Counter,
+    sent: Counter,
+    received: Counter,
+}
+
 impl EncodeLabelSet for BaseLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         self.0.encode(encoder)
@@ -144,7 +195,7 @@ pub struct Metrics {
     tcp_sent: Family<BaseLabels, Counter>,
     tcp_received: Family<BaseLabels, Counter>,
     /// Base label sets by cluster, built once.
-    bases: Mutex<BTreeMap<String, Arc<BaseLabels>>>,
+    bases: Mutex<BTreeMap<String, Arc<Base>>>,
 }
 
 impl Metrics {
@@ -217,18 +268,21 @@ impl Metrics {
         &self,
         cluster: &str,
         destination: impl FnOnce() -> Vec<(String, String)>,
-    ) -> Arc<BaseLabels> {
-        let Ok(mut bases) = self.bases.lock() else {
-            return Arc::new(BaseLabels(self.proxy_labels.clone()));
+    ) -> Arc<Base> {
+        let build = |destination: Vec<(String, String)>| {
+            let mut labels = self.proxy_labels.clone();
+            labels.extend(destination_labels(&destination));
+            Arc::new(Base::new(BaseLabels(labels)))
         };
-        bases
-            .entry(cluster.to_owned())
-            .or_insert_with(|| {
-                let mut labels = self.proxy_labels.clone();
-                labels.extend(destination_labels(&destination()));
-                Arc::new(BaseLabels(labels))
-            })
-            .clone()
+        let Ok(mut bases) = self.bases.lock() else {
+            return build(destination());
+        };
+        if let Some(base) = bases.get(cluster) {
+            return base.clone();
+        }
+        let base = build(destination());
+        bases.insert(cluster.to_owned(), base.clone());
+        base
     }
 
     /// Forgets cached label sets (a new snapshot may change a cluster's destination labels).
@@ -241,7 +295,7 @@ impl Metrics {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_request(
         &self,
-        base: Arc<BaseLabels>,
+        base: &Base,
         protocol: &'static str,
         response_code: u16,
         grpc_status: Option<u16>,
@@ -250,33 +304,69 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        let labels = RequestLabels {
-            base,
+        let key = SeriesKey {
             protocol,
             response_code,
             grpc_status,
             flags,
         };
-        self.requests.get_or_create(&labels).inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(duration.as_secs_f64() * 1000.0);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&labels)
-            .observe(response_bytes as f64);
+        let series = self.request_series(base, key);
+        series.requests.inc();
+        series.duration.observe(duration.as_secs_f64() * 1000.0);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
     }
 
-    pub(crate) fn tcp_opened(&self, base: &BaseLabels) {
-        self.tcp_opened.get_or_create(base).inc();
+    /// The series of `base` for `key`, made (in the registry's families) the first time.
+    fn request_series(&self, base: &Base, key: SeriesKey) -> RequestSeries {
+        let Ok(mut known) = base.requests.lock() else {
+            return self.make_request_series(base, key);
+        };
+        if let Some((_, series)) = known.iter().find(|(k, _)| *k == key) {
+            return series.clone();
+        }
+        let series = self.make_request_series(base, key);
+        known.push((key, series.clone()));
+        series
     }
 
-    pub(crate) fn tcp_closed(&self, base: &BaseLabels, sent: u64, received: u64) {
-        self.tcp_closed.get_or_create(base).inc();
-        self.tcp_sent.get_or_create(base).inc_by(sent);
-        self.tcp_received.get_or_create(base).inc_by(received);
+    fn make_request_series(&self, base: &Base, key: SeriesKey) -> RequestSeries {
+        let labels = RequestLabels {
+            base: base.labels.clone(),
+            protocol: key.protocol,
+            response_code: key.response_code,
+            grpc_status: key.grpc_status,
+            flags: key.flags,
+        };
+        RequestSeries {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+        }
+    }
+
+    fn tcp_series<'b>(&self, base: &'b Base) -> &'b TcpSeries {
+        base.tcp.get_or_init(|| TcpSeries {
+            opened: self.tcp_opened.get_or_create(base.labels.as_ref()).clone(),
+            closed: self.tcp_closed.get_or_create(base.labels.as_ref()).clone(),
+            sent: self.tcp_sent.get_or_create(base.labels.as_ref()).clone(),
+            received: self
+                .tcp_received
+                .get_or_create(base.labels.as_ref())
+                .clone(),
+        })
+    }
+
+    pub(crate) fn tcp_opened(&self, base: &Base) {
+        self.tcp_series(base).opened.inc();
+    }
+
+    pub(crate) fn tcp_closed(&self, base: &Base, sent: u64, received: u64) {
+        let series = self.tcp_series(base);
+        series.closed.inc();
+        series.sent.inc_by(sent);
+        series.received.inc_by(received);
     }
 
     /// The Prometheus text exposition of every metric.

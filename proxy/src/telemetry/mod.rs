@@ -6,7 +6,7 @@ pub mod metrics;
 
 use std::time::Duration;
 
-use access_log::{AccessLog, AccessLogEntry};
+use access_log::AccessLog;
 use metrics::Metrics;
 
 use crate::http::flags::ResponseFlags;
@@ -26,30 +26,41 @@ impl Telemetry {
         }
     }
 
-    /// Counts a finished request in the metrics.
+    /// Counts a finished request in the metrics. `destination` gives the cluster's destination
+    /// labels the first time the cluster is seen.
     pub(crate) fn record_request(
         &self,
+        outcome: &RequestOutcome<'_>,
         destination: impl FnOnce() -> Vec<(String, String)>,
-        entry: &AccessLogEntry,
-        flags: ResponseFlags,
-        grpc_status: Option<u16>,
-        duration: Duration,
     ) {
-        let base = self.metrics.base(&entry.upstream_cluster, destination);
-        let protocol = if grpc_status.is_some() {
+        let base = self.metrics.base(outcome.cluster, destination);
+        let protocol = if outcome.grpc_status.is_some() {
             "grpc"
         } else {
             "http"
         };
         self.metrics.record_request(
-            base,
+            &base,
             protocol,
-            entry.response_code,
-            grpc_status,
-            flags,
-            duration,
-            entry.bytes_received,
-            entry.bytes_sent,
+            outcome.response_code,
+            outcome.grpc_status,
+            outcome.flags,
+            outcome.duration,
+            outcome.bytes_received,
+            outcome.bytes_sent,
         );
     }
+}
+
+/// What the metrics record of a finished request.
+#[derive(Debug)]
+pub(crate) struct RequestOutcome<'a> {
+    /// The upstream cluster, empty when there was none.
+    pub(crate) cluster: &'a str,
+    pub(crate) response_code: u16,
+    pub(crate) flags: ResponseFlags,
+    pub(crate) grpc_status: Option<u16>,
+    pub(crate) duration: Duration,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
 }

@@ -83,6 +83,9 @@ pub(crate) struct Pool {
     /// Open connections (counted until the connection task ends).
     open: Arc<AtomicU32>,
     pending: AtomicU32,
+    /// HTTP/2 connections being established: requests wait for one rather than each opening
+    /// its own, since one connection carries many streams.
+    connecting: AtomicU32,
     /// Wakes the task closing idle connections when one expires before it planned to wake.
     reschedule: Notify,
 }
@@ -272,6 +275,7 @@ impl Pool {
             released: Notify::new(),
             open: Arc::new(AtomicU32::new(0)),
             pending: AtomicU32::new(0),
+            connecting: AtomicU32::new(0),
             reschedule: Notify::new(),
         }
     }
@@ -291,6 +295,13 @@ impl Pool {
         loop {
             if let Some(lease) = self.reuse(limits) {
                 return Ok(lease);
+            }
+            if self.key.wire == Wire::Http2 && self.connecting.load(Ordering::Acquire) > 0 {
+                let released = self.released.notified();
+                if !self.reuse_possible() && self.connecting.load(Ordering::Acquire) > 0 {
+                    released.await;
+                }
+                continue;
             }
             let max = limits.max_connections.unwrap_or(u32::MAX);
             let reserved = self
@@ -449,6 +460,7 @@ impl Pool {
             open: self.open.clone(),
             pool: Arc::downgrade(self),
         };
+        let _connecting = (self.key.wire == Wire::Http2).then(|| Connecting::new(self));
         let address = self.key.address;
         let stream = connect(address, connect_timeout, limits.tcp_keepalive.as_ref(), tls).await?;
         let wire = match stream.alpn() {
@@ -509,6 +521,24 @@ impl Pool {
                 ))
             }
         }
+    }
+}
+
+/// Counts an HTTP/2 connection as being established; when it is done (or failed), requests
+/// waiting for it look again.
+struct Connecting<'a>(&'a Pool);
+
+impl<'a> Connecting<'a> {
+    fn new(pool: &'a Pool) -> Connecting<'a> {
+        pool.connecting.fetch_add(1, Ordering::AcqRel);
+        Connecting(pool)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
     }
 }
 
