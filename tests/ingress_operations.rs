@@ -199,8 +199,8 @@ async fn an_invalid_change_is_rejected_and_the_last_good_version_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reads_the_configuration_again() {
     let (v1, v2) = two_backends().await;
-    // Polling is effectively off: only the signal can bring the change in.
-    let gateway = start(&v1, &v2, &["--watch-interval", "1h"]);
+    // Watching is off: only the signal can bring the change in.
+    let gateway = start(&v1, &v2, &["--no-watch"]);
     let version = gateway.version();
     gateway.write_config("routes.yaml", &routes(0, 100));
     std::thread::sleep(Duration::from_millis(300));
@@ -213,6 +213,27 @@ async fn sighup_reads_the_configuration_again() {
             .backend(),
         Some("v2")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_notifications_bring_a_change_in_without_waiting_for_the_poll() {
+    let (v1, v2) = two_backends().await;
+    // The poll is effectively off: only the kernel's notification can bring the change in.
+    let gateway = start(&v1, &v2, &["--watch-interval", "1h"]);
+    gateway.apply("routes.yaml", &routes(0, 100));
+    assert_eq!(
+        client::get(gateway.addr(80), "web.example.com", "/")
+            .await
+            .backend(),
+        Some("v2")
+    );
+    // A new file in a new subdirectory is seen too.
+    std::fs::create_dir_all(gateway.config_dir().join("more")).unwrap();
+    gateway.apply(
+        "more/routes.yaml",
+        &routes(100, 0).replace("name: web,", "name: other,"),
+    );
+    assert!(gateway.log().contains("configuration installed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

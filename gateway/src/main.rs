@@ -9,6 +9,7 @@ mod logging;
 mod proxy_config;
 mod run;
 mod validate;
+mod watch;
 
 use std::process::ExitCode;
 

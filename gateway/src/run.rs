@@ -2,9 +2,10 @@
 //!
 //! Start: read the configuration directory, compile the snapshot, bind its listeners and the
 //! admin, metrics and health endpoints. Then, until a signal: re-read when the configuration or
-//! the credentials change (polled, then debounced) or on SIGHUP, and install the new snapshot
-//! without restarting unchanged listeners; a rejected object keeps its last good version and a
-//! snapshot that cannot be installed leaves the running one in place. SIGTERM (or SIGINT) drains:
+//! the credentials change (`watch`: file notifications and a slow poll, then debounced) or on
+//! SIGHUP, and install the new snapshot without restarting unchanged listeners; a rejected
+//! object keeps its last good version and a snapshot that cannot be installed leaves the
+//! running one in place. SIGTERM (or SIGINT) drains:
 //! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
 //! period while listeners still accept, then listeners stop and in-flight work gets up to the
 //! drain timeout; the process exits 0.
@@ -22,7 +23,7 @@ use clap::ValueEnum;
 use strait_discovery::compile::{GatewayOptions, compile_gateway};
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::LoadOptions;
-use strait_discovery::source::{DirectorySource, fingerprint};
+use strait_discovery::source::DirectorySource;
 use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
 use strait_proxy::telemetry::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
@@ -33,6 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::admin::{self, AdminState, Endpoints};
 use crate::args::{parse_duration, parse_labels, parse_port_map};
 use crate::logging::Logging;
+use crate::watch::ConfigWatch;
 
 #[derive(Debug, clap::Args)]
 #[command(args_override_self = true)]
@@ -94,12 +96,16 @@ pub struct Args {
     /// After the drain period: how long in-flight requests get to finish.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     drain_timeout: Duration,
-    /// How often the configuration and credentials are checked for changes.
+    /// Changes to the configuration and credentials are noticed by file notifications; this
+    /// poll catches what notifications miss.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
     /// How long a change must settle before it is read.
-    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     reload_debounce: Duration,
+    /// Do not watch the configuration: read it again only on SIGHUP.
+    #[arg(long)]
+    no_watch: bool,
     /// Proxies in front whose X-Forwarded-For entries are trusted (`numTrustedProxies`).
     #[arg(long, default_value_t = 0)]
     trusted_hops: u32,
@@ -199,7 +205,8 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
 
     let mut watched = args.config.clone();
     watched.extend(args.credentials.iter().cloned());
-    let mut seen = fingerprint(&watched);
+    let mut watch = (!args.no_watch)
+        .then(|| ConfigWatch::new(watched, args.watch_interval, args.reload_debounce));
     let mut reloader = Reloader {
         proxy: proxy.clone(),
         options,
@@ -232,35 +239,20 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut tick = tokio::time::interval(args.watch_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reading the configuration again");
-                seen = fingerprint(&watched);
+                if let Some(watch) = &mut watch {
+                    watch.mark_seen();
+                }
                 if let Err(error) = reloader.reload(&mut source).await {
                     tracing::error!("{error:#}");
                 }
             }
-            _ = tick.tick() => {
-                let now = fingerprint(&watched);
-                if now == seen {
-                    continue;
-                }
-                // Let a burst of writes settle before reading.
-                let mut settled = now;
-                loop {
-                    tokio::time::sleep(args.reload_debounce).await;
-                    let again = fingerprint(&watched);
-                    if again == settled {
-                        break;
-                    }
-                    settled = again;
-                }
-                seen = settled;
+            () = changed(&mut watch) => {
                 if let Err(error) = reloader.reload(&mut source).await {
                     tracing::error!("{error:#}");
                 }
@@ -269,6 +261,14 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     }
     drain(&proxy, &state, args.drain_period, args.drain_timeout).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next settled change, or never when watching is off.
+async fn changed(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Readiness fails, clients are asked to go, listeners stop after the drain period, and
