@@ -135,6 +135,11 @@ pub struct Args {
     /// unset.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
+    /// Set this `SO_MARK` on every connection to an endpoint, so that capture rules
+    /// (`strait capture install --mark`) leave the proxy's own traffic alone. Needs
+    /// CAP_NET_ADMIN; the alternative is running the proxy as the excluded uid.
+    #[arg(long, value_name = "MARK")]
+    socket_mark: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -394,5 +399,6 @@ fn proxy_options(args: &Args) -> ProxyOptions {
         http2_keepalive_timeout: args.http2_keepalive_timeout,
         max_header_bytes: args.max_request_header_bytes as usize,
         max_header_list_bytes: args.max_request_header_bytes,
+        socket_mark: args.socket_mark,
     }
 }

@@ -1,8 +1,9 @@
-//! Accepting connections and choosing their filter chain: by the SNI of the TLS ClientHello
-//! (exact names before wildcards, then the chain with no names), read without terminating, then
-//! handing the connection to HTTP serving or TCP proxying with TLS terminated if the chain says
-//! so.
+//! Accepting connections and choosing their filter chain, as Envoy does: by the original
+//! destination (under capture), then the SNI and ALPN of the TLS ClientHello, read without
+//! terminating; then handing the connection to HTTP serving or TCP proxying with TLS terminated
+//! if the chain says so.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -13,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::http::server;
 use crate::io::Prefixed;
 use crate::runtime::{Downstream, Shared};
-use crate::snapshot::{Application, FilterChain, Listener, Transport};
+use crate::snapshot::{Application, FilterChain, Listener, Transport, TransportProtocol};
 use crate::tcp;
 use crate::tls::client_hello::{Parsed, read_client_hello};
 
@@ -53,21 +54,32 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     };
     let mut stream = stream;
     let mut read = BytesMut::new();
-    let needs_hello = match shared.active().snapshot.listener(&name) {
-        Some(listener) => needs_client_hello(listener),
+    let (needs_hello, original_destination) = match shared.active().snapshot.listener(&name) {
+        Some(listener) => (needs_client_hello(listener), listener.original_destination),
         None => return,
+    };
+    let destination = if original_destination {
+        match original_dst(&stream, local) {
+            Some(destination) => destination,
+            None => {
+                tracing::debug!(listener = %name, %peer, "no original destination; closing");
+                return;
+            }
+        }
+    } else {
+        local
     };
     // The ClientHello and, when TLS is terminated here, the rest of the handshake must be done
     // by then: a client that stops half-way must not hold the connection.
     let handshake_deadline = tokio::time::Instant::now() + shared.options.client_hello_timeout;
-    let sni = if needs_hello {
+    let hello = if needs_hello {
         let hello = tokio::time::timeout_at(
             handshake_deadline,
             read_client_hello(&mut stream, &mut read),
         )
         .await;
         match hello {
-            Ok(Ok(Parsed::Complete(hello))) => Some(hello.server_name.unwrap_or_default()),
+            Ok(Ok(Parsed::Complete(hello))) => Some(hello),
             Ok(Ok(Parsed::NotTls)) => None,
             Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) | Err(_) => {
                 tracing::debug!(listener = %name, %peer, "no usable TLS ClientHello; closing");
@@ -77,6 +89,16 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     } else {
         None
     };
+    let sni = hello
+        .as_ref()
+        .and_then(|h| h.server_name.clone())
+        .filter(|s| !s.is_empty());
+    let inspected = Inspected {
+        destination,
+        sni: sni.as_deref(),
+        tls: hello.is_some(),
+        alpn: hello.as_ref().map_or(&[][..], |h| &h.alpn[..]),
+    };
     // Take what the connection needs from the current snapshot and let go of the rest, so that
     // a long-lived connection does not pin old snapshots.
     let (application, server_tls) = {
@@ -84,8 +106,11 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         let Some(listener) = active.snapshot.listener(&name) else {
             return;
         };
-        let Some(chain) = select_chain(listener, sni.as_deref()) else {
-            tracing::debug!(listener = %name, %peer, sni = ?sni, "no filter chain matches; closing");
+        let Some(chain) = select_chain(listener, &inspected) else {
+            tracing::debug!(
+                listener = %name, %peer, %destination, sni = ?sni,
+                "no filter chain matches; closing"
+            );
             return;
         };
         let server_tls = match &chain.transport {
@@ -107,10 +132,11 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     let downstream = Arc::new(Downstream {
         peer,
         local,
+        original_destination: original_destination.then_some(destination),
         listener: name.clone(),
         route_table,
         tls: server_tls.is_some(),
-        sni: sni.filter(|s| !s.is_empty()),
+        sni,
         peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown")),
     });
@@ -134,6 +160,20 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     }
 }
 
+/// The destination the client meant before iptables REDIRECT sent it here; `None` when the
+/// connection was not redirected (it arrived at the listener's own address: a loop, or a
+/// client that connected to the capture port directly).
+fn original_dst(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    let original = match local {
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
+    }
+    .ok()?
+    .as_socket()?;
+    (original != local).then_some(original)
+}
+
 async fn serve<IO>(
     io: IO,
     application: Application,
@@ -148,46 +188,286 @@ async fn serve<IO>(
     }
 }
 
-/// Whether any chain depends on the ClientHello (TLS, or SNI names).
+/// Whether any chain depends on the ClientHello (TLS, SNI names, transport or ALPN).
 fn needs_client_hello(listener: &Listener) -> bool {
-    listener
-        .filter_chains
-        .iter()
-        .any(|c| !matches!(c.transport, Transport::Plaintext) || !c.server_names.is_empty())
+    listener.filter_chains.iter().any(|c| {
+        !matches!(c.transport, Transport::Plaintext)
+            || !c.server_names.is_empty()
+            || c.matches.transport_protocol.is_some()
+            || !c.matches.application_protocols.is_empty()
+    })
 }
 
-/// The chain for a connection: by SNI (exact, then the longest wildcard), else the chain without
-/// names. `None` SNI means the connection is not TLS (or sent no SNI).
+/// What filter chain selection knows about a connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Inspected<'a> {
+    /// The original destination under capture, else the address accepted on.
+    pub(crate) destination: SocketAddr,
+    pub(crate) sni: Option<&'a str>,
+    /// Whether the connection opened with a TLS ClientHello.
+    pub(crate) tls: bool,
+    /// The ALPN protocols the ClientHello offered.
+    pub(crate) alpn: &'a [String],
+}
+
+/// The chain for a connection, narrowed criterion by criterion in Envoy's order: destination
+/// port, destination IP, SNI, transport protocol, offered ALPN.
 pub(crate) fn select_chain<'l>(
     listener: &'l Listener,
-    sni: Option<&str>,
+    connection: &Inspected<'_>,
 ) -> Option<&'l FilterChain> {
-    if let Some(sni) = sni.filter(|s| !s.is_empty()) {
-        let sni = sni.to_ascii_lowercase();
-        let exact = listener
-            .filter_chains
-            .iter()
-            .find(|c| c.server_names.iter().any(|n| n.eq_ignore_ascii_case(&sni)));
-        if exact.is_some() {
-            return exact;
+    let mut candidates: Vec<&FilterChain> = listener.filter_chains.iter().collect();
+    let port = connection.destination.port();
+    narrow(&mut candidates, |c| match c.matches.destination_port {
+        None => Some(0),
+        Some(p) => (p == port).then_some(1),
+    });
+    let ip = connection.destination.ip();
+    narrow(&mut candidates, |c| {
+        if c.matches.prefix_ranges.is_empty() {
+            return Some(0);
         }
-        let wildcard = listener
-            .filter_chains
+        c.matches
+            .prefix_ranges
             .iter()
-            .flat_map(|c| c.server_names.iter().map(move |n| (n, c)))
-            .filter_map(|(name, chain)| {
-                let suffix = name.strip_prefix('*')?;
-                (sni.len() > suffix.len() && sni.ends_with(&suffix.to_ascii_lowercase()))
-                    .then_some((suffix.len(), chain))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, chain)| chain);
-        if wildcard.is_some() {
-            return wildcard;
+            .filter(|net| net.contains(&ip))
+            .map(|net| u32::from(net.prefix_len()) + 1)
+            .max()
+    });
+    let sni = connection.sni.map(str::to_ascii_lowercase);
+    narrow(&mut candidates, |c| {
+        server_name_score(&c.server_names, sni.as_deref())
+    });
+    let tls = if connection.tls {
+        TransportProtocol::Tls
+    } else {
+        TransportProtocol::RawBuffer
+    };
+    narrow(&mut candidates, |c| match c.matches.transport_protocol {
+        None => Some(0),
+        Some(t) => (t == tls).then_some(1),
+    });
+    narrow(&mut candidates, |c| {
+        let wanted = &c.matches.application_protocols;
+        if wanted.is_empty() {
+            return Some(0);
+        }
+        wanted
+            .iter()
+            .any(|p| connection.alpn.contains(p))
+            .then_some(1)
+    });
+    candidates.first().copied()
+}
+
+/// Keeps the candidates with the best score; `None` drops a candidate.
+fn narrow(candidates: &mut Vec<&FilterChain>, score: impl Fn(&FilterChain) -> Option<u32>) {
+    let scored: Vec<(Option<u32>, &FilterChain)> =
+        candidates.iter().map(|c| (score(c), *c)).collect();
+    let Some(best) = scored.iter().filter_map(|(s, _)| *s).max() else {
+        candidates.clear();
+        return;
+    };
+    *candidates = scored
+        .into_iter()
+        .filter(|(s, _)| *s == Some(best))
+        .map(|(_, c)| c)
+        .collect();
+}
+
+/// How well a chain's SNI names match: exact beats the longest wildcard beats no names.
+fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
+    if names.is_empty() {
+        return Some(0);
+    }
+    let sni = sni?;
+    names
+        .iter()
+        .filter_map(|name| {
+            if name.eq_ignore_ascii_case(sni) {
+                return Some(u32::MAX);
+            }
+            let suffix = name.strip_prefix('*')?;
+            (sni.len() > suffix.len() && sni.ends_with(&suffix.to_ascii_lowercase()))
+                .then(|| u32::try_from(suffix.len()).unwrap_or(u32::MAX - 1) + 1)
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::ChainMatch;
+
+    fn chain(name: &str, server_names: &[&str], matches: ChainMatch) -> FilterChain {
+        FilterChain {
+            name: name.to_owned(),
+            server_names: server_names.iter().map(|s| (*s).to_owned()).collect(),
+            matches,
+            transport: Transport::Plaintext,
+            application: Application::Tcp { routes: Vec::new() },
         }
     }
-    listener
-        .filter_chains
-        .iter()
-        .find(|c| c.server_names.is_empty())
+
+    fn listener(chains: Vec<FilterChain>) -> Listener {
+        Listener {
+            name: "virtualOutbound".to_owned(),
+            address: SocketAddr::from(([0, 0, 0, 0], 15001)),
+            original_destination: true,
+            filter_chains: chains,
+        }
+    }
+
+    fn pick<'l>(
+        listener: &'l Listener,
+        destination: &str,
+        sni: Option<&str>,
+        alpn: &[&str],
+    ) -> Option<&'l str> {
+        let alpn: Vec<String> = alpn.iter().map(|s| (*s).to_owned()).collect();
+        let inspected = Inspected {
+            destination: destination.parse().unwrap(),
+            sni,
+            tls: sni.is_some() || !alpn.is_empty(),
+            alpn: &alpn,
+        };
+        select_chain(listener, &inspected).map(|c| c.name.as_str())
+    }
+
+    #[test]
+    fn destination_port_then_longest_prefix_then_the_catch_all() {
+        let listener = listener(vec![
+            chain("any", &[], ChainMatch::default()),
+            chain(
+                "port 9080",
+                &[],
+                ChainMatch {
+                    destination_port: Some(9080),
+                    ..ChainMatch::default()
+                },
+            ),
+            chain(
+                "10.0.0.0/8:9080",
+                &[],
+                ChainMatch {
+                    destination_port: Some(9080),
+                    prefix_ranges: vec!["10.0.0.0/8".parse().unwrap()],
+                    ..ChainMatch::default()
+                },
+            ),
+            chain(
+                "10.1.2.3/32:9080",
+                &[],
+                ChainMatch {
+                    destination_port: Some(9080),
+                    prefix_ranges: vec!["10.1.2.3/32".parse().unwrap()],
+                    ..ChainMatch::default()
+                },
+            ),
+        ]);
+        assert_eq!(
+            pick(&listener, "10.1.2.3:9080", None, &[]),
+            Some("10.1.2.3/32:9080")
+        );
+        assert_eq!(
+            pick(&listener, "10.9.9.9:9080", None, &[]),
+            Some("10.0.0.0/8:9080")
+        );
+        assert_eq!(
+            pick(&listener, "192.168.1.1:9080", None, &[]),
+            Some("port 9080")
+        );
+        // A chain naming the port is never chosen for another port, however specific its IP.
+        assert_eq!(pick(&listener, "10.1.2.3:80", None, &[]), Some("any"));
+    }
+
+    #[test]
+    fn a_named_criterion_that_does_not_match_drops_the_chain() {
+        let listener = listener(vec![chain(
+            "only 9080",
+            &[],
+            ChainMatch {
+                destination_port: Some(9080),
+                ..ChainMatch::default()
+            },
+        )]);
+        assert_eq!(pick(&listener, "10.0.0.1:80", None, &[]), None);
+    }
+
+    #[test]
+    fn server_names_exact_before_the_longest_wildcard_before_none() {
+        let listener = listener(vec![
+            chain("none", &[], ChainMatch::default()),
+            chain("wide", &["*.example.com"], ChainMatch::default()),
+            chain("narrow", &["*.api.example.com"], ChainMatch::default()),
+            chain("exact", &["v1.api.example.com"], ChainMatch::default()),
+        ]);
+        let at = "10.0.0.1:443";
+        assert_eq!(
+            pick(&listener, at, Some("v1.api.example.com"), &[]),
+            Some("exact")
+        );
+        assert_eq!(
+            pick(&listener, at, Some("V2.API.example.com"), &[]),
+            Some("narrow")
+        );
+        assert_eq!(
+            pick(&listener, at, Some("www.example.com"), &[]),
+            Some("wide")
+        );
+        assert_eq!(pick(&listener, at, Some("example.com"), &[]), Some("none"));
+        assert_eq!(pick(&listener, at, None, &[]), Some("none"));
+    }
+
+    /// Istio's inbound chains: mesh mTLS by the `istio*` ALPN the client offered, an
+    /// application's own TLS, and plaintext.
+    #[test]
+    fn transport_protocol_and_offered_alpn_tell_istio_mtls_from_the_rest() {
+        let istio_alpn = ["istio-peer-exchange", "istio-h2", "istio-http/1.1", "istio"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let listener = listener(vec![
+            chain(
+                "mtls",
+                &[],
+                ChainMatch {
+                    transport_protocol: Some(TransportProtocol::Tls),
+                    application_protocols: istio_alpn,
+                    ..ChainMatch::default()
+                },
+            ),
+            chain(
+                "app tls",
+                &[],
+                ChainMatch {
+                    transport_protocol: Some(TransportProtocol::Tls),
+                    ..ChainMatch::default()
+                },
+            ),
+            chain(
+                "plaintext",
+                &[],
+                ChainMatch {
+                    transport_protocol: Some(TransportProtocol::RawBuffer),
+                    ..ChainMatch::default()
+                },
+            ),
+        ]);
+        let at = "10.0.0.2:8080";
+        assert_eq!(
+            pick(&listener, at, Some("x"), &["istio-h2", "istio", "h2"]),
+            Some("mtls")
+        );
+        assert_eq!(
+            pick(&listener, at, Some("x"), &["istio-peer-exchange", "istio"]),
+            Some("mtls")
+        );
+        assert_eq!(
+            pick(&listener, at, Some("x"), &["h2", "http/1.1"]),
+            Some("app tls")
+        );
+        assert_eq!(pick(&listener, at, Some("x"), &[]), Some("app tls"));
+        assert_eq!(pick(&listener, at, None, &[]), Some("plaintext"));
+    }
 }

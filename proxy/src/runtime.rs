@@ -15,11 +15,11 @@ use rustls::ServerConfig;
 use tokio::sync::watch;
 
 use crate::http::routing::Router;
-use crate::snapshot::{Snapshot, Transport};
+use crate::snapshot::{Cluster, Snapshot, Transport};
 use crate::telemetry::Telemetry;
 use crate::tls::server::{TlsConfigError, server_config};
 use crate::upstream::cluster::ClusterState;
-use crate::upstream::connect::TlsOrigination;
+use crate::upstream::connect::{SocketSetup, TlsOrigination};
 use crate::upstream::pool::Pools;
 
 /// Settings of the proxy process that are not configuration.
@@ -43,6 +43,9 @@ pub struct ProxyOptions {
     pub max_header_bytes: usize,
     /// The most header list bytes an HTTP/2 request may carry.
     pub max_header_list_bytes: u32,
+    /// `SO_MARK` on every connection to an endpoint, so that capture rules exclude the
+    /// proxy's own traffic (needs CAP_NET_ADMIN).
+    pub socket_mark: Option<u32>,
 }
 
 impl Default for ProxyOptions {
@@ -55,6 +58,7 @@ impl Default for ProxyOptions {
             http2_keepalive_timeout: Duration::from_secs(20),
             max_header_bytes: 64 * 1024,
             max_header_list_bytes: 64 * 1024,
+            socket_mark: None,
         }
     }
 }
@@ -88,6 +92,8 @@ impl Active {
 pub(crate) struct Downstream {
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
+    /// Where the client meant to connect, when the listener reads it (captured traffic).
+    pub(crate) original_destination: Option<SocketAddr>,
     pub(crate) listener: String,
     pub(crate) route_table: String,
     pub(crate) tls: bool,
@@ -161,6 +167,14 @@ impl Shared {
             options,
             draining: watch::channel(false).0,
             connections: watch::channel(0).0,
+        }
+    }
+
+    /// How connections to `cluster`'s endpoints are set up.
+    pub(crate) fn socket_setup(&self, cluster: &Cluster) -> SocketSetup {
+        SocketSetup {
+            source: cluster.upstream_bind,
+            mark: self.options.socket_mark,
         }
     }
 

@@ -12,7 +12,6 @@ use crate::http::flags::ResponseFlags;
 use crate::runtime::{Downstream, Shared};
 use crate::snapshot::TcpRoute;
 use crate::telemetry::access_log::AccessLogEntry;
-use crate::upstream::cluster::NoEndpoint;
 use crate::upstream::connect::connect;
 use crate::upstream::outlier::Outcome;
 
@@ -67,20 +66,11 @@ pub(crate) async fn proxy<IO>(
     let mut tried = Vec::new();
     let mut upstream = None;
     for _ in 0..CONNECT_ATTEMPTS {
-        let endpoint = match cluster.pick(None, &tried) {
+        let endpoint = match cluster.pick(None, &tried, downstream.original_destination) {
             Ok(endpoint) => endpoint,
             Err(why) => {
                 flags |= ResponseFlags::NO_HEALTHY_UPSTREAM;
-                entry.reason = match why {
-                    NoEndpoint::Empty => {
-                        format!("no healthy upstream: cluster {cluster_name} has no endpoints")
-                    }
-                    NoEndpoint::AllEjected => {
-                        format!(
-                            "no healthy upstream: every endpoint of cluster {cluster_name} is ejected"
-                        )
-                    }
-                };
+                entry.reason = why.reason(cluster_name);
                 break;
             }
         };
@@ -95,6 +85,7 @@ pub(crate) async fn proxy<IO>(
             config.connect_timeout,
             config.pool.tcp_keepalive.as_ref(),
             tls.as_deref(),
+            shared.socket_setup(&config),
         )
         .await
         {

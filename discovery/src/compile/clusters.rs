@@ -186,6 +186,7 @@ impl Compiler<'_> {
             protocol,
             endpoints,
             original_destination,
+            upstream_bind: None,
             telemetry: vec![
                 ("destination_service".to_owned(), host.to_owned()),
                 (

@@ -14,8 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use strait_proxy::snapshot::{
-    Application, CertificateKeyPair, ClientAuth, FilterChain, Listener, Route, RouteTable,
-    ServerTls, TcpRoute, TlsVersion, Transport, VirtualHost,
+    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, Listener, Route,
+    RouteTable, ServerTls, TcpRoute, TlsVersion, Transport, VirtualHost,
 };
 
 use super::{Compiler, credentials};
@@ -172,6 +172,7 @@ impl<'a> Compiler<'a> {
                 listeners.push(Listener {
                     name: format!("{}_{}", address.ip(), address.port()),
                     address,
+                    original_destination: false,
                     filter_chains,
                 });
             }
@@ -298,6 +299,7 @@ impl<'a> Compiler<'a> {
                 vec![FilterChain {
                     name: "http".to_owned(),
                     server_names: Vec::new(),
+                    matches: ChainMatch::default(),
                     transport: Transport::Plaintext,
                     application: Application::Http { route_table: name },
                 }]
@@ -310,6 +312,7 @@ impl<'a> Compiler<'a> {
                 vec![FilterChain {
                     name: "tcp".to_owned(),
                     server_names: Vec::new(),
+                    matches: ChainMatch::default(),
                     transport: Transport::Plaintext,
                     application: Application::Tcp { routes },
                 }]
@@ -361,6 +364,7 @@ impl<'a> Compiler<'a> {
                 Some(FilterChain {
                     name,
                     server_names,
+                    matches: ChainMatch::default(),
                     transport: Transport::Passthrough,
                     application: Application::Tcp { routes },
                 })
@@ -372,6 +376,7 @@ impl<'a> Compiler<'a> {
                 Some(FilterChain {
                     name: name.clone(),
                     server_names,
+                    matches: ChainMatch::default(),
                     transport: Transport::Terminate(tls),
                     application: Application::Http { route_table: name },
                 })
@@ -382,6 +387,7 @@ impl<'a> Compiler<'a> {
                 Some(FilterChain {
                     name,
                     server_names,
+                    matches: ChainMatch::default(),
                     transport: Transport::Terminate(tls),
                     application: Application::Tcp { routes },
                 })

@@ -28,7 +28,7 @@ use super::tracked::Exchange;
 use super::upstream_body::UpstreamBody;
 use crate::runtime::{Active, Downstream, Shared};
 use crate::snapshot::{RetryOn, RetryPolicy, Rewrite, Route, StringMatcher, WeightedCluster};
-use crate::upstream::cluster::{ClusterState, NoEndpoint};
+use crate::upstream::cluster::ClusterState;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::{Lease, PoolError, PoolKey, Wire};
 
@@ -382,19 +382,10 @@ async fn forward_with_retries(
             _retry_guard = Some(guard);
             tokio::time::sleep(backoff(retry.backoff, attempt)).await;
         }
-        let endpoint = match cluster.pick(hash, &tried) {
+        let endpoint = match cluster.pick(hash, &tried, target.downstream.original_destination) {
             Ok(endpoint) => endpoint,
             Err(why) => {
-                let reason = match why {
-                    NoEndpoint::Empty => format!(
-                        "no healthy upstream: cluster {} has no endpoints",
-                        config.name
-                    ),
-                    NoEndpoint::AllEjected => format!(
-                        "no healthy upstream: every endpoint of cluster {} is ejected by outlier detection",
-                        config.name
-                    ),
-                };
+                let reason = why.reason(&config.name);
                 let flags = if attempt > 0 {
                     ResponseFlags::NO_HEALTHY_UPSTREAM
                         | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
@@ -426,6 +417,7 @@ async fn forward_with_retries(
             address,
             wire,
             tls: active.upstream_tls.get(&config.name).map(|t| t.1.clone()),
+            socket: shared.socket_setup(&config),
         });
         let tls = active.upstream_tls.get(&config.name).map(|t| t.0.as_ref());
         let outcome = try_once(
@@ -824,7 +816,7 @@ fn mirror(
             downstream.peer,
             downstream.local,
         );
-        let Ok(endpoint) = cluster.pick(hash.hash, &[]) else {
+        let Ok(endpoint) = cluster.pick(hash.hash, &[], downstream.original_destination) else {
             continue;
         };
         let config = cluster.config();
@@ -847,6 +839,7 @@ fn mirror(
             address: endpoint.endpoint().address,
             wire: Wire::Http1,
             tls: None,
+            socket: shared.socket_setup(&config),
         });
         tokio::spawn(async move {
             let _endpoint = endpoint;

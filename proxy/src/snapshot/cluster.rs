@@ -2,7 +2,7 @@
 //! when to stop sending to one.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,6 +20,9 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Forward to the request's original destination instead of `endpoints` (PASSTHROUGH).
     pub original_destination: bool,
+    /// The source address of connections to the endpoints (Envoy's `upstream_bind_config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_bind: Option<IpAddr>,
     /// Labels added to the metrics of requests to this cluster (`destination_service`, ...).
     pub telemetry: Vec<(String, String)>,
 }

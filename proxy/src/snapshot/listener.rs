@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 /// One address the proxy accepts connections on.
@@ -12,8 +13,15 @@ pub struct Listener {
     /// `0.0.0.0_8080`, as Envoy names listeners.
     pub name: String,
     pub address: SocketAddr,
-    /// Chosen by SNI: the first chain whose `server_names` match (exact before wildcard), else the
-    /// chain with no `server_names`.
+    /// Read each connection's original destination (`SO_ORIGINAL_DST`, set by iptables
+    /// REDIRECT) and select filter chains by it, as Envoy's `use_original_dst` does for the
+    /// sidecar's captured traffic. Without it the destination is the address accepted on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub original_destination: bool,
+    /// Chosen the way Envoy chooses: by destination port, then destination IP (longest
+    /// prefix), then SNI (exact before the longest wildcard), then transport protocol, then
+    /// the ALPN protocols the client offered. At each step, chains that name the criterion and
+    /// match beat chains that do not name it; chains that name it and do not match drop out.
     pub filter_chains: Vec<FilterChain>,
 }
 
@@ -23,8 +31,36 @@ pub struct FilterChain {
     pub name: String,
     /// SNI names (`example.com`, `*.example.com`); empty matches any connection.
     pub server_names: Vec<String>,
+    /// The other criteria of Envoy's `filter_chain_match`; the default matches everything.
+    #[serde(flatten)]
+    pub matches: ChainMatch,
     pub transport: Transport,
     pub application: Application,
+}
+
+/// Criteria of a filter chain besides SNI; an empty criterion matches any connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChainMatch {
+    /// The connection's (original) destination port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+    /// The connection's (original) destination IP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefix_ranges: Vec<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport_protocol: Option<TransportProtocol>,
+    /// Matches when the client's ClientHello offered any of these ALPN protocols (Istio's
+    /// `istio-peer-exchange`, `istio-h2`, ... tell its mTLS from an application's own TLS).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub application_protocols: Vec<String>,
+}
+
+/// Whether a connection opened with a TLS ClientHello, as Envoy's TLS inspector tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportProtocol {
+    Tls,
+    RawBuffer,
 }
 
 /// What happens to the bytes on the wire.

@@ -16,8 +16,8 @@ pub use cluster::{
     TcpKeepalive, UpstreamProtocol, UpstreamTls,
 };
 pub use listener::{
-    Application, CertificateKeyPair, ClientAuth, FilterChain, Listener, ServerTls, TcpRoute,
-    TlsVersion, Transport,
+    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, Listener, ServerTls,
+    TcpRoute, TlsVersion, Transport, TransportProtocol,
 };
 pub use matcher::{Pattern, StringMatcher};
 pub use route::{

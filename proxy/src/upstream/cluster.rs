@@ -86,6 +86,24 @@ pub(crate) enum NoEndpoint {
     Empty,
     /// Every endpoint is ejected.
     AllEjected,
+    /// The cluster forwards to the original destination (PASSTHROUGH) and the connection has
+    /// none: it was not captured.
+    NoOriginalDestination,
+}
+
+impl NoEndpoint {
+    /// Why, for the access log.
+    pub(crate) fn reason(self, cluster: &str) -> String {
+        match self {
+            NoEndpoint::Empty => format!("no healthy upstream: cluster {cluster} has no endpoints"),
+            NoEndpoint::AllEjected => format!(
+                "no healthy upstream: every endpoint of cluster {cluster} is ejected by outlier detection"
+            ),
+            NoEndpoint::NoOriginalDestination => format!(
+                "cluster {cluster} forwards to the original destination, and this connection was not redirected to the proxy"
+            ),
+        }
+    }
 }
 
 impl ClusterState {
@@ -191,12 +209,21 @@ impl ClusterState {
     }
 
     /// Chooses an endpoint, skipping `exclude` (the endpoints earlier tries went to) when
-    /// another is available.
+    /// another is available. A cluster that forwards to the original destination (Envoy's
+    /// ORIGINAL_DST, Istio's PassthroughCluster) answers with `original_destination`, outside
+    /// the balancer and outlier detection.
     pub(crate) fn pick(
         &self,
         hash: Option<u64>,
         exclude: &[SocketAddr],
+        original_destination: Option<SocketAddr>,
     ) -> Result<ActiveRequest, NoEndpoint> {
+        if self.config.load().original_destination {
+            let address = original_destination.ok_or(NoEndpoint::NoOriginalDestination)?;
+            let endpoint = Arc::new(EndpointState::new(address, 1));
+            endpoint.active.fetch_add(1, Ordering::Relaxed);
+            return Ok(ActiveRequest(endpoint));
+        }
         let members = self.members.load();
         if members.all.is_empty() {
             return Err(NoEndpoint::Empty);
@@ -386,6 +413,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             endpoints: vec![endpoint(1), endpoint(2)],
             original_destination: false,
+            upstream_bind: None,
             telemetry: Vec::new(),
         })
     }
@@ -437,6 +465,6 @@ mod tests {
         assert_eq!(ejected(&state), 1, "an update keeps the ejection");
         state.update(cluster(None));
         assert_eq!(ejected(&state), 0);
-        assert!(state.pick(None, &[]).is_ok());
+        assert!(state.pick(None, &[], None).is_ok());
     }
 }

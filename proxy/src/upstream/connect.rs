@@ -1,8 +1,9 @@
-//! Opening connections to endpoints: TCP with a connect timeout, keepalive and no Nagle, then
-//! TLS when the cluster originates it.
+//! Opening connections to endpoints: TCP with a connect timeout, keepalive and no Nagle, from
+//! the source address and with the socket mark the proxy is set up with, then TLS when the
+//! cluster originates it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::snapshot::TcpKeepalive;
@@ -25,6 +26,16 @@ pub(crate) enum ConnectError {
     Io(SocketAddr, io::Error),
     #[error("TLS handshake with {0}: {1}")]
     Tls(SocketAddr, io::Error),
+}
+
+/// How the proxy's sockets towards endpoints are set up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct SocketSetup {
+    /// The source address to bind (Envoy's `upstream_bind_config`): the sidecar reaches its
+    /// application from 127.0.0.6, so that capture rules do not send it back to the proxy.
+    pub(crate) source: Option<IpAddr>,
+    /// `SO_MARK`, by which capture rules tell the proxy's own traffic from the application's.
+    pub(crate) mark: Option<u32>,
 }
 
 /// TLS to originate towards an endpoint.
@@ -57,8 +68,9 @@ pub(crate) async fn connect(
     timeout: Duration,
     keepalive: Option<&TcpKeepalive>,
     tls: Option<&TlsOrigination>,
+    setup: SocketSetup,
 ) -> Result<UpstreamStream, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+    let stream = tokio::time::timeout(timeout, connect_tcp(address, setup))
         .await
         .map_err(|_| ConnectError::Timeout(address, timeout))?
         .map_err(|e| ConnectError::Io(address, e))?;
@@ -75,6 +87,27 @@ pub(crate) async fn connect(
         .map_err(|_| ConnectError::Timeout(address, timeout))?
         .map_err(|e| ConnectError::Tls(address, e))?;
     Ok(UpstreamStream::Tls(Box::new(stream)))
+}
+
+async fn connect_tcp(address: SocketAddr, setup: SocketSetup) -> io::Result<TcpStream> {
+    if setup == SocketSetup::default() {
+        return TcpStream::connect(address).await;
+    }
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(mark) = setup.mark {
+        socket2::SockRef::from(&socket)
+            .set_mark(mark)
+            .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {mark}: {e}")))?;
+    }
+    if let Some(source) = setup.source {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding source {source}: {e}")))?;
+    }
+    socket.connect(address).await
 }
 
 /// Istio's `tcpKeepalive` as the socket option (unset parts keep the OS defaults).

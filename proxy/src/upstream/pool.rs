@@ -21,7 +21,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
-use super::connect::{ConnectError, TlsOrigination, connect};
+use super::connect::{ConnectError, SocketSetup, TlsOrigination, connect};
 use crate::http::body::Body;
 use crate::snapshot::PoolLimits;
 
@@ -42,6 +42,7 @@ pub(crate) struct PoolKey {
     pub(crate) wire: Wire,
     /// The TLS settings' identity (SNI, CA, names, client certificate), if TLS is originated.
     pub(crate) tls: Option<String>,
+    pub(crate) socket: SocketSetup,
 }
 
 /// Every pool of the proxy.
@@ -462,7 +463,14 @@ impl Pool {
         };
         let _connecting = (self.key.wire == Wire::Http2).then(|| Connecting::new(self));
         let address = self.key.address;
-        let stream = connect(address, connect_timeout, limits.tcp_keepalive.as_ref(), tls).await?;
+        let stream = connect(
+            address,
+            connect_timeout,
+            limits.tcp_keepalive.as_ref(),
+            tls,
+            self.key.socket,
+        )
+        .await?;
         let wire = match stream.alpn() {
             Some(b"h2") => Wire::Http2,
             Some(_) => Wire::Http1,
