@@ -18,6 +18,7 @@ use strait_proxy::snapshot::{
     RouteTable, ServerTls, TcpRoute, TlsVersion, Transport, VirtualHost,
 };
 
+use super::routes::Client;
 use super::{Compiler, credentials};
 use crate::hosts;
 use crate::resources::common::Protocol;
@@ -433,7 +434,9 @@ impl<'a> Compiler<'a> {
                 let gateway_id = server.gateway as *const Object as usize;
                 let routes = compiled
                     .entry((index, gateway_id))
-                    .or_insert_with(|| self.http_routes(bound, server.gateway, server.number))
+                    .or_insert_with(|| {
+                        self.http_routes(bound, Client::Gateway(server.gateway), server.number)
+                    })
                     .clone();
                 for domain in domains {
                     let entry = hosts.entry(domain).or_insert_with(|| Building {
@@ -487,7 +490,11 @@ impl<'a> Compiler<'a> {
                     .domains(&bound.object.namespace, &bound.hosts)
                     .is_empty()
             {
-                routes.extend(self.tcp_routes(bound, server.gateway, server.number));
+                routes.extend(self.tcp_routes(
+                    bound,
+                    Client::Gateway(server.gateway),
+                    server.number,
+                ));
             }
         }
         routes
@@ -509,7 +516,8 @@ impl<'a> Compiler<'a> {
             {
                 continue;
             }
-            for mut route in self.tls_routes(bound, server.gateway, server.number) {
+            for mut route in self.tls_routes(bound, Client::Gateway(server.gateway), server.number)
+            {
                 route.server_names.retain(|sni| {
                     server
                         .hosts

@@ -16,13 +16,16 @@ pub mod credentials;
 mod listeners;
 mod registry;
 mod routes;
+mod sidecar;
+
+pub use sidecar::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strait_proxy::snapshot::{Cluster, Snapshot};
+use strait_proxy::snapshot::{Cluster, Listener, RouteTable, Snapshot};
 
 use crate::findings::{Finding, Level};
 use crate::resources::Object;
@@ -77,25 +80,9 @@ pub struct Compiled {
 /// left out); `version` is the snapshot's version.
 pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u64) -> Compiled {
     let objects: Vec<&Object> = objects.iter().collect();
-    let mut compiler = Compiler {
-        registry: Registry::new(&objects, &options.domain_suffix),
-        options,
-        clusters: BTreeMap::new(),
-        missing_clusters: BTreeMap::new(),
-        findings: Vec::new(),
-        at: None,
-    };
+    let mut compiler = Compiler::new(&objects, options);
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
-    Compiled {
-        snapshot: Snapshot {
-            version,
-            listeners,
-            route_tables,
-            clusters: compiler.clusters,
-            missing_clusters: compiler.missing_clusters,
-        },
-        findings: compiler.findings,
-    }
+    compiler.finish(version, listeners, route_tables)
 }
 
 /// The state of one compilation.
@@ -111,6 +98,36 @@ pub(crate) struct Compiler<'a> {
 }
 
 impl<'a> Compiler<'a> {
+    fn new(objects: &[&'a Object], options: &'a GatewayOptions) -> Compiler<'a> {
+        Compiler {
+            registry: Registry::new(objects, &options.domain_suffix),
+            options,
+            clusters: BTreeMap::new(),
+            missing_clusters: BTreeMap::new(),
+            findings: Vec::new(),
+            at: None,
+        }
+    }
+
+    /// The snapshot of what was compiled.
+    fn finish(
+        self,
+        version: u64,
+        listeners: Vec<Listener>,
+        route_tables: BTreeMap<String, Arc<RouteTable>>,
+    ) -> Compiled {
+        Compiled {
+            snapshot: Snapshot {
+                version,
+                listeners,
+                route_tables,
+                clusters: self.clusters,
+                missing_clusters: self.missing_clusters,
+            },
+            findings: self.findings,
+        }
+    }
+
     /// Findings from here on name `object` and `path`.
     fn at(&mut self, object: &'a Object, path: FieldPath) {
         self.at = Some((object, path));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::hosts;
 use crate::resources::common::Port;
 use crate::resources::destination_rule::{DestinationRule, Subset};
-use crate::resources::mesh_config::MeshConfig;
+use crate::resources::mesh_config::{MeshConfig, OutboundTrafficPolicyMode};
 use crate::resources::service_entry::{Resolution, ServiceEntry, WorkloadEntry};
 use crate::resources::virtual_service::HttpRetry;
 use crate::resources::{Object, Spec};
@@ -46,6 +46,9 @@ pub(crate) struct EndpointInfo {
 pub(crate) struct MeshDefaults {
     pub(crate) root_namespace: String,
     pub(crate) connect_timeout: Duration,
+    /// `outboundTrafficPolicy`: ALLOW_ANY (Istio's default) lets sidecars reach destinations
+    /// outside the registry; REGISTRY_ONLY does not.
+    pub(crate) allow_any: bool,
     /// The retry policy of routes that set none (Istio's, unless MeshConfig replaces it); no
     /// `retryOn` means Istio's default conditions.
     pub(crate) retry: HttpRetry,
@@ -69,6 +72,10 @@ impl MeshDefaults {
             retry: mesh
                 .and_then(|m| m.default_http_retry_policy.clone())
                 .unwrap_or(default_retry),
+            allow_any: mesh
+                .and_then(|m| m.outbound_traffic_policy.as_ref())
+                .and_then(|p| p.mode)
+                != Some(OutboundTrafficPolicyMode::RegistryOnly),
         }
     }
 }
@@ -114,6 +121,11 @@ impl<'a> Registry<'a> {
             }
         }
         registry
+    }
+
+    /// Every service by its qualified host, in configuration order.
+    pub(crate) fn services(&self) -> Vec<(String, Service<'a>)> {
+        self.services.clone()
     }
 
     pub(crate) fn qualify(&self, host: &str, namespace: &str) -> String {

@@ -20,6 +20,7 @@ use super::Compiler;
 use super::listeners::{Bound, names_gateway};
 use crate::resources::Object;
 use crate::resources::common::{HeaderOperations, Percent, StringMatch};
+use crate::resources::virtual_service::MESH_GATEWAY;
 use crate::resources::virtual_service::{
     Destination, HttpMatchRequest, HttpRetry, HttpRoute, RedirectPortSelection, RouteDestination,
     UnmatchedPreflights,
@@ -54,12 +55,31 @@ const GRPC_STATUSES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// Who sends the traffic routes are compiled for.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Client<'a> {
+    /// A server of this Gateway (an ingress or egress gateway).
+    Gateway(&'a Object),
+    /// The mesh: a sidecar's outbound traffic (`gateways: [mesh]`, or none).
+    Mesh,
+}
+
+impl Client<'_> {
+    /// Whether `gateways`, written in `namespace`, name this client.
+    pub(super) fn named_by(self, namespace: &str, gateways: &[String]) -> bool {
+        gateways.iter().any(|reference| match self {
+            Client::Gateway(gateway) => names_gateway(namespace, reference, gateway),
+            Client::Mesh => reference == MESH_GATEWAY,
+        })
+    }
+}
+
 impl<'a> Compiler<'a> {
     /// The HTTP routes of `bound` as `gateway` serves them on server port `port`.
     pub(super) fn http_routes(
         &mut self,
         bound: &Bound<'a>,
-        gateway: &Object,
+        client: Client<'_>,
         port: u32,
     ) -> Vec<Route> {
         let http = FieldPath::ROOT.field("spec").field("http");
@@ -75,7 +95,7 @@ impl<'a> Compiler<'a> {
                     block.port,
                     &block.source_labels,
                     &block.source_namespace,
-                    gateway,
+                    client,
                     port,
                 ) {
                     continue;
@@ -127,7 +147,7 @@ impl<'a> Compiler<'a> {
     pub(super) fn tcp_routes(
         &mut self,
         bound: &Bound<'a>,
-        gateway: &Object,
+        client: Client<'_>,
         port: u32,
     ) -> Vec<TcpRoute> {
         let mut routes = Vec::new();
@@ -142,7 +162,7 @@ impl<'a> Compiler<'a> {
                         m.port,
                         &m.source_labels,
                         &m.source_namespace,
-                        gateway,
+                        client,
                         port,
                     )
                 });
@@ -172,7 +192,7 @@ impl<'a> Compiler<'a> {
     pub(super) fn tls_routes(
         &mut self,
         bound: &Bound<'a>,
-        gateway: &Object,
+        client: Client<'_>,
         port: u32,
     ) -> Vec<TcpRoute> {
         let mut routes = Vec::new();
@@ -187,7 +207,7 @@ impl<'a> Compiler<'a> {
                     m.port,
                     &m.source_labels,
                     &m.source_namespace,
-                    gateway,
+                    client,
                     port,
                 ) {
                     server_names
@@ -210,8 +230,8 @@ impl<'a> Compiler<'a> {
         routes
     }
 
-    /// Whether a match block applies at `gateway` on server port `port`. Source labels and
-    /// namespace select the client workload, which at a gateway is the gateway itself.
+    /// Whether a match block applies to `client` on port `port`. Source labels and namespace
+    /// select the client workload: the gateway itself, or the sidecar's workload.
     #[allow(clippy::too_many_arguments)]
     fn applies(
         &self,
@@ -220,13 +240,11 @@ impl<'a> Compiler<'a> {
         match_port: Option<u32>,
         source_labels: &std::collections::BTreeMap<String, String>,
         source_namespace: &Option<String>,
-        gateway: &Object,
+        client: Client<'_>,
         port: u32,
     ) -> bool {
-        (gateways.is_empty()
-            || gateways
-                .iter()
-                .any(|g| names_gateway(&vs.namespace, g, gateway)))
+        // Blocks without `gateways` take the VirtualService's, which already bound it.
+        (gateways.is_empty() || client.named_by(&vs.namespace, gateways))
             && match_port.is_none_or(|p| p == port)
             && source_labels
                 .iter()
@@ -469,7 +487,7 @@ impl<'a> Compiler<'a> {
 
     /// The route's retry policy: its own, Istio's default (or MeshConfig's) when it sets none,
     /// none when `attempts` is 0.
-    fn retry_policy(&mut self, retries: Option<&HttpRetry>) -> Option<RetryPolicy> {
+    pub(super) fn retry_policy(&mut self, retries: Option<&HttpRetry>) -> Option<RetryPolicy> {
         let default = self.registry.mesh.retry.clone();
         let retry = retries.unwrap_or(&default);
         let attempts = retry.attempts.or(default.attempts).unwrap_or(2);

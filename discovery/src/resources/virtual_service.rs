@@ -16,11 +16,14 @@ pub struct VirtualService {
     pub export_to: Vec<String>,
 }
 
+/// The reserved gateway name for the sidecars of the mesh.
+pub const MESH_GATEWAY: &str = "mesh";
+
 /// The `(namespace, name)` of a Gateway a VirtualService in `namespace` names: `ns/name`,
 /// `name` (in the VirtualService's namespace), or the legacy `name.namespace[.svc...]`.
 /// `None` for `mesh`.
 pub fn gateway_ref(namespace: &str, reference: &str) -> Option<(String, String)> {
-    if reference == "mesh" {
+    if reference == MESH_GATEWAY {
         return None;
     }
     Some(match reference.split_once('/') {

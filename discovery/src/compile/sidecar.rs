@@ -1,0 +1,728 @@
+//! A sidecar's outbound side, as Istio builds it: one listener on the capture port that reads
+//! each connection's original destination and chooses a filter chain by it.
+//!
+//! - HTTP ports (by `protocol`, or the port name's prefix): one chain per port, routed by the
+//!   `Host` header through the route table named after the port (`9080`), which holds a
+//!   virtual host per service on that port (`reviews.default.svc.cluster.local:9080`, with its
+//!   short names). The VirtualServices bound to the mesh (`gateways` omitted, or naming `mesh`)
+//!   give a host its routes; a host without one goes to its default cluster.
+//! - TLS ports: one chain per port, forwarded by SNI to the service that declares the name.
+//! - TCP ports: one chain per service and port, chosen by the service's addresses (its
+//!   `addresses`, else its endpoints' IPs), forwarded by the `tcp` routes of its VirtualService
+//!   or to its default cluster.
+//! - Anything else goes to `PassthroughCluster` (the original destination) under MeshConfig's
+//!   `outboundTrafficPolicy: ALLOW_ANY`, Istio's default, or nowhere under `REGISTRY_ONLY`
+//!   (`BlackHoleCluster`: the connection is closed, an HTTP request gets 502).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use strait_proxy::snapshot::{
+    Application, ChainMatch, Cluster, FilterChain, HeaderOps, LbPolicy, Listener, PoolLimits,
+    Route, RouteAction, RouteTable, TcpRoute, Transport, UpstreamProtocol, UpstreamTls,
+    VirtualHost, WeightedCluster,
+};
+
+use super::listeners::creation_order;
+use super::registry::Service;
+use super::routes::Client;
+use super::{Compiled, Compiler, GatewayOptions};
+use crate::hosts;
+use crate::resources::common::{Port, Protocol};
+use crate::resources::{Object, Spec};
+use crate::yaml::FieldPath;
+
+use super::listeners::Bound;
+
+/// Istio's cluster for traffic to destinations outside the registry (ALLOW_ANY).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// Istio's cluster for traffic that must go nowhere (REGISTRY_ONLY).
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// What a sidecar is: the workload it fronts, and where it captures.
+#[derive(Clone, Debug)]
+pub struct SidecarOptions {
+    /// The workload's namespace: its VirtualService `sourceNamespace` and DestinationRule
+    /// lookups.
+    pub namespace: String,
+    /// The workload's labels: VirtualService `sourceLabels` select on them.
+    pub labels: BTreeMap<String, String>,
+    /// Short host names resolve under it.
+    pub domain_suffix: String,
+    /// The outbound capture listener (15001).
+    pub outbound: SocketAddr,
+}
+
+/// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
+pub fn compile_sidecar(objects: &[Object], options: &SidecarOptions, version: u64) -> Compiled {
+    let objects: Vec<&Object> = objects.iter().collect();
+    let as_client = GatewayOptions {
+        labels: options.labels.clone(),
+        namespace: options.namespace.clone(),
+        domain_suffix: options.domain_suffix.clone(),
+        ..GatewayOptions::default()
+    };
+    let mut compiler = Compiler::new(&objects, &as_client);
+    let (listener, route_tables) = compiler.outbound_listener(&objects, options.outbound);
+    compiler.finish(version, vec![listener], route_tables)
+}
+
+/// How a service port is proxied.
+fn port_protocol(port: &Port) -> Protocol {
+    let declared = port.protocol.as_deref().and_then(Protocol::parse);
+    let by_name = || {
+        let name = port.name.as_deref()?;
+        let prefix = name.split_once('-').map_or(name, |(p, _)| p);
+        Protocol::parse(prefix)
+    };
+    declared.or_else(by_name).unwrap_or(Protocol::Tcp)
+}
+
+impl<'a> Compiler<'a> {
+    /// The virtual outbound listener and its route tables.
+    fn outbound_listener(
+        &mut self,
+        objects: &[&'a Object],
+        address: SocketAddr,
+    ) -> (Listener, BTreeMap<String, Arc<RouteTable>>) {
+        let mut bound: Vec<Bound<'a>> = objects
+            .iter()
+            .filter_map(|o| match &o.spec {
+                Spec::VirtualService(vs)
+                    if vs.gateways.is_empty()
+                        || Client::Mesh.named_by(&o.namespace, &vs.gateways) =>
+                {
+                    Some(Bound {
+                        object: o,
+                        spec: vs,
+                        hosts: vs
+                            .hosts
+                            .iter()
+                            .map(|h| self.registry.qualify(h, &o.namespace))
+                            .collect(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        bound.sort_by(|a, b| creation_order(a.object).cmp(&creation_order(b.object)));
+
+        let mut http_ports: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
+        let mut tls_ports: BTreeMap<u32, Vec<TcpRoute>> = BTreeMap::new();
+        let mut chains = Vec::new();
+        for (host, service) in self.registry.services() {
+            for port in &service.entry.ports {
+                let Some(number) = port.number else { continue };
+                let protocol = port_protocol(port);
+                if protocol.is_http() {
+                    let virtual_host = self.mesh_virtual_host(&host, service, number, &bound);
+                    http_ports.entry(number).or_default().push(virtual_host);
+                } else if protocol.is_tls() {
+                    if let Some(cluster) =
+                        self.cluster(&host, Some(number), None, &self.options.namespace.clone())
+                    {
+                        tls_ports.entry(number).or_default().push(TcpRoute {
+                            name: format!("{host}:{number}"),
+                            server_names: vec![host.clone()],
+                            clusters: vec![(cluster, 100)],
+                        });
+                    }
+                } else if let Some(chain) = self.tcp_chain(&host, service, number, &bound) {
+                    chains.push(chain);
+                }
+            }
+        }
+        let mut tables = BTreeMap::new();
+        for (number, mut virtual_hosts) in http_ports {
+            let name = number.to_string();
+            virtual_hosts.push(self.fallback_virtual_host());
+            chains.push(FilterChain {
+                name: format!("0.0.0.0_{number}"),
+                server_names: Vec::new(),
+                matches: ChainMatch {
+                    destination_port: u16::try_from(number).ok(),
+                    ..ChainMatch::default()
+                },
+                transport: Transport::Plaintext,
+                application: Application::Http {
+                    route_table: name.clone(),
+                },
+            });
+            tables.insert(
+                name.clone(),
+                Arc::new(RouteTable {
+                    name,
+                    virtual_hosts,
+                }),
+            );
+        }
+        for (number, mut routes) in tls_ports {
+            routes.push(self.fallback_tcp_route());
+            chains.push(FilterChain {
+                name: format!("0.0.0.0_{number}_tls"),
+                server_names: Vec::new(),
+                matches: ChainMatch {
+                    destination_port: u16::try_from(number).ok(),
+                    ..ChainMatch::default()
+                },
+                transport: Transport::Passthrough,
+                application: Application::Tcp { routes },
+            });
+        }
+        chains.push(FilterChain {
+            name: "PassthroughFilterChain".to_owned(),
+            server_names: Vec::new(),
+            matches: ChainMatch::default(),
+            transport: Transport::Plaintext,
+            application: Application::Tcp {
+                routes: vec![self.fallback_tcp_route()],
+            },
+        });
+        self.at = None;
+        let listener = Listener {
+            name: "virtualOutbound".to_owned(),
+            address,
+            original_destination: true,
+            filter_chains: chains,
+        };
+        (listener, tables)
+    }
+
+    /// The virtual host of `host` on HTTP port `number`: the routes of the mesh's
+    /// VirtualServices for the host, else one route to its default cluster.
+    fn mesh_virtual_host(
+        &mut self,
+        host: &str,
+        service: Service<'a>,
+        number: u32,
+        bound: &[Bound<'a>],
+    ) -> VirtualHost {
+        let mut routes = Vec::new();
+        for vs in bound
+            .iter()
+            .filter(|b| b.hosts.iter().any(|h| hosts::within(host, h)))
+        {
+            let mut compiled = self.http_routes(vs, Client::Mesh, number);
+            let merging = !routes.is_empty();
+            routes.append(&mut compiled);
+            if merging {
+                routes.sort_by_key(|r: &Route| r.matches.is_empty());
+            }
+        }
+        if routes.is_empty() {
+            let namespace = self.options.namespace.clone();
+            if let Some(cluster) = self.cluster(host, Some(number), None, &namespace) {
+                routes.push(Route {
+                    name: "default".to_owned(),
+                    matches: Vec::new(),
+                    action: RouteAction::Forward {
+                        clusters: vec![WeightedCluster {
+                            cluster,
+                            weight: 100,
+                            request_headers: HeaderOps::default(),
+                            response_headers: HeaderOps::default(),
+                        }],
+                        rewrite: None,
+                    },
+                    timeout: None,
+                    retry: self.retry_policy(None),
+                    fault: None,
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                    mirrors: Vec::new(),
+                    cors: None,
+                });
+            }
+        }
+        VirtualHost {
+            name: format!("{host}:{number}"),
+            domains: domains(
+                host,
+                number,
+                service,
+                &self.options.namespace,
+                self.registry.domain_suffix,
+            ),
+            routes,
+            require_tls: false,
+        }
+    }
+
+    /// A TCP port's chain: by the service's addresses, to its VirtualService's `tcp` routes or
+    /// its default cluster.
+    fn tcp_chain(
+        &mut self,
+        host: &str,
+        service: Service<'a>,
+        number: u32,
+        bound: &[Bound<'a>],
+    ) -> Option<FilterChain> {
+        self.at(service.object, FieldPath::ROOT.field("spec").field("ports"));
+        let mut routes = Vec::new();
+        for vs in bound
+            .iter()
+            .filter(|b| b.hosts.iter().any(|h| hosts::within(host, h)))
+        {
+            routes.extend(self.tcp_routes(vs, Client::Mesh, number));
+        }
+        if routes.is_empty() {
+            let namespace = self.options.namespace.clone();
+            let cluster = self.cluster(host, Some(number), None, &namespace)?;
+            routes.push(TcpRoute {
+                name: format!("{host}:{number}"),
+                server_names: Vec::new(),
+                clusters: vec![(cluster, 100)],
+            });
+        }
+        let prefix_ranges = self.service_addresses(service, number);
+        if prefix_ranges.is_empty() {
+            self.problem(format!(
+                "{host}:{number} is TCP and has no addresses nor endpoint IPs: a captured connection cannot be told to be for it"
+            ));
+            return None;
+        }
+        Some(FilterChain {
+            name: format!("{host}:{number}"),
+            server_names: Vec::new(),
+            matches: ChainMatch {
+                destination_port: u16::try_from(number).ok(),
+                prefix_ranges,
+                ..ChainMatch::default()
+            },
+            transport: Transport::Plaintext,
+            application: Application::Tcp { routes },
+        })
+    }
+
+    /// The IPs a connection to the service is made to: its `addresses` (VIPs or CIDRs), else
+    /// the IPs of its endpoints on `number`.
+    fn service_addresses(&mut self, service: Service<'a>, number: u32) -> Vec<IpNet> {
+        let declared: Vec<IpNet> = service
+            .entry
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| {
+                a.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| a.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect();
+        if !declared.is_empty() {
+            return declared;
+        }
+        let Some(port) = service.port(Some(number)).cloned() else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        let mut ips: Vec<IpNet> = self
+            .registry
+            .endpoints(service, &port, None, &mut problems)
+            .into_iter()
+            .map(|e| IpNet::from(e.address.ip()))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
+    /// Where requests for hosts outside the registry go.
+    fn fallback_virtual_host(&mut self) -> VirtualHost {
+        let action = if self.registry.mesh.allow_any {
+            self.passthrough_cluster();
+            RouteAction::Forward {
+                clusters: vec![WeightedCluster {
+                    cluster: PASSTHROUGH_CLUSTER.to_owned(),
+                    weight: 100,
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                }],
+                rewrite: None,
+            }
+        } else {
+            self.blackhole_cluster();
+            RouteAction::Forward {
+                clusters: vec![WeightedCluster {
+                    cluster: BLACKHOLE_CLUSTER.to_owned(),
+                    weight: 100,
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                }],
+                rewrite: None,
+            }
+        };
+        let name = if self.registry.mesh.allow_any {
+            "allow_any"
+        } else {
+            "block_all"
+        };
+        VirtualHost {
+            name: name.to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![Route {
+                name: name.to_owned(),
+                matches: Vec::new(),
+                action,
+                timeout: None,
+                retry: None,
+                fault: None,
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+                mirrors: Vec::new(),
+                cors: None,
+            }],
+            require_tls: false,
+        }
+    }
+
+    /// The TCP route for connections to destinations outside the registry.
+    fn fallback_tcp_route(&mut self) -> TcpRoute {
+        let cluster = if self.registry.mesh.allow_any {
+            self.passthrough_cluster();
+            PASSTHROUGH_CLUSTER
+        } else {
+            self.blackhole_cluster();
+            BLACKHOLE_CLUSTER
+        };
+        TcpRoute {
+            name: cluster.to_owned(),
+            server_names: Vec::new(),
+            clusters: vec![(cluster.to_owned(), 100)],
+        }
+    }
+
+    fn passthrough_cluster(&mut self) {
+        let timeout = self.registry.mesh.connect_timeout;
+        self.clusters
+            .entry(PASSTHROUGH_CLUSTER.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Cluster {
+                    name: PASSTHROUGH_CLUSTER.to_owned(),
+                    lb: LbPolicy::LeastRequest,
+                    connect_timeout: timeout,
+                    pool: PoolLimits::default(),
+                    outlier: None,
+                    tls: UpstreamTls::Disabled,
+                    protocol: UpstreamProtocol::Downstream,
+                    endpoints: Vec::new(),
+                    original_destination: true,
+                    upstream_bind: None,
+                    telemetry: vec![(
+                        "destination_service".to_owned(),
+                        PASSTHROUGH_CLUSTER.to_owned(),
+                    )],
+                })
+            });
+    }
+
+    fn blackhole_cluster(&mut self) {
+        self.missing_clusters.insert(
+            BLACKHOLE_CLUSTER.to_owned(),
+            "outboundTrafficPolicy is REGISTRY_ONLY and no service in the registry has this destination".to_owned(),
+        );
+    }
+}
+
+/// The names a client may call `host` by on `port`: the host, with the port, and for a
+/// Kubernetes-style name in the client's namespace its short forms (`reviews`,
+/// `reviews.default`, `reviews.default.svc`), each with and without the port; and the
+/// service's addresses.
+fn domains(
+    host: &str,
+    port: u32,
+    service: Service<'_>,
+    namespace: &str,
+    suffix: &str,
+) -> Vec<String> {
+    let mut names = vec![host.to_owned()];
+    let cluster_suffix = format!(".svc.{suffix}");
+    if let Some(short) = host.strip_suffix(&cluster_suffix) {
+        // `name.namespace`
+        names.push(format!("{short}.svc"));
+        names.push(short.to_owned());
+        if let Some((name, ns)) = short.split_once('.')
+            && ns == namespace
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.extend(
+        service
+            .entry
+            .addresses
+            .iter()
+            .flatten()
+            .filter(|a| a.parse::<IpAddr>().is_ok())
+            .cloned(),
+    );
+    let with_port: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    names.extend(with_port);
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{LoadOptions, Loaded, load_text};
+
+    const BOOKINFO: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http}]
+  resolution: STATIC
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http-web}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.3}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: postgres}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.4}, {address: 10.0.0.5}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cache, namespace: default}
+spec:
+  hosts: [cache.default.svc.cluster.local]
+  addresses: [240.0.0.7]
+  ports: [{number: 6379, name: redis-port, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.6}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-at-the-gateway, namespace: default}
+spec:
+  hosts: [reviews]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+"#;
+
+    fn compile(yaml: &str) -> Compiled {
+        compile_with_mesh(yaml, "")
+    }
+
+    fn compile_with_mesh(yaml: &str, mesh: &str) -> Compiled {
+        let mut loaded = Loaded::default();
+        load_text(
+            &Arc::from("test.yaml"),
+            yaml,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+        if !mesh.is_empty() {
+            load_text(
+                &Arc::from("mesh.yaml"),
+                mesh,
+                &LoadOptions::default(),
+                &mut loaded,
+            );
+        }
+        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let options = SidecarOptions {
+            namespace: "default".to_owned(),
+            labels: BTreeMap::from([("app".to_owned(), "productpage".to_owned())]),
+            domain_suffix: "cluster.local".to_owned(),
+            outbound: SocketAddr::from(([0, 0, 0, 0], 15001)),
+        };
+        compile_sidecar(&loaded.objects, &options, 1)
+    }
+
+    fn chain<'s>(listener: &'s Listener, name: &str) -> &'s FilterChain {
+        listener
+            .filter_chains
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = listener
+                    .filter_chains
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                panic!("no chain {name}: {names:?}")
+            })
+    }
+
+    fn clusters_of(route: &Route) -> Vec<&str> {
+        match &route.action {
+            RouteAction::Forward { clusters, .. } => {
+                clusters.iter().map(|c| c.cluster.as_str()).collect()
+            }
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_ports_share_one_chain_and_route_by_host_with_the_mesh_virtual_services() {
+        let compiled = compile(BOOKINFO);
+        let snapshot = &compiled.snapshot;
+        let listener = &snapshot.listeners[0];
+        assert!(listener.original_destination);
+        assert_eq!(listener.address.port(), 15001);
+        let http = chain(listener, "0.0.0.0_9080");
+        assert_eq!(http.matches.destination_port, Some(9080));
+        assert!(http.matches.prefix_ranges.is_empty());
+        let table = &snapshot.route_tables["9080"];
+        let reviews = table
+            .virtual_hosts
+            .iter()
+            .find(|h| h.name == "reviews.default.svc.cluster.local:9080")
+            .unwrap();
+        for name in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc.cluster.local:9080",
+        ] {
+            assert!(
+                reviews.domains.iter().any(|d| d == name),
+                "{name} in {:?}",
+                reviews.domains
+            );
+        }
+        // The mesh VirtualService, not the one bound only to a gateway.
+        assert_eq!(reviews.routes.len(), 2);
+        assert_eq!(
+            clusters_of(&reviews.routes[0]),
+            ["outbound|9080|v2|reviews.default.svc.cluster.local"]
+        );
+        assert_eq!(
+            clusters_of(&reviews.routes[1]),
+            ["outbound|9080|v1|reviews.default.svc.cluster.local"]
+        );
+        // A host without a VirtualService goes to its default cluster; the port name's prefix
+        // (`http-web`) makes it HTTP.
+        let ratings = table
+            .virtual_hosts
+            .iter()
+            .find(|h| h.name == "ratings.default.svc.cluster.local:9080")
+            .unwrap();
+        assert_eq!(
+            clusters_of(&ratings.routes[0]),
+            ["outbound|9080||ratings.default.svc.cluster.local"]
+        );
+        assert!(
+            ratings.routes[0].retry.is_some(),
+            "Istio's default retry policy applies"
+        );
+        // Hosts outside the registry pass through (ALLOW_ANY by default).
+        let last = table.virtual_hosts.last().unwrap();
+        assert_eq!(last.domains, ["*"]);
+        assert_eq!(clusters_of(&last.routes[0]), [PASSTHROUGH_CLUSTER]);
+        assert!(snapshot.clusters[PASSTHROUGH_CLUSTER].original_destination);
+    }
+
+    #[test]
+    fn tcp_ports_are_chosen_by_the_service_addresses_else_its_endpoint_ips() {
+        let compiled = compile(BOOKINFO);
+        let listener = &compiled.snapshot.listeners[0];
+        // No protocol and an unknown name prefix: TCP.
+        let db = chain(listener, "db.default.svc.cluster.local:5432");
+        assert_eq!(db.matches.destination_port, Some(5432));
+        let ips: Vec<String> = db
+            .matches
+            .prefix_ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["10.0.0.4/32", "10.0.0.5/32"]);
+        let cache = chain(listener, "cache.default.svc.cluster.local:6379");
+        let vips: Vec<String> = cache
+            .matches
+            .prefix_ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(vips, ["240.0.0.7/32"]);
+        let Application::Tcp { routes } = &cache.application else {
+            panic!()
+        };
+        assert_eq!(
+            routes[0].clusters,
+            [(
+                "outbound|6379||cache.default.svc.cluster.local".to_owned(),
+                100
+            )]
+        );
+    }
+
+    #[test]
+    fn tls_ports_route_by_sni_and_everything_else_passes_through() {
+        let compiled = compile(BOOKINFO);
+        let listener = &compiled.snapshot.listeners[0];
+        let tls = chain(listener, "0.0.0.0_443_tls");
+        assert_eq!(tls.transport, Transport::Passthrough);
+        let Application::Tcp { routes } = &tls.application else {
+            panic!()
+        };
+        assert_eq!(routes[0].server_names, ["api.example.com"]);
+        assert_eq!(routes[0].clusters[0].0, "outbound|443||api.example.com");
+        assert_eq!(routes.last().unwrap().clusters[0].0, PASSTHROUGH_CLUSTER);
+        let last = listener.filter_chains.last().unwrap();
+        assert_eq!(last.name, "PassthroughFilterChain");
+        assert_eq!(last.matches, ChainMatch::default());
+    }
+
+    #[test]
+    fn registry_only_sends_unknown_destinations_to_the_blackhole() {
+        let compiled =
+            compile_with_mesh(BOOKINFO, "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");
+        let snapshot = &compiled.snapshot;
+        let last = snapshot.route_tables["9080"].virtual_hosts.last().unwrap();
+        assert_eq!(clusters_of(&last.routes[0]), [BLACKHOLE_CLUSTER]);
+        assert!(!snapshot.clusters.contains_key(PASSTHROUGH_CLUSTER));
+        assert!(
+            snapshot
+                .missing_cluster_reason(BLACKHOLE_CLUSTER)
+                .contains("REGISTRY_ONLY")
+        );
+    }
+}
