@@ -5,7 +5,8 @@
 //! (`routes`), and every destination a route names becomes a cluster (`clusters`) whose
 //! endpoints and policy come from the registry (`registry`): ServiceEntry, WorkloadEntry,
 //! DestinationRule and MeshConfig. Certificates named by `credentialName` come from the
-//! credential store (`credentials`).
+//! credential store (`credentials`). The AuthorizationPolicies and PeerAuthentications that
+//! select the gateway become its `Policies` (`policies`).
 //!
 //! Compilation never fails as a whole: what cannot be served (a destination no ServiceEntry
 //! declares, a certificate that does not load) is left out and described by a warning naming
@@ -14,6 +15,7 @@
 mod clusters;
 pub mod credentials;
 mod listeners;
+pub mod policies;
 mod registry;
 mod routes;
 
@@ -86,6 +88,11 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
         at: None,
     };
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
+    let workload = policies::Workload {
+        namespace: &options.namespace,
+        labels: &options.labels,
+    };
+    let policies = policies::compile(&objects, workload, &mut compiler.findings);
     Compiled {
         snapshot: Snapshot {
             version,
@@ -93,6 +100,7 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
             route_tables,
             clusters: compiler.clusters,
             missing_clusters: compiler.missing_clusters,
+            policies: Arc::new(policies),
         },
         findings: compiler.findings,
     }
