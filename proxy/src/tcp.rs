@@ -1,4 +1,5 @@
-//! Proxying opaque bytes: TCP routes and TLS passthrough. The route is chosen by SNI (for
+//! Proxying opaque bytes: TCP routes and TLS passthrough. A connection the workload's
+//! authorization policies refuse is closed at once. The route is chosen by SNI (for
 //! passthrough) or is the only one; its cluster's balancer picks an endpoint, other endpoints
 //! are tried when connecting fails, and the bytes are copied both ways until either side
 //! closes. Each connection ends in an access log line and the `istio_tcp_*` metrics.
@@ -8,9 +9,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::authz::{self, Attributes, Protocol};
 use crate::http::flags::ResponseFlags;
 use crate::runtime::{Downstream, Shared};
-use crate::snapshot::TcpRoute;
+use crate::snapshot::{Policies, TcpRoute};
 use crate::telemetry::access_log::AccessLogEntry;
 use crate::upstream::cluster::NoEndpoint;
 use crate::upstream::connect::connect;
@@ -39,6 +41,14 @@ pub(crate) async fn proxy<IO>(
     };
     let active = shared.active();
     let mut flags = ResponseFlags::NONE;
+    if let Some(reason) = denied(&active.snapshot.policies, downstream) {
+        // L4 authorization: the connection is closed before any byte goes upstream.
+        flags |= ResponseFlags::UNAUTHORIZED;
+        entry.reason = reason;
+        drop(active);
+        let _ = io.shutdown().await;
+        return finish(entry, flags, started, shared, 0, 0);
+    }
     let route = routes
         .iter()
         .find(|r| sni_matches(&r.server_names, downstream.sni.as_deref()));
@@ -130,6 +140,19 @@ pub(crate) async fn proxy<IO>(
     };
     shared.telemetry.metrics.tcp_closed(&base, sent, received);
     finish(entry, flags, started, shared, received, sent);
+}
+
+/// Why the workload's authorization policies refuse the connection, if they do.
+fn denied(policies: &Policies, downstream: &Downstream) -> Option<String> {
+    if !policies.has_authorization() {
+        return None;
+    }
+    let attributes = Attributes {
+        sni: downstream.sni.as_deref(),
+        ..Attributes::connection(Protocol::Tcp, downstream.peer.ip(), downstream.local)
+    };
+    let decision = authz::evaluate(policies, &attributes);
+    (!decision.allowed).then_some(decision.reason)
 }
 
 fn finish(
