@@ -52,7 +52,7 @@ impl Req {
         self
     }
 
-    fn from_ip(mut self, source: &str, remote: &str) -> Req {
+    fn with_ips(mut self, source: &str, remote: &str) -> Req {
         self.source = source.parse().unwrap();
         self.remote = remote.parse().unwrap();
         self
@@ -311,19 +311,19 @@ fn rule_structure_ands_sections_and_ors_clauses() {
         (
             "either source",
             allow(vec![two_sources.clone()]),
-            Req::http("GET", "/").from_ip("198.51.100.4", "198.51.100.4"),
+            Req::http("GET", "/").with_ips("198.51.100.4", "198.51.100.4"),
             true,
         ),
         (
             "a source matches but the operation does not",
             allow(vec![two_sources.clone()]),
-            Req::http("POST", "/").from_ip("198.51.100.4", "198.51.100.4"),
+            Req::http("POST", "/").with_ips("198.51.100.4", "198.51.100.4"),
             false,
         ),
         (
             "no source matches",
             allow(vec![two_sources]),
-            Req::http("GET", "/").from_ip("203.0.113.1", "203.0.113.1"),
+            Req::http("GET", "/").with_ips("203.0.113.1", "203.0.113.1"),
             false,
         ),
         (
@@ -662,7 +662,7 @@ fn identities_principals_namespaces_and_service_accounts() {
 #[test]
 fn ip_blocks_are_the_peer_and_remote_ip_blocks_the_original_client() {
     // The peer is a load balancer; the client is behind it.
-    let req = || Req::http("GET", "/").from_ip("10.0.0.5", "203.0.113.7");
+    let req = || Req::http("GET", "/").with_ips("10.0.0.5", "203.0.113.7");
     let by =
         |attribute: Attribute, block: &str| allow(vec![from(vec![field(attribute, &[block])])]);
     table(vec![

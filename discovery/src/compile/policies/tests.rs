@@ -340,7 +340,7 @@ fn peer_authentication_narrowest_wins_and_unset_inherits() {
         "nothing: PERMISSIVE"
     );
     assert_eq!(
-        peer_for(&[mesh.clone()], "shop", web).mode,
+        peer_for(std::slice::from_ref(&mesh), "shop", web).mode,
         MtlsMode::Strict
     );
     assert_eq!(
