@@ -1,7 +1,8 @@
 //! AuthorizationPolicy at the ingress gateway, end to end: DENY by path (with the usual
 //! normalization bypass attempts), ALLOW by the original client's address behind a trusted
-//! proxy, an allow-nothing policy, L4 denial on a TCP server, and a policy applied live taking
-//! effect on the next request of an open keep-alive connection.
+//! proxy, an allow-nothing policy, L4 denial on a TCP server (new connections refused, open
+//! ones closed when a change denies them), and a policy applied live taking effect on the next
+//! request of an open keep-alive connection.
 
 mod common;
 
@@ -251,7 +252,7 @@ async fn an_allow_nothing_policy_denies_every_request() {
     );
 }
 
-/// Reads what the server sends until it closes or 5 s pass.
+/// Reads what the server sends until it closes; fails after 5 s.
 async fn read_until_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -286,7 +287,23 @@ async fn tcp_connections_are_closed_by_a_deny_on_ip_blocks_and_by_http_only_deny
         &greeting, b"echo-1\n",
         "no policy: the connection reaches the backend"
     );
-    drop(allowed);
+
+    // A policy change that does not deny the open connection leaves it alone.
+    gateway.apply(
+        "deny.yaml",
+        &policy(
+            "deny-elsewhere",
+            r#"  action: DENY
+  rules:
+  - from:
+    - source: {ipBlocks: ["192.0.2.0/24"]}
+"#,
+        ),
+    );
+    allowed.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    allowed.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
 
     gateway.apply(
         "deny.yaml",
@@ -299,18 +316,22 @@ async fn tcp_connections_are_closed_by_a_deny_on_ip_blocks_and_by_http_only_deny
 "#,
         ),
     );
+    // The open connection is now denied: it is closed.
+    read_until_close(&mut allowed).await;
+    let revoked = gateway.access_log_line(|l| l.contains("closed by a policy change"));
+    assert!(revoked.contains(" RBAC "), "{revoked}");
+    assert!(revoked.contains("istio-system/deny-local"), "{revoked}");
+
     let mut denied = TcpStream::connect(addr).await.unwrap();
     let _ = denied.write_all(b"hello").await;
     assert!(
         read_until_close(&mut denied).await.is_empty(),
         "a denied connection gets nothing from the backend"
     );
-    let line = gateway.access_log_line(|l| l.contains("deny-local"));
+    let line = gateway.access_log_line(|l| {
+        l.contains("reason=\"denied by DENY policy istio-system/deny-local\"")
+    });
     assert!(line.contains(" RBAC "), "{line}");
-    assert!(
-        line.contains("reason=\"denied by DENY policy istio-system/deny-local\""),
-        "{line}"
-    );
 
     // A DENY rule with HTTP-only fields drops them on TCP: it denies every connection.
     gateway.apply(
