@@ -1645,6 +1645,60 @@ fn authorization_policy_cases() -> Vec<Case> {
             "spec.rules[0].from[0].source.namespaces",
         ),
         case(
+            "authz: DENY by namespace refuses every trust domain",
+            authorization_policy(
+                "  action: DENY
+  rules:
+  - from:
+    - source: {namespaces: [sandbox]}
+",
+            ),
+        )
+        .warning(
+            "namespaces-any-trust-domain",
+            "spec.rules[0].from[0].source.namespaces",
+        )
+        .message(
+            "namespaces-any-trust-domain",
+            "spec.rules[0].from[0].source.namespaces",
+            "this DENY also refuses",
+        ),
+        case(
+            "authz: DENY except a namespace exempts it in every trust domain",
+            authorization_policy(
+                "  action: DENY
+  rules:
+  - from:
+    - source: {notNamespaces: [payments]}
+",
+            ),
+        )
+        .warning(
+            "namespaces-any-trust-domain",
+            "spec.rules[0].from[0].source.notNamespaces",
+        ),
+        case(
+            "authz: ALLOW except a namespace narrows and is not reported",
+            authorization_policy(
+                "  rules:
+  - from:
+    - source: {notNamespaces: [payments]}
+",
+            ),
+        )
+        .absent("namespaces-any-trust-domain"),
+        case(
+            "authz: DENY by namespace pinned by trust domain",
+            authorization_policy(
+                "  action: DENY
+  rules:
+  - from:
+    - source: {namespaces: [sandbox], trustDomains: [cluster.local]}
+",
+            ),
+        )
+        .absent("namespaces-any-trust-domain"),
+        case(
             "authz: ALLOW by namespace and principal",
             authorization_policy(
                 "  rules:

@@ -13,6 +13,7 @@
 //! (`http::forward`) to an endpoint the cluster's balancer picks (`upstream`) over a pooled
 //! connection; `tcp` does the same for opaque bytes. `telemetry` records every request.
 
+pub mod authz;
 pub mod snapshot;
 
 pub mod http;

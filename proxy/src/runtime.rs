@@ -143,6 +143,9 @@ pub(crate) struct Shared {
     pub(crate) draining: watch::Sender<bool>,
     /// Downstream connections open now.
     pub(crate) connections: watch::Sender<usize>,
+    /// Bumped whenever an installed snapshot changes the policies, so that open TCP
+    /// connections are checked again.
+    pub(crate) policy_changes: watch::Sender<u64>,
 }
 
 /// Counts a downstream connection as open until dropped.
@@ -167,6 +170,7 @@ impl Shared {
             options,
             draining: watch::channel(false).0,
             connections: watch::channel(0).0,
+            policy_changes: watch::channel(0).0,
         }
     }
 
@@ -222,6 +226,7 @@ impl Shared {
             .collect();
         let clusters = self.link_clusters(&snapshot);
         self.telemetry.metrics.reset_bases();
+        let policies_changed = self.active.load().snapshot.policies != snapshot.policies;
         self.active.store(Arc::new(Active {
             snapshot,
             routers,
@@ -229,6 +234,10 @@ impl Shared {
             server_tls,
             upstream_tls,
         }));
+        if policies_changed {
+            self.policy_changes
+                .send_modify(|generation| *generation += 1);
+        }
         Ok(())
     }
 

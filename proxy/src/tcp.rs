@@ -1,4 +1,6 @@
-//! Proxying opaque bytes: TCP routes and TLS passthrough. The route is chosen by SNI (for
+//! Proxying opaque bytes: TCP routes and TLS passthrough. A connection the workload's
+//! authorization policies refuse is closed at once, and an open one is closed when a policy
+//! change denies it. The route is chosen by SNI (for
 //! passthrough) or is the only one; its cluster's balancer picks an endpoint, other endpoints
 //! are tried when connecting fails, and the bytes are copied both ways until either side
 //! closes. Each connection ends in an access log line and the `istio_tcp_*` metrics.
@@ -8,9 +10,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::authz::{self, Attributes, Protocol};
 use crate::http::flags::ResponseFlags;
 use crate::runtime::{Downstream, Shared};
-use crate::snapshot::TcpRoute;
+use crate::snapshot::{Policies, TcpRoute};
 use crate::telemetry::access_log::AccessLogEntry;
 use crate::upstream::connect::connect;
 use crate::upstream::outlier::Outcome;
@@ -38,6 +41,14 @@ pub(crate) async fn proxy<IO>(
     };
     let active = shared.active();
     let mut flags = ResponseFlags::NONE;
+    if let Some(reason) = denied(&active.snapshot.policies, downstream) {
+        // L4 authorization: the connection is closed before any byte goes upstream.
+        flags |= ResponseFlags::UNAUTHORIZED;
+        entry.reason = reason;
+        drop(active);
+        let _ = io.shutdown().await;
+        return finish(entry, flags, started, shared, 0, 0);
+    }
     let route = routes
         .iter()
         .find(|r| sni_matches(&r.server_names, downstream.sni.as_deref()));
@@ -111,16 +122,76 @@ pub(crate) async fn proxy<IO>(
         flags = ResponseFlags::NONE;
         entry.reason.clear();
     }
-    let (received, sent) = match tokio::io::copy_bidirectional(&mut io, &mut stream).await {
-        Ok((from_client, from_upstream)) => (from_client, from_upstream),
-        Err(error) => {
-            flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
-            entry.reason = format!("the connection ended with an error: {error}");
-            (0, 0)
-        }
-    };
+    drop(active);
+    let (received, sent) =
+        match copy_while_authorized(&mut io, &mut stream, downstream, shared).await {
+            Copied::Done(Ok((from_client, from_upstream))) => (from_client, from_upstream),
+            Copied::Done(Err(error)) => {
+                flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
+                entry.reason = format!("the connection ended with an error: {error}");
+                (0, 0)
+            }
+            Copied::Revoked(reason) => {
+                flags |= ResponseFlags::UNAUTHORIZED;
+                entry.reason = format!("closed by a policy change: {reason}");
+                let _ = io.shutdown().await;
+                let _ = stream.shutdown().await;
+                (0, 0)
+            }
+        };
     shared.telemetry.metrics.tcp_closed(&base, sent, received);
     finish(entry, flags, started, shared, received, sent);
+}
+
+/// How copying ended.
+enum Copied {
+    Done(std::io::Result<(u64, u64)>),
+    /// A new snapshot's policies deny the connection (why); the byte counts are not known.
+    Revoked(String),
+}
+
+/// Copies both ways until either side closes, checking the connection again whenever the
+/// policies change: one they now deny is cut.
+async fn copy_while_authorized<A, B>(
+    io: &mut A,
+    upstream: &mut B,
+    downstream: &Downstream,
+    shared: &Shared,
+) -> Copied
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut changes = shared.policy_changes.subscribe();
+    let copy = tokio::io::copy_bidirectional(io, upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            result = &mut copy => return Copied::Done(result),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Copied::Done((&mut copy).await);
+                }
+                let policies = shared.active().snapshot.policies.clone();
+                if let Some(reason) = denied(&policies, downstream) {
+                    return Copied::Revoked(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Why the workload's authorization policies refuse the connection, if they do.
+fn denied(policies: &Policies, downstream: &Downstream) -> Option<String> {
+    if !policies.has_authorization() {
+        return None;
+    }
+    let attributes = Attributes {
+        sni: downstream.sni.as_deref(),
+        ..Attributes::connection(Protocol::Tcp, downstream.peer.ip(), downstream.local)
+    };
+    let decision = authz::evaluate(policies, &attributes);
+    (!decision.allowed).then_some(decision.reason)
 }
 
 fn finish(

@@ -5,7 +5,8 @@
 //! (`routes`), and every destination a route names becomes a cluster (`clusters`) whose
 //! endpoints and policy come from the registry (`registry`): ServiceEntry, WorkloadEntry,
 //! DestinationRule and MeshConfig. Certificates named by `credentialName` come from the
-//! credential store (`credentials`).
+//! credential store (`credentials`). The AuthorizationPolicies and PeerAuthentications that
+//! select the gateway become its `Policies` (`policies`).
 //!
 //! Compilation never fails as a whole: what cannot be served (a destination no ServiceEntry
 //! declares, a certificate that does not load) is left out and described by a warning naming
@@ -14,6 +15,7 @@
 mod clusters;
 pub mod credentials;
 mod listeners;
+pub mod policies;
 mod registry;
 mod routes;
 mod sidecar;
@@ -82,7 +84,7 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
     let objects: Vec<&Object> = objects.iter().collect();
     let mut compiler = Compiler::new(&objects, options);
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
-    compiler.finish(version, listeners, route_tables)
+    compiler.finish(&objects, version, listeners, route_tables)
 }
 
 /// The state of one compilation.
@@ -109,13 +111,20 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// The snapshot of what was compiled.
+    /// The snapshot of what was compiled, with the authorization and peer authentication
+    /// policies of the workload (or gateway) the options describe.
     fn finish(
-        self,
+        mut self,
+        objects: &[&'a Object],
         version: u64,
         listeners: Vec<Listener>,
         route_tables: BTreeMap<String, Arc<RouteTable>>,
     ) -> Compiled {
+        let workload = policies::Workload {
+            namespace: &self.options.namespace,
+            labels: &self.options.labels,
+        };
+        let policies = policies::compile(objects, workload, &mut self.findings);
         Compiled {
             snapshot: Snapshot {
                 version,
@@ -123,6 +132,7 @@ impl<'a> Compiler<'a> {
                 route_tables,
                 clusters: self.clusters,
                 missing_clusters: self.missing_clusters,
+                policies: Arc::new(policies),
             },
             findings: self.findings,
         }

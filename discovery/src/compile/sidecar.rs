@@ -66,7 +66,7 @@ pub fn compile_sidecar(objects: &[Object], options: &SidecarOptions, version: u6
     };
     let mut compiler = Compiler::new(&objects, &as_client);
     let (listener, route_tables) = compiler.outbound_listener(&objects, options.outbound);
-    compiler.finish(version, vec![listener], route_tables)
+    compiler.finish(&objects, version, vec![listener], route_tables)
 }
 
 /// How a service port is proxied.

@@ -42,7 +42,10 @@ pub(crate) fn analyze(objects: &[Object], options: &ValidateOptions, out: &mut V
                 );
             }
             Spec::AuthorizationPolicy(policy)
-                if policy.action.unwrap_or_default() == AuthorizationAction::Allow =>
+                if matches!(
+                    policy.action.unwrap_or_default(),
+                    AuthorizationAction::Allow | AuthorizationAction::Deny
+                ) =>
             {
                 namespaces_rules(&mut check, policy);
             }
@@ -492,8 +495,11 @@ fn label_selector_labels(selector: &Option<LabelSelector>) -> Option<BTreeMap<St
 }
 
 /// `namespaces: [payments]` matches `ns/payments` under every trust domain, so once clusters are
-/// federated it admits `west.mesh/ns/payments/...` as well.
+/// federated (or trust domains aliased) an ALLOW admits `west.mesh/ns/payments/...` as well, a
+/// DENY refuses it too, and a DENY's `notNamespaces` exempts it. Istio's behaviour is kept;
+/// each is a warning.
 fn namespaces_rules(check: &mut Check<'_>, policy: &AuthorizationPolicy) {
+    let deny = policy.action.unwrap_or_default() == AuthorizationAction::Deny;
     let rules = FieldPath::ROOT.field("spec").field("rules");
     for (i, rule) in policy.rules.iter().flatten().enumerate() {
         let rule_path = rules.index(i);
@@ -502,25 +508,44 @@ fn namespaces_rules(check: &mut Check<'_>, policy: &AuthorizationPolicy) {
             let Some(source) = &entry.source else {
                 continue;
             };
-            let Some(namespaces) = source.namespaces.as_ref().filter(|n| !n.is_empty()) else {
-                continue;
-            };
             if is_set(&source.principals) || is_set(&source.trust_domains) {
                 // The trust domain is pinned by the principals or named outright.
                 continue;
             }
-            let example = namespaces.first().cloned().unwrap_or_default();
-            let at = from.index(j);
-            check.warning(
-                &at.field("source").field("namespaces"),
-                "namespaces-any-trust-domain",
-                format!(
-                    "namespaces match the namespace under every trust domain: with federated \
-                     clusters, callers such as spiffe://west.mesh/ns/{example}/sa/... are admitted \
-                     too; pin the trust domain with principals (cluster.local/ns/{example}/sa/*) \
-                     or trustDomains"
-                ),
-            );
+            let at = from.index(j).field("source");
+            if let Some(example) = source.namespaces.as_ref().and_then(|n| n.first()) {
+                let effect = if deny {
+                    format!(
+                        "this DENY also refuses callers such as spiffe://west.mesh/ns/{example}/sa/..."
+                    )
+                } else {
+                    format!(
+                        "callers such as spiffe://west.mesh/ns/{example}/sa/... are admitted too"
+                    )
+                };
+                check.warning(
+                    &at.field("namespaces"),
+                    "namespaces-any-trust-domain",
+                    format!(
+                        "namespaces match the namespace under every trust domain: with federated \
+                         clusters or trustDomainAliases, {effect}; pin the trust domain with \
+                         principals (cluster.local/ns/{example}/sa/*) or trustDomains"
+                    ),
+                );
+            }
+            if deny && let Some(example) = source.not_namespaces.as_ref().and_then(|n| n.first()) {
+                check.warning(
+                    &at.field("notNamespaces"),
+                    "namespaces-any-trust-domain",
+                    format!(
+                        "notNamespaces match the namespace under every trust domain: with \
+                         federated clusters or trustDomainAliases, callers such as \
+                         spiffe://west.mesh/ns/{example}/sa/... are exempt from this DENY too; \
+                         pin the trust domain with notPrincipals (cluster.local/ns/{example}/sa/*) \
+                         or trustDomains"
+                    ),
+                );
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 //! only the proxy may set), what it adds (`x-request-id`, `x-forwarded-for`,
 //! `x-forwarded-proto`), and a route's own set/add/remove edits.
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
@@ -141,6 +143,34 @@ pub(crate) fn set_forwarded(
     }
 }
 
+/// The original client of a request whose `x-forwarded-for` already ends with the peer (as
+/// `set_forwarded` leaves it): the entry `trusted_hops` before the last, as Envoy picks it with
+/// `xff_num_trusted_hops`; the peer itself when there are not that many entries or the entry is
+/// not an address.
+pub(crate) fn original_client(headers: &HeaderMap, peer: IpAddr, trusted_hops: u32) -> IpAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let Some(index) = entries
+        .len()
+        .checked_sub(1)
+        .and_then(|last| last.checked_sub(trusted_hops as usize))
+    else {
+        return peer;
+    };
+    entries
+        .get(index)
+        .and_then(|entry| entry.parse::<IpAddr>().ok())
+        .unwrap_or(peer)
+}
+
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
@@ -170,6 +200,41 @@ pub(crate) fn apply(ops: &HeaderOps, headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_original_client_is_found_past_trusted_proxies() {
+        let mut headers = HeaderMap::new();
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.9, 203.0.113.7"),
+        );
+        set_forwarded(
+            &mut headers,
+            &HeaderValue::from_static("10.0.0.2"),
+            "http",
+            1,
+        );
+        assert_eq!(original_client(&headers, peer, 0), peer);
+        assert_eq!(
+            original_client(&headers, peer, 1),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            original_client(&headers, peer, 2),
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(original_client(&headers, peer, 3), peer, "too few entries");
+        let mut forged = HeaderMap::new();
+        forged.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        set_forwarded(
+            &mut forged,
+            &HeaderValue::from_static("10.0.0.2"),
+            "http",
+            1,
+        );
+        assert_eq!(original_client(&forged, peer, 1), peer);
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed_including_named_ones() {

@@ -36,12 +36,22 @@ pub(crate) fn local_reply(
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert("grpc-status", HeaderValue::from(code));
-        if let Ok(message) = HeaderValue::from_str(&percent_encode(&reason)) {
+        let message = if flags.contains(ResponseFlags::UNAUTHORIZED) {
+            RBAC_DENIED
+        } else {
+            reason.as_str()
+        };
+        if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
             headers.insert("grpc-message", message);
         }
         response
     } else {
-        let text = format!("{}\n", status_text(status, &reason));
+        // Envoy's exact body for an authorization denial; the reason stays in the access log.
+        let text = if flags.contains(ResponseFlags::UNAUTHORIZED) {
+            RBAC_DENIED.to_owned()
+        } else {
+            format!("{}\n", status_text(status, &reason))
+        };
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         response
@@ -55,6 +65,9 @@ pub(crate) fn local_reply(
     }));
     response
 }
+
+/// What a client denied by an authorization policy is told (as Envoy words it).
+const RBAC_DENIED: &str = "RBAC: access denied";
 
 /// The body text of a local reply: Envoy's short phrases where users know them.
 fn status_text(status: StatusCode, reason: &str) -> String {
@@ -113,6 +126,20 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "14");
         assert!(response.extensions().get::<LocalReply>().is_some());
+    }
+
+    #[test]
+    fn authorization_denials_do_not_tell_the_client_which_policy() {
+        let response = local_reply(
+            StatusCode::FORBIDDEN,
+            ResponseFlags::UNAUTHORIZED,
+            "denied by DENY policy shop/admin".into(),
+            true,
+        );
+        assert_eq!(response.headers()["grpc-status"], "7");
+        assert_eq!(response.headers()["grpc-message"], "RBAC: access denied");
+        let reason = &response.extensions().get::<LocalReply>().unwrap().0;
+        assert_eq!(reason.text, "denied by DENY policy shop/admin");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The contract between discovery and the proxy: an immutable, versioned `Snapshot` of
-//! listeners, route tables and clusters, named the way Envoy names them.
+//! listeners, route tables, clusters and policies, named the way Envoy names them.
 //!
 //! Everything derivable from configuration is compiled here once (anchored regexes, header
 //! names, weights), so that the request path does no parsing. Live state (load-balancer
@@ -9,6 +9,7 @@
 mod cluster;
 mod listener;
 mod matcher;
+mod policy;
 mod route;
 
 pub use cluster::{
@@ -20,6 +21,10 @@ pub use listener::{
     TcpRoute, TlsVersion, Transport, TransportProtocol,
 };
 pub use matcher::{Pattern, StringMatcher};
+pub use policy::{
+    Attribute, AuthorizationPolicy, AuthzString, Cidr, Clause, FieldMatch, MtlsMode,
+    PathNormalization, PeerAuthentication, Policies, PolicyError, Rule, ValueMatcher,
+};
 pub use route::{
     Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps, Mirror,
     QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction,
@@ -42,6 +47,9 @@ pub struct Snapshot {
     /// Clusters that routes name but that could not be built, with why (say, no service
     /// declares the host): requests routed to one are answered 503 NC with that reason.
     pub missing_clusters: BTreeMap<String, String>,
+    /// The authorization and peer-authentication policies of the workload (or gateway) this
+    /// snapshot serves; every listener of the snapshot is checked against them.
+    pub policies: Arc<Policies>,
 }
 
 impl Snapshot {
