@@ -79,7 +79,8 @@ pub struct AuthorityOptions {
     pub intermediate_ttl: Duration,
     /// Workload TTL when the caller asks for none (default 24 h).
     pub default_workload_ttl: Duration,
-    /// Longest workload TTL granted; longer requests are shortened (default 90 days).
+    /// Longest workload TTL granted; longer requests (and a longer default) are shortened
+    /// (default 90 days).
     pub max_workload_ttl: Duration,
     /// `spiffe_refresh_hint` of the published bundle (default 5 minutes).
     pub refresh_hint: Duration,
@@ -405,11 +406,12 @@ impl Authority {
         if now >= self.chain_not_after || now < self.chain_not_before {
             return Err(AuthorityError::IssuerExpired);
         }
-        let ttl = if ttl.is_zero() {
+        let requested = if ttl.is_zero() {
             Duration::from_secs(self.meta.default_workload_ttl_secs)
         } else {
-            ttl.min(Duration::from_secs(self.meta.max_workload_ttl_secs))
+            ttl
         };
+        let ttl = requested.min(Duration::from_secs(self.meta.max_workload_ttl_secs));
         let not_after = x509::whole_seconds(now + ttl).min(self.chain_not_after);
         let not_before = now - CLOCK_SKEW_BACKDATE;
 

@@ -138,6 +138,10 @@ impl SpiffeId {
         namespace: &str,
         service_account: &str,
     ) -> Result<Self, SpiffeIdError> {
+        // Each part is one path segment: a '/' inside would shift the /ns/../sa/.. form.
+        if namespace.contains('/') || service_account.contains('/') {
+            return Err(SpiffeIdError::PathCharacter('/'));
+        }
         Self::new(
             trust_domain,
             &format!("/ns/{namespace}/sa/{service_account}"),
