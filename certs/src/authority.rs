@@ -360,7 +360,7 @@ impl Authority {
             });
         }
         let csr = match X509CertificationRequest::from_der(csr_der) {
-            Ok((rest, csr)) if rest.is_empty() => csr,
+            Ok(([], csr)) => csr,
             _ => return Err(AuthorityError::CsrMalformed),
         };
         csr.verify_signature()
