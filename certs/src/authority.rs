@@ -129,6 +129,8 @@ pub enum AuthorityError {
     WrongTrustDomain { id: SpiffeId, expected: TrustDomain },
     #[error("the issuing chain expired or is not yet valid; the CA does not issue")]
     IssuerExpired,
+    #[error("the system random number generator failed")]
+    Random,
 }
 
 /// Where an authority's keys came from.
@@ -218,16 +220,16 @@ impl Authority {
         let root_cert = root_params.self_signed(&root_key)?;
 
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut ca_params_ = ca_params(
+        let mut int_params = ca_params(
             &trust_domain,
             "Strait Issuing CA",
             BasicConstraints::Constrained(0),
         )?;
-        ca_params_.not_before = not_before.into();
-        ca_params_.not_after = (now + options.intermediate_ttl.min(options.root_ttl)).into();
-        ca_params_.use_authority_key_identifier_extension = true;
+        int_params.not_before = not_before.into();
+        int_params.not_after = (now + options.intermediate_ttl.min(options.root_ttl)).into();
+        int_params.use_authority_key_identifier_extension = true;
         let root_issuer = Issuer::from_params(&root_params, &root_key);
-        let ca_cert = ca_params_.signed_by(&ca_key, &root_issuer)?;
+        let ca_cert = int_params.signed_by(&ca_key, &root_issuer)?;
 
         let root_pem = root_cert.pem();
         let ca_pem = ca_cert.pem();
@@ -429,7 +431,7 @@ impl Authority {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
+        params.serial_number = Some(random_serial()?);
         params.not_before = not_before.into();
         params.not_after = not_after.into();
         let leaf = params.signed_by(public_key, &self.issuer)?;
@@ -623,18 +625,16 @@ fn ca_params(
     params.subject_alt_names = vec![SanType::URI(trust_domain.id_uri().try_into()?)];
     params.is_ca = IsCa::Ca(constraints);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.serial_number = Some(random_serial());
+    params.serial_number = Some(random_serial()?);
     Ok(params)
 }
 
 /// A positive 128-bit serial from the system RNG.
-fn random_serial() -> SerialNumber {
+fn random_serial() -> Result<SerialNumber, AuthorityError> {
     let mut bytes = [0u8; 16];
-    // Failure of the system RNG is not recoverable for a CA; fall back to time-derived bytes
-    // would be worse, so the serial stays as read (aws-lc's RNG does not fail on Linux).
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| AuthorityError::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    SerialNumber::from_slice(&bytes)
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 fn new_meta(

@@ -618,3 +618,37 @@ fn a_new_bundle_reaches_the_next_handshake_without_new_configs() {
         Ok(b.id("web"))
     );
 }
+
+#[test]
+fn tls12_handshake_verifies_signatures_through_the_mesh_verifiers() {
+    let a = Pki::new("a.mesh");
+    let bundles = shared([a.bundle()]);
+    // A client limited to TLS 1.2, with the same verifier the mesh client config uses.
+    let cc = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(
+        bundles.clone(),
+        Authorizer::ids([a.id("api")]),
+    )))
+    .with_client_cert_resolver(Arc::new(IdentityCell::new(a.svid("web"))));
+    let sc = mesh_server_config(
+        Arc::new(IdentityCell::new(a.svid("api"))),
+        bundles,
+        ClientAuth::Required(Authorizer::Any),
+        MESH_SERVER_ALPN,
+    )
+    .unwrap();
+    let (client, server) = handshake(cc, sc).unwrap();
+    assert_eq!(
+        client.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(
+        peer_identity(server.peer_certificates().unwrap()),
+        Ok(a.id("web"))
+    );
+}
