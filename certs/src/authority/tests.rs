@@ -8,7 +8,9 @@ use x509_parser::oid_registry::{
 };
 
 use super::*;
+use crate::bundle::parse_pem_certs;
 use crate::fs::test_dir::TestDir;
+use x509_parser::certificate::X509Certificate;
 
 fn td() -> TrustDomain {
     TrustDomain::new("cluster.local").unwrap()
