@@ -5,6 +5,7 @@
 
 mod admin;
 mod args;
+mod ca;
 mod logging;
 mod proxy_config;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
     ProxyConfig(proxy_config::Args),
     /// Validate Istio configuration files and directories with Istio's rules.
     Validate(validate::Args),
+    /// The cluster's certificate authority: create it, mint bootstrap tokens, sign and issue.
+    Ca(ca::Args),
     /// Print the version and the git commit this binary was built from.
     Version,
 }
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Ca(args) => ca::run(&args),
         Command::Version => {
             println!("strait {}", version());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,204 @@
+//! `strait ca`: the cluster's certificate authority from the command line. `init` creates it
+//! (or takes Istio's plug-in CA files), `token` mints a one-time bootstrap token for a
+//! workload, `sign` signs a CSR made elsewhere (the normal path for a VM or another proxy),
+//! `issue` makes a key and certificate for a workload that cannot make its own CSR (the one
+//! case where a key travels), and `bundle` prints the trust bundle proxies start from.
+//!
+//! The CA lives in `DATA/ca` as files (key files readable by their owner only).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject;
+use strait_certs::{Authority, AuthorityOptions, SpiffeId, TokenLedger, TrustDomain, fs};
+
+use crate::args::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Where Strait keeps its state; the CA is in its `ca` folder.
+    #[arg(long, global = true, default_value = ".strait")]
+    data: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Create the CA: a root and an online issuing intermediate, or Istio's plug-in CA files.
+    Init {
+        /// The trust domain the CA issues identities in.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// A folder with Istio's plug-in CA files (`ca-cert.pem`, `ca-key.pem`,
+        /// `root-cert.pem`, `cert-chain.pem`): a shared root with this cluster's intermediate.
+        #[arg(long, value_name = "DIR")]
+        plug_in: Option<PathBuf>,
+        /// How long the workload certificates it issues live by default.
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        workload_ttl: Duration,
+    },
+    /// Print a one-time bootstrap token that entitles its holder to one identity.
+    Token {
+        /// The identity, `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
+        #[arg(long)]
+        identity: String,
+        /// How long the token may be redeemed.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        ttl: Duration,
+    },
+    /// Sign a certificate signing request (PEM or DER) for an identity; prints the chain (PEM).
+    Sign {
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        #[arg(long)]
+        spiffe_id: String,
+        /// The certificate's lifetime; the CA's default when unset.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Make a key and a certificate for an identity and write `key.pem`, `cert-chain.pem` and
+    /// `root-cert.pem` (the trust bundle) to a folder.
+    Issue {
+        #[arg(long)]
+        spiffe_id: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Print the CA's trust bundle: PEM, or the SPIFFE bundle JSON.
+    Bundle {
+        #[arg(long, value_enum, default_value = "pem")]
+        format: BundleFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BundleFormat {
+    Pem,
+    Spiffe,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let dir = args.data.join("ca");
+    match &args.command {
+        Command::Init {
+            trust_domain,
+            plug_in,
+            workload_ttl,
+        } => {
+            let trust_domain = TrustDomain::new(trust_domain)
+                .with_context(|| format!("--trust-domain {trust_domain}"))?;
+            let options = AuthorityOptions {
+                default_workload_ttl: *workload_ttl,
+                ..AuthorityOptions::default()
+            };
+            let authority = match plug_in {
+                Some(source) => Authority::plug_in(trust_domain, source, &dir, &options),
+                None => Authority::init(trust_domain, &dir, &options),
+            }
+            .with_context(|| format!("creating the CA in {}", dir.display()))?;
+            println!(
+                "CA for trust domain {} in {}",
+                authority.trust_domain(),
+                dir.display()
+            );
+        }
+        Command::Token { identity, ttl } => {
+            let authority = load(&dir)?;
+            let id = workload_id(identity, &authority)?;
+            let ledger = TokenLedger::open_in(&dir)
+                .with_context(|| format!("opening the token ledger in {}", dir.display()))?;
+            emit(&format!("{}\n", ledger.mint(&id, *ttl)?))?;
+        }
+        Command::Sign {
+            csr,
+            spiffe_id,
+            ttl,
+        } => {
+            let authority = load(&dir)?;
+            let id = workload_id(spiffe_id, &authority)?;
+            let bytes = std::fs::read(csr).with_context(|| format!("reading {}", csr.display()))?;
+            let der = match CertificateSigningRequestDer::from_pem_slice(&bytes) {
+                Ok(der) => der.as_ref().to_vec(),
+                Err(_) => bytes,
+            };
+            let issued = authority
+                .sign_csr(&der, &id, ttl.unwrap_or(Duration::ZERO))
+                .with_context(|| format!("signing {}", csr.display()))?;
+            emit(&issued.chain_pem)?;
+        }
+        Command::Issue {
+            spiffe_id,
+            out,
+            ttl,
+        } => {
+            let authority = load(&dir)?;
+            let id = workload_id(spiffe_id, &authority)?;
+            let (key, issued) = authority.issue(&id, ttl.unwrap_or(Duration::ZERO))?;
+            fs::create_private_dir(out).with_context(|| format!("creating {}", out.display()))?;
+            let write = |name: &str, text: &str, mode: u32| {
+                let path = out.join(name);
+                fs::write_atomic(&path, text.as_bytes(), mode)
+                    .with_context(|| format!("writing {}", path.display()))
+            };
+            write("key.pem", &key, 0o600)?;
+            write("cert-chain.pem", &issued.chain_pem, 0o644)?;
+            write("root-cert.pem", &authority.trust_bundle().to_pem(), 0o644)?;
+            let lifetime = issued
+                .not_after
+                .duration_since(issued.issued_at)
+                .unwrap_or_default();
+            println!(
+                "{id}: key.pem, cert-chain.pem and root-cert.pem in {} (valid for {} s)",
+                out.display(),
+                lifetime.as_secs()
+            );
+        }
+        Command::Bundle { format } => {
+            let bundle = load(&dir)?.trust_bundle();
+            match format {
+                BundleFormat::Pem => emit(&bundle.to_pem())?,
+                BundleFormat::Spiffe => emit(&format!("{}\n", bundle.to_spiffe_json()?))?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(dir: &Path) -> Result<Authority> {
+    if !dir.exists() {
+        bail!(
+            "no CA in {}: create one with `strait ca init --trust-domain TD`",
+            dir.display()
+        );
+    }
+    Authority::load(dir).with_context(|| format!("loading the CA in {}", dir.display()))
+}
+
+/// A workload identity in the CA's own trust domain.
+fn workload_id(text: &str, authority: &Authority) -> Result<SpiffeId> {
+    let id: SpiffeId = text.parse().with_context(|| format!("SPIFFE ID {text}"))?;
+    if &id.trust_domain() != authority.trust_domain() {
+        bail!(
+            "{id} is not in this CA's trust domain {}",
+            authority.trust_domain()
+        );
+    }
+    Ok(id)
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
