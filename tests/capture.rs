@@ -3,6 +3,8 @@
 //! connection's original destination (SO_ORIGINAL_DST), the way the sidecar's 15001 and 15006
 //! listeners read it. Needs root, `ip` and iptables (scripts/install-test-deps).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -362,4 +364,20 @@ fn failures_name_the_command_and_its_error() {
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("no proxy identity"), "{}", bad.stderr);
     assert!(!nat_table(&netns).contains("ISTIO"));
+}
+
+#[test]
+fn install_warns_that_ipv6_is_not_captured_when_the_namespace_has_ipv6_addresses() {
+    let netns = Netns::new("cap-v6");
+    let quiet = capture(&["install", "--netns", netns.name()]);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("IPv6"), "{}", quiet.stderr);
+    netns.ok("ip", &["-6", "addr", "add", "fd00:5::1/64", "dev", "lo"]);
+    let warned = capture(&["install", "--netns", netns.name()]);
+    assert_eq!(warned.code, Some(0), "{}", warned.stderr);
+    assert!(
+        warned.stderr.contains("only IPv4 is captured") && warned.stderr.contains("fd00:5::1/64"),
+        "{}",
+        warned.stderr
+    );
 }
