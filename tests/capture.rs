@@ -10,10 +10,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::Duration;
 
 use common::netns::{HELPER_ROLE, Netns, Pair, Process};
-use common::{Run, run, strait};
+use common::{Run, TempDir, run, strait};
 use socket2::{Domain, SockRef, Socket, Type};
 
 /// The test this binary runs when it is re-run as a helper inside a namespace.
@@ -80,10 +83,32 @@ fn play_listener(ports: &str) {
     }
 }
 
-/// `TARGET[,from=IP][,mark=N]`: connects (from IP, with SO_MARK N) and prints the listener's
-/// answer as `helper: reply ...`, or `helper: error ...`.
+/// `TARGET[,from=IP][,mark=N][,uid=N,gid=N,exe=PATH]`: connects (from IP, with SO_MARK N, as
+/// user and group N by running the copy of this binary at PATH) and prints the listener's answer
+/// as `helper: reply ...`, or `helper: error ...`.
 fn play_client(spec: &str) {
-    let mut parts = spec.split(',');
+    let (owner, rest): (Vec<&str>, Vec<&str>) = spec
+        .split(',')
+        .partition(|part| ["uid=", "gid=", "exe="].iter().any(|k| part.starts_with(k)));
+    if !owner.is_empty() {
+        let option = |key: &str| {
+            owner
+                .iter()
+                .find_map(|part| part.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{spec}: uid=, gid= and exe= go together"))
+        };
+        let output = Command::new(option("exe="))
+            .args([HELPER, "--exact", "--nocapture", "--test-threads=1"])
+            .env(HELPER_ROLE, format!("connect:{}", rest.join(",")))
+            .uid(option("uid=").parse().unwrap())
+            .gid(option("gid=").parse().unwrap())
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        return;
+    }
+    let mut parts = rest.into_iter();
     let target: SocketAddr = parts.next().unwrap().parse().unwrap();
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     for option in parts {
@@ -379,5 +404,56 @@ fn install_warns_that_ipv6_is_not_captured_when_the_namespace_has_ipv6_addresses
         warned.stderr.contains("only IPv4 is captured") && warned.stderr.contains("fd00:5::1/64"),
         "{}",
         warned.stderr
+    );
+}
+
+/// A copy of this test binary that any user can run (the build directory may not be).
+fn binary_for_any_user(dir: &TempDir) -> String {
+    let copy = dir.path().join("helper");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_proxys_uid_or_gid_alone_keeps_its_traffic_out_of_capture() {
+    let dir = TempDir::new("cap-owner");
+    let exe = binary_for_any_user(&dir);
+    let as_user = |uid: u32, gid: u32| format!("uid={uid},gid={gid},exe={exe}");
+    let pair = Pair::new("cap-owner");
+    let _a = listeners(&pair.a, &[15001, 15006, APP_PORT]);
+    let _b = listeners(&pair.b, &[9090]);
+    let b = addr(pair.b_ip, 9090);
+
+    // Recognised by uid only (Istio's default way): the proxy's user reaches b directly.
+    install(
+        &pair.a,
+        &["--proxy-uid", "1337", "--proxy-gid", "", "--mark", "0"],
+    );
+    let proxy = connect(&pair.a, b, &[&as_user(1337, 1000)]);
+    assert_eq!(proxy["port"], "9090", "{proxy:?}");
+    let app = connect(&pair.a, b, &[&as_user(1000, 1337)]);
+    assert_eq!(
+        app["port"], "15001",
+        "the gid is not the proxy's here: {app:?}"
+    );
+    // ... and the proxy's user reaching this pod's own address goes through inbound.
+    let own = addr(pair.a_ip, APP_PORT);
+    let self_call = connect(&pair.a, own, &[&as_user(1337, 1000)]);
+    assert_eq!(self_call["port"], "15006", "{self_call:?}");
+    assert_eq!(self_call["original_dst"], own.to_string());
+
+    // Recognised by gid only.
+    install(
+        &pair.a,
+        &["--proxy-uid", "", "--proxy-gid", "1337", "--mark", "0"],
+    );
+    let proxy = connect(&pair.a, b, &[&as_user(1000, 1337)]);
+    assert_eq!(proxy["port"], "9090", "{proxy:?}");
+    let app = connect(&pair.a, b, &[&as_user(1337, 1000)]);
+    assert_eq!(
+        app["port"], "15001",
+        "the uid is not the proxy's here: {app:?}"
     );
 }
