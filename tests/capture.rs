@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -41,45 +41,85 @@ fn namespace_helper() {
         play_listener(ports);
     } else if let Some(spec) = role.strip_prefix("connect:") {
         play_client(spec);
+    } else if let Some(spec) = role.strip_prefix("udp:") {
+        play_udp_client(spec);
     } else {
         panic!("unknown helper role {role:?}");
     }
 }
 
-/// Listens on every port of `ports` (comma-separated) and answers each connection with one
-/// line: `port=P local=ADDR peer=ADDR original_dst=ADDR|none`.
+/// Listens on every port of `ports` (comma-separated; `P/udp` or `ADDR:P/udp` for UDP) and answers each
+/// connection or datagram with one line: `port=P local=ADDR peer=ADDR original_dst=ADDR|none`.
 fn play_listener(ports: &str) {
-    let listeners: Vec<(u16, TcpListener)> = ports
-        .split(',')
-        .map(|port| {
-            let port: u16 = port.parse().unwrap();
-            (port, TcpListener::bind(("0.0.0.0", port)).unwrap())
-        })
-        .collect();
-    let threads: Vec<_> = listeners
-        .into_iter()
-        .map(|(port, listener)| {
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(mut stream) = stream else { continue };
-                    let original_dst = SockRef::from(&stream)
-                        .original_dst_v4()
-                        .ok()
-                        .and_then(|addr| addr.as_socket())
-                        .map_or_else(|| "none".to_owned(), |addr| addr.to_string());
-                    let line = format!(
-                        "port={port} local={} peer={} original_dst={original_dst}\n",
-                        stream.local_addr().unwrap(),
-                        stream.peer_addr().unwrap()
-                    );
-                    let _ = stream.write_all(line.as_bytes());
-                }
-            })
-        })
-        .collect();
+    let mut threads = Vec::new();
+    for port in ports.split(',') {
+        if let Some(port) = port.strip_suffix("/udp") {
+            let at: SocketAddr = match port.parse::<u16>() {
+                Ok(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+                Err(_) => port.parse().unwrap(),
+            };
+            let socket = UdpSocket::bind(at).unwrap();
+            threads.push(std::thread::spawn(move || answer_datagrams(&socket)));
+            continue;
+        }
+        let port: u16 = port.parse().unwrap();
+        let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let original_dst = SockRef::from(&stream)
+                    .original_dst_v4()
+                    .ok()
+                    .and_then(|addr| addr.as_socket())
+                    .map_or_else(|| "none".to_owned(), |addr| addr.to_string());
+                let line = format!(
+                    "port={port} local={} peer={} original_dst={original_dst}\n",
+                    stream.local_addr().unwrap(),
+                    stream.peer_addr().unwrap()
+                );
+                let _ = stream.write_all(line.as_bytes());
+            }
+        }));
+    }
     println!("helper: ready");
-    for thread in threads {
-        let _ = thread.join();
+    // Listen until the test process lets go of stdin (or dies), then exit.
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    drop(threads);
+}
+
+fn answer_datagrams(socket: &UdpSocket) {
+    let port = socket.local_addr().unwrap().port();
+    let mut buffer = [0u8; 512];
+    while let Ok((_, peer)) = socket.recv_from(&mut buffer) {
+        let line = format!("port={port}/udp peer={peer} original_dst=none\n");
+        let _ = socket.send_to(line.as_bytes(), peer);
+    }
+}
+
+/// `TARGET[,mark=N]`: sends one UDP datagram and prints the answer as `helper: reply ...`.
+fn play_udp_client(spec: &str) {
+    let mut parts = spec.split(',');
+    let target: SocketAddr = parts.next().unwrap().parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+    for option in parts {
+        match option.split_once('=') {
+            Some(("mark", mark)) => socket.set_mark(mark.parse().unwrap()).unwrap(),
+            _ => panic!("unknown udp option {option:?}"),
+        }
+    }
+    let socket: UdpSocket = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.connect(target).unwrap();
+    socket.send(b"query").unwrap();
+    let mut buffer = [0u8; 512];
+    match socket.recv(&mut buffer) {
+        Ok(n) => println!(
+            "helper: reply {}",
+            String::from_utf8_lossy(&buffer[..n]).trim()
+        ),
+        Err(error) => println!("helper: error {error}"),
     }
 }
 
@@ -142,6 +182,11 @@ fn play_client(spec: &str) {
 /// Listeners in `netns` on `ports`, ready when this returns.
 fn listeners(netns: &Netns, ports: &[u16]) -> Process {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    listeners_on(netns, &ports)
+}
+
+/// Listeners on ports written `P` (TCP), `P/udp` or `ADDR:P/udp`.
+fn listeners_on(netns: &Netns, ports: &[String]) -> Process {
     let mut process = netns.spawn(netns.helper(HELPER, &format!("listen:{}", ports.join(","))));
     // libtest prints `test NAME ... ` before the helper runs, on the same line.
     process.wait_for_line(|line| line.ends_with("helper: ready"));
@@ -150,7 +195,21 @@ fn listeners(netns: &Netns, ports: &[u16]) -> Process {
 
 /// Connects from `netns` to `target` and returns the accepting listener's report.
 fn connect(netns: &Netns, target: SocketAddr, options: &[&str]) -> BTreeMap<String, String> {
-    let mut spec = format!("connect:{target}");
+    ask(netns, "connect", target, options)
+}
+
+/// Sends a UDP datagram from `netns` to `target` and returns the answering listener's report.
+fn send_udp(netns: &Netns, target: SocketAddr, options: &[&str]) -> BTreeMap<String, String> {
+    ask(netns, "udp", target, options)
+}
+
+fn ask(
+    netns: &Netns,
+    role: &str,
+    target: SocketAddr,
+    options: &[&str],
+) -> BTreeMap<String, String> {
+    let mut spec = format!("{role}:{target}");
     for option in options {
         spec.push(',');
         spec.push_str(option);
@@ -455,5 +514,38 @@ fn the_proxys_uid_or_gid_alone_keeps_its_traffic_out_of_capture() {
     assert_eq!(
         app["port"], "15001",
         "the uid is not the proxy's here: {app:?}"
+    );
+}
+
+#[test]
+fn dns_goes_to_the_dns_proxy_only_with_redirect_dns() {
+    let pair = Pair::new("cap-dns");
+    let ports = |list: &[&str]| list.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+    // A UDP server answers from the address it was reached at only when bound to it: a
+    // redirected datagram arrives at 127.0.0.1, so the DNS proxy listens there (as Istio's does).
+    let _a = listeners_on(&pair.a, &ports(&["15001", "15053", "127.0.0.1:15053/udp"]));
+    let _b = listeners_on(&pair.b, &ports(&["53", "53/udp"]));
+    let resolver = addr(pair.b_ip, 53);
+
+    // Off by default: UDP DNS is untouched, TCP DNS is ordinary outbound traffic.
+    install(&pair.a, &[]);
+    assert_eq!(send_udp(&pair.a, resolver, &[])["port"], "53/udp");
+    assert_eq!(connect(&pair.a, resolver, &[])["port"], "15001");
+
+    install(&pair.a, &["--redirect-dns"]);
+    let udp = send_udp(&pair.a, resolver, &[]);
+    assert_eq!(udp["port"], "15053/udp", "{udp:?}");
+    let tcp = connect(&pair.a, resolver, &[]);
+    assert_eq!(tcp["port"], "15053", "{tcp:?}");
+    assert_eq!(tcp["original_dst"], resolver.to_string());
+    // The DNS proxy's own queries reach the resolver.
+    let mark = format!("mark={PROXY_MARK}");
+    assert_eq!(send_udp(&pair.a, resolver, &[&mark])["port"], "53/udp");
+    assert_eq!(connect(&pair.a, resolver, &[&mark])["port"], "53");
+    let show = capture_ok(&["show", "--netns", pair.a.name()]);
+    assert_eq!(
+        counter(&show, "ISTIO_OUTPUT_DNS", "udp dpt:53"),
+        1,
+        "{show}"
     );
 }

@@ -77,10 +77,12 @@ impl Netns {
         result.stdout
     }
 
-    /// Starts a long-running command (built with [`Netns::command`]), killed when dropped.
+    /// Starts a long-running command (built with [`Netns::command`]), killed when dropped. Its
+    /// stdin is a pipe held open by the returned [`Process`]: a helper that exits when its
+    /// stdin closes goes away with the test process even when that is killed.
     pub fn spawn(&self, mut command: Command) -> Process {
         let child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
