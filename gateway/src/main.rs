@@ -6,6 +6,7 @@
 mod admin;
 mod args;
 mod ca;
+mod capture;
 mod logging;
 mod proxy_config;
 mod run;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a role: serve Istio configuration as a gateway.
     Run(Box<run::Args>),
+    /// Install, remove or show the iptables rules that capture a workload's traffic (sidecar).
+    Capture(capture::Args),
     /// Show what a running instance serves: listeners, routes, clusters or endpoints.
     ProxyConfig(proxy_config::Args),
     /// Validate Istio configuration files and directories with Istio's rules.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Capture(args) => capture::run(&args),
         Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Ca(args) => ca::run(&args),

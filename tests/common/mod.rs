@@ -7,6 +7,7 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod grpc;
+pub mod netns;
 pub mod pki;
 pub mod raw;
 pub mod recorder;
