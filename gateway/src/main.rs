@@ -10,6 +10,7 @@ mod capture;
 mod logging;
 mod proxy_config;
 mod run;
+mod sidecar;
 mod validate;
 mod watch;
 

@@ -1,4 +1,4 @@
-//! `strait run --role ingress`: the gateway process and its lifecycle.
+//! `strait run --role ingress|sidecar`: the proxy process and its lifecycle.
 //!
 //! Start: read the configuration directory, compile the snapshot, bind its listeners and the
 //! admin, metrics and health endpoints. Then, until a signal: re-read when the configuration or
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use strait_discovery::compile::{GatewayOptions, compile_gateway};
+use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::LoadOptions;
 use strait_discovery::source::DirectorySource;
@@ -28,12 +28,14 @@ use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
 use strait_proxy::telemetry::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
 use strait_proxy::telemetry::metrics::Metrics;
+use strait_proxy::tls::mesh::MeshIdentity;
 use strait_proxy::{Proxy, ProxyOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, Endpoints};
 use crate::args::{parse_duration, parse_labels, parse_port_map};
 use crate::logging::Logging;
+use crate::sidecar;
 use crate::watch::ConfigWatch;
 
 #[derive(Debug, clap::Args)]
@@ -45,9 +47,10 @@ pub struct Args {
     /// Configuration files and directories (Istio YAML), watched for changes.
     #[arg(long, required = true)]
     config: Vec<PathBuf>,
-    /// The gateway's labels: it serves the Gateways whose selector they satisfy.
-    #[arg(long, default_value = "istio=ingressgateway", value_name = "K=V,...")]
-    labels: String,
+    /// The proxy's labels: a gateway serves the Gateways whose selector they satisfy
+    /// (default `istio=ingressgateway`); a sidecar's are its workload's.
+    #[arg(long, value_name = "K=V,...")]
+    labels: Option<String>,
     /// The gateway's namespace (DestinationRule lookup, `.` in server hosts).
     #[arg(long, default_value = "istio-system")]
     namespace: String,
@@ -140,6 +143,8 @@ pub struct Args {
     /// CAP_NET_ADMIN; the alternative is running the proxy as the excluded uid.
     #[arg(long, value_name = "MARK")]
     socket_mark: Option<u32>,
+    #[command(flatten)]
+    sidecar: sidecar::SidecarArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,9 +162,9 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.role != Role::Ingress {
+    if !matches!(args.role, Role::Ingress | Role::Sidecar) {
         bail!(
-            "--role {:?}: only the ingress role is available in this version",
+            "--role {:?}: only the ingress and sidecar roles are available in this version",
             args.role
         );
     }
@@ -179,7 +184,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
-    let labels = parse_labels("--labels", &args.labels)?;
+    let default_labels = match args.role {
+        Role::Sidecar => "",
+        _ => "istio=ingressgateway",
+    };
+    let labels = parse_labels("--labels", args.labels.as_deref().unwrap_or(default_labels))?;
     let ports = args
         .ports
         .iter()
@@ -187,14 +196,28 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    let options = GatewayOptions {
-        labels: labels.clone(),
-        namespace: args.namespace.clone(),
-        domain_suffix: args.domain_suffix.clone(),
-        credentials: args.credentials.clone(),
-        bind: args.bind,
-        ports,
-        last_good: Default::default(),
+    let (target, mesh) = match args.role {
+        Role::Sidecar => {
+            let workload = args.sidecar.workload()?;
+            let mesh = args.sidecar.identity(&workload)?;
+            let options = args
+                .sidecar
+                .options(&workload, labels.clone(), &args.domain_suffix);
+            (Target::Sidecar(options), Some(mesh))
+        }
+        _ => (
+            Target::Gateway(GatewayOptions {
+                labels: labels.clone(),
+                namespace: args.namespace.clone(),
+                domain_suffix: args.domain_suffix.clone(),
+                credentials: args.credentials.clone(),
+                bind: args.bind,
+                ports,
+                last_good: Default::default(),
+                mesh_identity: false,
+            }),
+            None,
+        ),
     };
     let mut source = DirectorySource::new(
         args.config.clone(),
@@ -206,15 +229,19 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
             gateway_labels: vec![labels.clone()],
         },
     );
-    let proxy = Arc::new(Proxy::new(telemetry(&args, &labels)?, proxy_options(&args)));
+    let proxy = Arc::new(Proxy::new(
+        telemetry(&args, &labels, mesh.as_ref())?,
+        proxy_options(&args, mesh.clone()),
+    ));
 
     let mut watched = args.config.clone();
     watched.extend(args.credentials.iter().cloned());
+    watched.extend(args.sidecar.identity_dir.iter().cloned());
     let mut watch = (!args.no_watch)
         .then(|| ConfigWatch::new(watched, args.watch_interval, args.reload_debounce));
     let mut reloader = Reloader {
         proxy: proxy.clone(),
-        options,
+        target,
         version: 0,
         last_findings: Vec::new(),
     };
@@ -253,11 +280,13 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 if let Some(watch) = &mut watch {
                     watch.mark_seen();
                 }
+                refresh_identity(&args, mesh.as_ref());
                 if let Err(error) = reloader.reload(&mut source).await {
                     tracing::error!("{error:#}");
                 }
             }
             () = changed(&mut watch) => {
+                refresh_identity(&args, mesh.as_ref());
                 if let Err(error) = reloader.reload(&mut source).await {
                     tracing::error!("{error:#}");
                 }
@@ -266,6 +295,15 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     }
     drain(&proxy, &state, args.drain_period, args.drain_timeout).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the identity files again; a bad file keeps the identity in force.
+fn refresh_identity(args: &Args, mesh: Option<&MeshIdentity>) {
+    if let Some(mesh) = mesh
+        && let Err(error) = args.sidecar.refresh(mesh)
+    {
+        tracing::error!("{error:#}; the current identity stays in force");
+    }
 }
 
 /// The next settled change, or never when watching is off.
@@ -294,10 +332,16 @@ async fn drain(proxy: &Proxy, state: &AdminState, period: Duration, timeout: Dur
     }
 }
 
+/// What the configuration is compiled for.
+enum Target {
+    Gateway(GatewayOptions),
+    Sidecar(SidecarOptions),
+}
+
 /// Reads, compiles and installs configuration.
 struct Reloader {
     proxy: Arc<Proxy>,
-    options: GatewayOptions,
+    target: Target,
     version: u64,
     /// Findings logged last time, so that a reload logs only what changed.
     last_findings: Vec<String>,
@@ -306,7 +350,11 @@ struct Reloader {
 impl Reloader {
     async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
         let revision = source.read();
-        let compiled = compile_gateway(&revision.objects, &self.options, self.version + 1);
+        let version = self.version + 1;
+        let compiled = match &self.target {
+            Target::Gateway(options) => compile_gateway(&revision.objects, options, version),
+            Target::Sidecar(options) => compile_sidecar(&revision.objects, options, version),
+        };
         let findings: Vec<&Finding> = revision
             .findings
             .iter()
@@ -358,7 +406,11 @@ impl Reloader {
     }
 }
 
-fn telemetry(args: &Args, labels: &BTreeMap<String, String>) -> anyhow::Result<Telemetry> {
+fn telemetry(
+    args: &Args,
+    labels: &BTreeMap<String, String>,
+    mesh: Option<&MeshIdentity>,
+) -> anyhow::Result<Telemetry> {
     let format = match args.access_log_format {
         LogFormat::Text => AccessLogFormat::Text,
         LogFormat::Json => AccessLogFormat::Json,
@@ -371,18 +423,22 @@ fn telemetry(args: &Args, labels: &BTreeMap<String, String>) -> anyhow::Result<T
             AccessLog::start(AccessLogTarget::Stdout, format).context("starting the access log")?
         }
     };
+    let (workload, namespace) = match args.sidecar.workload() {
+        Ok(workload) if args.role == Role::Sidecar => (workload.name, workload.namespace),
+        _ => (args.workload_name.clone(), args.namespace.clone()),
+    };
+    let principal = mesh
+        .and_then(|m| m.cell.current())
+        .map_or_else(|| "unknown".to_owned(), |svid| svid.id().to_string());
     let app = labels
         .get("app")
         .cloned()
-        .unwrap_or_else(|| args.workload_name.clone());
+        .unwrap_or_else(|| workload.clone());
     let metrics = Metrics::new(vec![
         ("reporter".to_owned(), "source".to_owned()),
-        ("source_workload".to_owned(), args.workload_name.clone()),
-        (
-            "source_workload_namespace".to_owned(),
-            args.namespace.clone(),
-        ),
-        ("source_principal".to_owned(), "unknown".to_owned()),
+        ("source_workload".to_owned(), workload),
+        ("source_workload_namespace".to_owned(), namespace),
+        ("source_principal".to_owned(), principal),
         ("source_app".to_owned(), app),
         ("source_version".to_owned(), "unknown".to_owned()),
         ("source_cluster".to_owned(), "unknown".to_owned()),
@@ -390,7 +446,7 @@ fn telemetry(args: &Args, labels: &BTreeMap<String, String>) -> anyhow::Result<T
     Ok(Telemetry::new(access_log, metrics))
 }
 
-fn proxy_options(args: &Args) -> ProxyOptions {
+fn proxy_options(args: &Args, mesh: Option<MeshIdentity>) -> ProxyOptions {
     ProxyOptions {
         trusted_hops: args.trusted_hops,
         header_read_timeout: args.header_read_timeout,
@@ -400,5 +456,6 @@ fn proxy_options(args: &Args) -> ProxyOptions {
         max_header_bytes: args.max_request_header_bytes as usize,
         max_header_list_bytes: args.max_request_header_bytes,
         socket_mark: args.socket_mark,
+        mesh,
     }
 }

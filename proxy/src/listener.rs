@@ -101,7 +101,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     };
     // Take what the connection needs from the current snapshot and let go of the rest, so that
     // a long-lived connection does not pin old snapshots.
-    let (application, server_tls) = {
+    let (application, server_tls, mesh_terminated) = {
         let active = shared.active();
         let Some(listener) = active.snapshot.listener(&name) else {
             return;
@@ -120,27 +120,37 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     None => return,
                 }
             }
+            Transport::IstioMutual => {
+                match active.server_tls.get(&(name.clone(), chain.name.clone())) {
+                    Some(config) => Some(config.clone()),
+                    None => return,
+                }
+            }
             Transport::Plaintext | Transport::Passthrough => None,
         };
-        (chain.application.clone(), server_tls)
+        let mesh_terminated = matches!(chain.transport, Transport::IstioMutual);
+        (chain.application.clone(), server_tls, mesh_terminated)
     };
     let io = Prefixed::new(read.freeze(), stream);
     let route_table = match &application {
         Application::Http { route_table } => route_table.clone(),
         Application::Tcp { .. } => String::new(),
     };
-    let downstream = Arc::new(Downstream {
-        peer,
-        local,
-        original_destination: original_destination.then_some(destination),
-        listener: name.clone(),
-        route_table,
-        tls: server_tls.is_some(),
-        sni,
-        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(http::HeaderValue::from_static("unknown")),
-    });
-    match server_tls {
+    let downstream = |mesh_peer| {
+        Arc::new(Downstream {
+            peer,
+            local,
+            original_destination: original_destination.then_some(destination),
+            listener: name.clone(),
+            route_table,
+            tls: server_tls.is_some(),
+            sni,
+            peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
+            mesh_peer,
+        })
+    };
+    match server_tls.clone() {
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(io);
             let tls = match tokio::time::timeout_at(handshake_deadline, handshake).await {
@@ -154,9 +164,22 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     return;
                 }
             };
-            serve(tls, application, downstream, shared).await;
+            let mesh_peer = match (mesh_terminated, &shared.options.mesh) {
+                (true, Some(mesh)) => {
+                    let certificates = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                    match mesh.peer(certificates) {
+                        Some(peer) => Some(peer),
+                        None => {
+                            tracing::debug!(listener = %name, %peer, "mesh mTLS peer without a usable SPIFFE ID; closing");
+                            return;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            serve(tls, application, downstream(mesh_peer), shared).await;
         }
-        None => serve(io, application, downstream, shared).await,
+        None => serve(io, application, downstream(None), shared).await,
     }
 }
 

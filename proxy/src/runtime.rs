@@ -14,9 +14,11 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::sync::watch;
 
+use crate::authz::{Attributes, Protocol};
 use crate::http::routing::Router;
-use crate::snapshot::{Cluster, Snapshot, Transport};
+use crate::snapshot::{Application, Cluster, Snapshot, Transport, UpstreamTls};
 use crate::telemetry::Telemetry;
+use crate::tls::mesh::{MeshIdentity, MeshPeer, MeshTlsError};
 use crate::tls::server::{TlsConfigError, server_config};
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::connect::{SocketSetup, TlsOrigination};
@@ -46,6 +48,8 @@ pub struct ProxyOptions {
     /// `SO_MARK` on every connection to an endpoint, so that capture rules exclude the
     /// proxy's own traffic (needs CAP_NET_ADMIN).
     pub socket_mark: Option<u32>,
+    /// The proxy's SPIFFE identity and trust bundles, for `ISTIO_MUTUAL` on either side.
+    pub mesh: Option<MeshIdentity>,
 }
 
 impl Default for ProxyOptions {
@@ -59,6 +63,7 @@ impl Default for ProxyOptions {
             max_header_bytes: 64 * 1024,
             max_header_list_bytes: 64 * 1024,
             socket_mark: None,
+            mesh: None,
         }
     }
 }
@@ -100,11 +105,32 @@ pub(crate) struct Downstream {
     pub(crate) sni: Option<String>,
     /// The client's IP as `x-forwarded-for` writes it, formatted once per connection.
     pub(crate) peer_ip: http::HeaderValue,
+    /// The verified peer of a mesh mTLS connection.
+    pub(crate) mesh_peer: Option<MeshPeer>,
 }
 
 impl Downstream {
     pub(crate) fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
+    }
+
+    /// The verified SPIFFE ID of a mesh peer.
+    pub(crate) fn peer_principal(&self) -> Option<&str> {
+        self.mesh_peer.as_ref().map(|p| p.principal.as_str())
+    }
+
+    /// What authorization knows about the connection: the peer, its verified identity, the
+    /// destination it meant (the original one under capture) and the SNI.
+    pub(crate) fn attributes(&self, protocol: Protocol) -> Attributes<'_> {
+        Attributes {
+            source_principal: self.peer_principal(),
+            sni: self.sni.as_deref(),
+            ..Attributes::connection(
+                protocol,
+                self.peer.ip(),
+                self.original_destination.unwrap_or(self.local),
+            )
+        }
     }
 }
 
@@ -121,6 +147,17 @@ pub enum InstallError {
     UpstreamTls {
         cluster: String,
         source: TlsConfigError,
+    },
+    #[error("listener {listener}, filter chain {chain}: {source}")]
+    MeshTls {
+        listener: String,
+        chain: String,
+        source: MeshTlsError,
+    },
+    #[error("cluster {cluster}: {source}")]
+    MeshUpstreamTls {
+        cluster: String,
+        source: MeshTlsError,
     },
     #[error("listener {listener} on {address}: {source}")]
     Bind {
@@ -196,25 +233,66 @@ impl Shared {
     /// Compiles `snapshot` and makes it the one served. Nothing changes when it fails.
     pub(crate) fn install(&self, snapshot: Arc<Snapshot>) -> Result<(), InstallError> {
         let mut server_tls = HashMap::new();
+        let mut mesh_server = None;
         for listener in &snapshot.listeners {
             for chain in &listener.filter_chains {
-                if let Transport::Terminate(tls) = &chain.transport {
-                    let config = server_config(tls).map_err(|source| InstallError::ServerTls {
-                        listener: listener.name.clone(),
-                        chain: chain.name.clone(),
-                        source,
-                    })?;
-                    server_tls.insert((listener.name.clone(), chain.name.clone()), config);
-                }
+                let config = match &chain.transport {
+                    Transport::Terminate(tls) => {
+                        server_config(tls).map_err(|source| InstallError::ServerTls {
+                            listener: listener.name.clone(),
+                            chain: chain.name.clone(),
+                            source,
+                        })?
+                    }
+                    Transport::IstioMutual => match &mesh_server {
+                        Some(config) => Arc::clone(config),
+                        None => {
+                            let config = self
+                                .options
+                                .mesh
+                                .as_ref()
+                                .ok_or(MeshTlsError::NoIdentity)
+                                .and_then(MeshIdentity::server_config)
+                                .map_err(|source| InstallError::MeshTls {
+                                    listener: listener.name.clone(),
+                                    chain: chain.name.clone(),
+                                    source,
+                                })?;
+                            mesh_server = Some(config.clone());
+                            config
+                        }
+                    },
+                    Transport::Plaintext | Transport::Passthrough => continue,
+                };
+                server_tls.insert((listener.name.clone(), chain.name.clone()), config);
             }
         }
         let mut upstream_tls = HashMap::new();
+        let tcp_clusters = tcp_clusters(&snapshot);
         for (name, cluster) in &snapshot.clusters {
-            let origination = crate::tls::upstream::origination(&cluster.tls, cluster.protocol)
-                .map_err(|source| InstallError::UpstreamTls {
-                    cluster: name.clone(),
-                    source,
-                })?;
+            let origination = if let UpstreamTls::IstioMutual {
+                sni,
+                subject_alt_names,
+            } = &cluster.tls
+            {
+                let mesh = self.options.mesh.as_ref().ok_or(MeshTlsError::NoIdentity);
+                let tcp = tcp_clusters.contains(name.as_str());
+                let origination = mesh
+                    .and_then(|m| m.origination(sni, subject_alt_names, cluster.protocol, tcp))
+                    .map_err(|source| InstallError::MeshUpstreamTls {
+                        cluster: name.clone(),
+                        source,
+                    })?;
+                let key = format!("istio;sni={sni};names={subject_alt_names:?};tcp={tcp}");
+                Some((Arc::new(origination), key))
+            } else {
+                crate::tls::upstream::origination(&cluster.tls, cluster.protocol).map_err(
+                    |source| InstallError::UpstreamTls {
+                        cluster: name.clone(),
+                        source,
+                    },
+                )?
+            };
             if let Some(origination) = origination {
                 upstream_tls.insert(name.clone(), origination);
             }
@@ -262,4 +340,19 @@ impl Shared {
         }
         registry.clone()
     }
+}
+
+/// The clusters TCP routes send to: their mesh mTLS offers Istio's TCP ALPN list.
+fn tcp_clusters(snapshot: &Snapshot) -> std::collections::HashSet<&str> {
+    snapshot
+        .listeners
+        .iter()
+        .flat_map(|l| &l.filter_chains)
+        .filter_map(|c| match &c.application {
+            Application::Tcp { routes } => Some(routes),
+            Application::Http { .. } => None,
+        })
+        .flatten()
+        .flat_map(|r| r.clusters.iter().map(|(name, _)| name.as_str()))
+        .collect()
 }

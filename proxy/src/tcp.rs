@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::authz::{self, Attributes, Protocol};
+use crate::authz::{self, Protocol};
 use crate::http::flags::ResponseFlags;
 use crate::runtime::{Downstream, Shared};
 use crate::snapshot::{Policies, TcpRoute};
@@ -37,6 +37,7 @@ pub(crate) async fn proxy<IO>(
         downstream_local_address: Some(downstream.local),
         downstream_remote_address: Some(downstream.peer),
         requested_server_name: downstream.sni.clone().unwrap_or_default(),
+        downstream_peer_principal: downstream.peer_principal().unwrap_or_default().to_owned(),
         ..AccessLogEntry::default()
     };
     let active = shared.active();
@@ -186,10 +187,7 @@ fn denied(policies: &Policies, downstream: &Downstream) -> Option<String> {
     if !policies.has_authorization() {
         return None;
     }
-    let attributes = Attributes {
-        sni: downstream.sni.as_deref(),
-        ..Attributes::connection(Protocol::Tcp, downstream.peer.ip(), downstream.local)
-    };
+    let attributes = downstream.attributes(Protocol::Tcp);
     let decision = authz::evaluate(policies, &attributes);
     (!decision.allowed).then_some(decision.reason)
 }

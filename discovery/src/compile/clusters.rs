@@ -8,13 +8,14 @@
 use std::time::Duration;
 
 use strait_proxy::snapshot::{
-    Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy,
+    Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy, MtlsMode,
     OutlierDetection as ProxyOutlier, PoolLimits, TcpKeepalive as ProxyKeepalive, UpstreamProtocol,
     UpstreamTls,
 };
 
 use super::Compiler;
 use super::credentials;
+use super::registry::{EndpointInfo, Service};
 use crate::resources::common::Protocol;
 use crate::resources::destination_rule::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule,
@@ -141,9 +142,17 @@ impl Compiler<'_> {
             policy = policy.overridden_by(Policy::of(subset_policy, number));
         }
         let mut problems = Vec::new();
-        let endpoints = self
+        let found = self
             .registry
-            .endpoints(service, &service_port, subset_spec, &mut problems)
+            .endpoints(service, &service_port, subset_spec, &mut problems);
+        let mesh = MeshDestination {
+            sni: format!("outbound_.{number}_.{}_.{host}", subset.unwrap_or_default()),
+            subject_alt_names: self.mesh_names(service, &found),
+            meshed: found.iter().filter(|e| is_meshed(&e.labels)).count(),
+            total: found.len(),
+            peer_authentication: self.destination_mtls(service, &service_port, &found),
+        };
+        let endpoints = found
             .into_iter()
             .map(|e| Endpoint {
                 address: e.address,
@@ -157,9 +166,20 @@ impl Compiler<'_> {
         }
         let protocol = upstream_protocol(service_port.protocol.as_deref(), policy.connection_pool);
         let tls = match policy.tls {
+            Some(tls) if tls.mode == Some(ClientTlsMode::IstioMutual) => mesh.istio_mutual(),
             Some(tls) => self.upstream_tls(tls, host, &service.entry.subject_alt_names),
-            None => UpstreamTls::Disabled,
+            None => self.auto_mtls(host, mesh),
         };
+        if matches!(tls, UpstreamTls::IstioMutual { .. }) && !self.options.mesh_identity {
+            let why = format!(
+                "{host}: ISTIO_MUTUAL needs a mesh identity, which this proxy does not have"
+            );
+            self.problem(format!(
+                "{why}; requests routed there get 503 (NC, no cluster)"
+            ));
+            self.missing_clusters.insert(name, why);
+            return None;
+        }
         // Settings TLS cannot be originated with leave the cluster out (requests routed there
         // get 503 NC with the reason) rather than keep the whole configuration from installing.
         if let Err(error) = strait_proxy::tls::upstream::check(&tls) {
@@ -279,13 +299,102 @@ impl Compiler<'_> {
                     }
                 }
             }
-            ClientTlsMode::IstioMutual => {
-                self.problem(format!(
-                    "{host}: ISTIO_MUTUAL needs mesh identity, which this role does not have yet; sending plaintext"
-                ));
-                UpstreamTls::Disabled
-            }
+            // Handled before: mesh mTLS comes from the proxy's own identity.
+            ClientTlsMode::IstioMutual => UpstreamTls::Disabled,
         }
+    }
+}
+
+/// The label that marks an endpoint as running a mesh proxy.
+const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+fn is_meshed(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+}
+
+/// What mesh mTLS to a destination would be.
+struct MeshDestination {
+    /// `outbound_.PORT_.SUBSET_.HOST`.
+    sni: String,
+    /// The SPIFFE IDs its endpoints run as.
+    subject_alt_names: Vec<String>,
+    /// How many of its endpoints run a mesh proxy, of how many.
+    meshed: usize,
+    total: usize,
+    /// The destination's PeerAuthentication mode on the port, when it can be told.
+    peer_authentication: Option<MtlsMode>,
+}
+
+impl MeshDestination {
+    fn istio_mutual(self) -> UpstreamTls {
+        UpstreamTls::IstioMutual {
+            sni: self.sni,
+            subject_alt_names: self.subject_alt_names,
+        }
+    }
+}
+
+impl Compiler<'_> {
+    /// Istio's auto-mTLS: mesh mTLS when every endpoint runs a mesh proxy and the
+    /// destination's PeerAuthentication does not DISABLE it; plaintext otherwise.
+    fn auto_mtls(&mut self, host: &str, mesh: MeshDestination) -> UpstreamTls {
+        if !self.options.mesh_identity || !self.registry.mesh.auto_mtls || mesh.meshed == 0 {
+            return UpstreamTls::Disabled;
+        }
+        if mesh.peer_authentication == Some(MtlsMode::Disable) {
+            return UpstreamTls::Disabled;
+        }
+        if mesh.meshed < mesh.total {
+            self.problem(format!(
+                "{host}: {} of {} endpoints run a mesh proxy ({TLS_MODE_LABEL}: istio); auto mTLS needs all of them, so this destination gets plaintext",
+                mesh.meshed, mesh.total
+            ));
+            return UpstreamTls::Disabled;
+        }
+        mesh.istio_mutual()
+    }
+
+    /// The SPIFFE IDs a destination's servers may present: the ServiceEntry's
+    /// `subjectAltNames`, else the service accounts of its endpoints.
+    fn mesh_names(&self, service: Service<'_>, endpoints: &[EndpointInfo]) -> Vec<String> {
+        if !service.entry.subject_alt_names.is_empty() {
+            return service.entry.subject_alt_names.clone();
+        }
+        let mut names: Vec<String> = endpoints
+            .iter()
+            .filter_map(|e| e.service_account.as_deref())
+            .map(|sa| {
+                format!(
+                    "spiffe://{}/ns/{}/sa/{sa}",
+                    self.registry.mesh.trust_domain, service.object.namespace
+                )
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The PeerAuthentication mode of the destination's workloads on the port, when all its
+    /// endpoints agree.
+    fn destination_mtls(
+        &self,
+        service: Service<'_>,
+        port: &crate::resources::common::Port,
+        endpoints: &[EndpointInfo],
+    ) -> Option<MtlsMode> {
+        let target = u16::try_from(port.target_port.or(port.number)?).ok()?;
+        let mut modes = endpoints.iter().map(|e| {
+            let workload = super::policies::Workload {
+                namespace: &service.object.namespace,
+                labels: &e.labels,
+            };
+            super::policies::compile(&self.objects, workload, &mut Vec::new())
+                .peer_authentication
+                .mode_for(target)
+        });
+        let first = modes.next()?;
+        modes.all(|m| m == first).then_some(first)
     }
 }
 

@@ -54,6 +54,9 @@ pub struct GatewayOptions {
     pub ports: BTreeMap<u32, u16>,
     /// Server certificates that loaded, kept across compilations for when one stops loading.
     pub last_good: credentials::LastGood,
+    /// Whether the proxy has a mesh identity: without one, auto-mTLS sends plaintext and a
+    /// destination that requires `ISTIO_MUTUAL` cannot be served.
+    pub mesh_identity: bool,
 }
 
 impl Default for GatewayOptions {
@@ -66,6 +69,7 @@ impl Default for GatewayOptions {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ports: BTreeMap::new(),
             last_good: credentials::LastGood::default(),
+            mesh_identity: false,
         }
     }
 }
@@ -89,6 +93,8 @@ pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u6
 
 /// The state of one compilation.
 pub(crate) struct Compiler<'a> {
+    /// Everything being compiled (the destination's policies decide auto-mTLS).
+    objects: Vec<&'a Object>,
     registry: Registry<'a>,
     options: &'a GatewayOptions,
     clusters: BTreeMap<String, Arc<Cluster>>,
@@ -102,6 +108,7 @@ pub(crate) struct Compiler<'a> {
 impl<'a> Compiler<'a> {
     fn new(objects: &[&'a Object], options: &'a GatewayOptions) -> Compiler<'a> {
         Compiler {
+            objects: objects.to_vec(),
             registry: Registry::new(objects, &options.domain_suffix),
             options,
             clusters: BTreeMap::new(),

@@ -39,6 +39,8 @@ pub(crate) struct EndpointInfo {
     pub(crate) weight: u32,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) locality: Option<String>,
+    /// The service account its workload runs as (WorkloadEntry `serviceAccount`).
+    pub(crate) service_account: Option<String>,
 }
 
 /// Mesh-wide defaults from MeshConfig.
@@ -46,6 +48,11 @@ pub(crate) struct EndpointInfo {
 pub(crate) struct MeshDefaults {
     pub(crate) root_namespace: String,
     pub(crate) connect_timeout: Duration,
+    /// The mesh's trust domain (`trustDomain`, default `cluster.local`).
+    pub(crate) trust_domain: String,
+    /// `enableAutoMtls` (default true): mesh mTLS to endpoints labelled
+    /// `security.istio.io/tlsMode: istio` unless a DestinationRule says otherwise.
+    pub(crate) auto_mtls: bool,
     /// `outboundTrafficPolicy`: ALLOW_ANY (Istio's default) lets sidecars reach destinations
     /// outside the registry; REGISTRY_ONLY does not.
     pub(crate) allow_any: bool,
@@ -72,6 +79,10 @@ impl MeshDefaults {
             retry: mesh
                 .and_then(|m| m.default_http_retry_policy.clone())
                 .unwrap_or(default_retry),
+            trust_domain: mesh
+                .and_then(|m| m.trust_domain.clone())
+                .unwrap_or_else(|| "cluster.local".to_owned()),
+            auto_mtls: mesh.and_then(|m| m.enable_auto_mtls).unwrap_or(true),
             allow_any: mesh
                 .and_then(|m| m.outbound_traffic_policy.as_ref())
                 .and_then(|p| p.mode)
@@ -243,6 +254,7 @@ impl<'a> Registry<'a> {
                     weight: workload.weight.unwrap_or(1).max(1),
                     labels: labels.clone(),
                     locality: workload.locality.clone(),
+                    service_account: workload.service_account.clone(),
                 });
             }
         }

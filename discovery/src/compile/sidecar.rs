@@ -13,6 +13,13 @@
 //! - Anything else goes to `PassthroughCluster` (the original destination) under MeshConfig's
 //!   `outboundTrafficPolicy: ALLOW_ANY`, Istio's default, or nowhere under `REGISTRY_ONLY`
 //!   (`BlackHoleCluster`: the connection is closed, an HTTP request gets 502).
+//!
+//! And its inbound side: one listener on the inbound capture port whose chains, per port of
+//! the services that select the workload, follow the port's PeerAuthentication mode: mesh mTLS
+//! (a ClientHello offering one of Istio's ALPNs) terminated with the proxy's identity under
+//! STRICT and PERMISSIVE; under PERMISSIVE and DISABLE also plaintext, and an application's
+//! own TLS passed through untouched. Traffic reaches the application at its original
+//! destination from 127.0.0.6, so that capture does not take it again.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,9 +27,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use strait_proxy::snapshot::{
-    Application, ChainMatch, Cluster, FilterChain, HeaderOps, LbPolicy, Listener, PoolLimits,
-    Route, RouteAction, RouteTable, TcpRoute, Transport, UpstreamProtocol, UpstreamTls,
-    VirtualHost, WeightedCluster,
+    Application, ChainMatch, Cluster, FilterChain, HeaderOps, LbPolicy, Listener, MtlsMode,
+    PoolLimits, Route, RouteAction, RouteTable, TcpRoute, Transport, TransportProtocol,
+    UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
 };
 
 use super::listeners::creation_order;
@@ -40,6 +47,18 @@ use super::listeners::Bound;
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 /// Istio's cluster for traffic that must go nowhere (REGISTRY_ONLY).
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+/// Istio's cluster for inbound traffic to ports no service declares.
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+/// The source address inbound traffic reaches the application from (Istio's).
+pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 6));
+/// The ALPN protocols that mark Istio's mesh mTLS in a ClientHello.
+const ISTIO_ALPNS: [&str; 5] = [
+    "istio-peer-exchange",
+    "istio-h2",
+    "istio-http/1.1",
+    "istio-http/1.0",
+    "istio",
+];
 
 /// What a sidecar is: the workload it fronts, and where it captures.
 #[derive(Clone, Debug)]
@@ -53,6 +72,8 @@ pub struct SidecarOptions {
     pub domain_suffix: String,
     /// The outbound capture listener (15001).
     pub outbound: SocketAddr,
+    /// The inbound capture listener (15006).
+    pub inbound: SocketAddr,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -62,11 +83,22 @@ pub fn compile_sidecar(objects: &[Object], options: &SidecarOptions, version: u6
         labels: options.labels.clone(),
         namespace: options.namespace.clone(),
         domain_suffix: options.domain_suffix.clone(),
+        mesh_identity: true,
         ..GatewayOptions::default()
     };
     let mut compiler = Compiler::new(&objects, &as_client);
-    let (listener, route_tables) = compiler.outbound_listener(&objects, options.outbound);
-    compiler.finish(&objects, version, vec![listener], route_tables)
+    let (outbound, mut route_tables) = compiler.outbound_listener(&objects, options.outbound);
+    let inbound = compiler.inbound_listener(&objects, options.inbound, &mut route_tables);
+    compiler.finish(&objects, version, vec![outbound, inbound], route_tables)
+}
+
+/// Whether a port's traffic is routed as HTTP, and its protocol towards the application.
+fn inbound_protocol(port: &Port) -> Option<UpstreamProtocol> {
+    let protocol = port_protocol(port);
+    protocol.is_http().then_some(match protocol {
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb => UpstreamProtocol::Http2,
+        _ => UpstreamProtocol::Http1,
+    })
 }
 
 /// How a service port is proxied.
@@ -188,6 +220,115 @@ impl<'a> Compiler<'a> {
             filter_chains: chains,
         };
         (listener, tables)
+    }
+
+    /// The virtual inbound listener: per port of the workload's services, the chains its
+    /// PeerAuthentication mode allows; for other ports the workload-wide mode, to the original
+    /// destination.
+    fn inbound_listener(
+        &mut self,
+        objects: &[&'a Object],
+        address: SocketAddr,
+        tables: &mut BTreeMap<String, Arc<RouteTable>>,
+    ) -> Listener {
+        let workload = super::policies::Workload {
+            namespace: &self.options.namespace,
+            labels: &self.options.labels,
+        };
+        // Findings about the policies are reported once, when the snapshot is finished.
+        let peer_authentication =
+            super::policies::compile(objects, workload, &mut Vec::new()).peer_authentication;
+        let mut ports: BTreeMap<u16, Option<UpstreamProtocol>> = BTreeMap::new();
+        for (_, service) in self.registry.services() {
+            let selects = service.object.namespace == self.options.namespace
+                && service.entry.workload_selector.as_ref().is_some_and(|s| {
+                    s.labels
+                        .iter()
+                        .all(|(k, v)| self.options.labels.get(k) == Some(v))
+                });
+            if !selects {
+                continue;
+            }
+            for port in &service.entry.ports {
+                let Some(number) = port.target_port.or(port.number) else {
+                    continue;
+                };
+                if let Ok(number) = u16::try_from(number) {
+                    ports
+                        .entry(number)
+                        .or_insert_with(|| inbound_protocol(port));
+                }
+            }
+        }
+        let mut chains = Vec::new();
+        for (number, protocol) in ports {
+            let cluster = format!("inbound|{number}||");
+            self.inbound_cluster(&cluster, protocol.unwrap_or(UpstreamProtocol::Http1));
+            let application = match protocol {
+                Some(_) => {
+                    let name = format!("inbound|{number}");
+                    tables.insert(name.clone(), Arc::new(inbound_route_table(&name, &cluster)));
+                    Application::Http { route_table: name }
+                }
+                None => Application::Tcp {
+                    routes: vec![TcpRoute {
+                        name: cluster.clone(),
+                        server_names: Vec::new(),
+                        clusters: vec![(cluster.clone(), 100)],
+                    }],
+                },
+            };
+            let mode = peer_authentication.mode_for(number);
+            chains.extend(inbound_chains(
+                &format!("inbound_{number}"),
+                Some(number),
+                mode,
+                application,
+                &cluster,
+            ));
+        }
+        self.inbound_cluster(INBOUND_PASSTHROUGH_CLUSTER, UpstreamProtocol::Downstream);
+        let passthrough = Application::Tcp {
+            routes: vec![TcpRoute {
+                name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
+                server_names: Vec::new(),
+                clusters: vec![(INBOUND_PASSTHROUGH_CLUSTER.to_owned(), 100)],
+            }],
+        };
+        chains.extend(inbound_chains(
+            "inbound_passthrough",
+            None,
+            peer_authentication.mode,
+            passthrough,
+            INBOUND_PASSTHROUGH_CLUSTER,
+        ));
+        Listener {
+            name: "virtualInbound".to_owned(),
+            address,
+            original_destination: true,
+            filter_chains: chains,
+        }
+    }
+
+    /// A cluster to the application at the connection's original destination, from
+    /// 127.0.0.6.
+    fn inbound_cluster(&mut self, name: &str, protocol: UpstreamProtocol) {
+        let timeout = self.registry.mesh.connect_timeout;
+        self.clusters.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Cluster {
+                name: name.to_owned(),
+                lb: LbPolicy::LeastRequest,
+                connect_timeout: timeout,
+                pool: PoolLimits::default(),
+                outlier: None,
+                tls: UpstreamTls::Disabled,
+                protocol,
+                endpoints: Vec::new(),
+                original_destination: true,
+                upstream_bind: Some(INBOUND_SOURCE),
+                telemetry: Vec::new(),
+            })
+        });
     }
 
     /// The virtual host of `host` on HTTP port `number`: the routes of the mesh's
@@ -425,6 +566,91 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// The chains of one inbound port (or of all undeclared ports when `port` is `None`) under
+/// `mode`: mesh mTLS by the offered ALPN, the application's own TLS passed through, plaintext.
+fn inbound_chains(
+    name: &str,
+    port: Option<u16>,
+    mode: MtlsMode,
+    application: Application,
+    cluster: &str,
+) -> Vec<FilterChain> {
+    let matches = |transport_protocol, application_protocols: &[&str]| ChainMatch {
+        destination_port: port,
+        transport_protocol: Some(transport_protocol),
+        application_protocols: application_protocols
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        ..ChainMatch::default()
+    };
+    let mut chains = Vec::new();
+    if mode != MtlsMode::Disable {
+        chains.push(FilterChain {
+            name: format!("{name}_mtls"),
+            server_names: Vec::new(),
+            matches: matches(TransportProtocol::Tls, &ISTIO_ALPNS),
+            transport: Transport::IstioMutual,
+            application: application.clone(),
+        });
+    }
+    if mode != MtlsMode::Strict {
+        chains.push(FilterChain {
+            name: format!("{name}_tls"),
+            server_names: Vec::new(),
+            matches: matches(TransportProtocol::Tls, &[]),
+            transport: Transport::Passthrough,
+            application: Application::Tcp {
+                routes: vec![TcpRoute {
+                    name: cluster.to_owned(),
+                    server_names: Vec::new(),
+                    clusters: vec![(cluster.to_owned(), 100)],
+                }],
+            },
+        });
+        chains.push(FilterChain {
+            name: format!("{name}_plaintext"),
+            server_names: Vec::new(),
+            matches: matches(TransportProtocol::RawBuffer, &[]),
+            transport: Transport::Plaintext,
+            application,
+        });
+    }
+    chains
+}
+
+/// An inbound port's route table: every request to the application.
+fn inbound_route_table(name: &str, cluster: &str) -> RouteTable {
+    RouteTable {
+        name: name.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![Route {
+                name: "default".to_owned(),
+                matches: Vec::new(),
+                action: RouteAction::Forward {
+                    clusters: vec![WeightedCluster {
+                        cluster: cluster.to_owned(),
+                        weight: 100,
+                        request_headers: HeaderOps::default(),
+                        response_headers: HeaderOps::default(),
+                    }],
+                    rewrite: None,
+                },
+                timeout: None,
+                retry: None,
+                fault: None,
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+                mirrors: Vec::new(),
+                cors: None,
+            }],
+            require_tls: false,
+        }],
+    }
+}
+
 /// The names a client may call `host` by on `port`: the host, with the port, and for a
 /// Kubernetes-style name in the client's namespace its short forms (`reviews`,
 /// `reviews.default`, `reviews.default.svc`), each with and without the port; and the
@@ -569,9 +795,13 @@ spec:
         assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
         let options = SidecarOptions {
             namespace: "default".to_owned(),
-            labels: BTreeMap::from([("app".to_owned(), "productpage".to_owned())]),
+            labels: BTreeMap::from([
+                ("app".to_owned(), "productpage".to_owned()),
+                ("security.istio.io/tlsMode".to_owned(), "istio".to_owned()),
+            ]),
             domain_suffix: "cluster.local".to_owned(),
             outbound: SocketAddr::from(([0, 0, 0, 0], 15001)),
+            inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }
@@ -723,6 +953,151 @@ spec:
             snapshot
                 .missing_cluster_reason(BLACKHOLE_CLUSTER)
                 .contains("REGISTRY_ONLY")
+        );
+    }
+
+    const MESH: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, targetPort: 8080}, {number: 5000, name: tcp-admin}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: productpage}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage-1, namespace: default}
+spec:
+  address: 10.0.0.9
+  labels: {app: productpage, security.istio.io/tlsMode: istio}
+  serviceAccount: bookinfo-productpage
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: details, namespace: default}
+spec:
+  hosts: [details.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: details}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: details-1, namespace: default}
+spec:
+  address: 10.0.0.10
+  labels: {app: details, security.istio.io/tlsMode: istio}
+  serviceAccount: bookinfo-details
+"#;
+
+    fn chain_names(listener: &Listener, prefix: &str) -> Vec<String> {
+        listener
+            .filter_chains
+            .iter()
+            .filter(|c| c.name.starts_with(prefix))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn peer_authentication(name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+        )
+    }
+
+    #[test]
+    fn inbound_chains_follow_each_port_s_peer_authentication_mode() {
+        let config = format!(
+            "{MESH}{}",
+            peer_authentication(
+                "productpage",
+                "{selector: {matchLabels: {app: productpage}}, mtls: {mode: STRICT}, portLevelMtls: {5000: {mode: DISABLE}}}"
+            )
+        );
+        let compiled = compile(&config);
+        let inbound = &compiled.snapshot.listeners[1];
+        assert_eq!(inbound.name, "virtualInbound");
+        assert!(inbound.original_destination);
+        // The target port, STRICT: mesh mTLS only.
+        assert_eq!(chain_names(inbound, "inbound_8080"), ["inbound_8080_mtls"]);
+        let mtls = chain(inbound, "inbound_8080_mtls");
+        assert_eq!(mtls.transport, Transport::IstioMutual);
+        assert_eq!(
+            mtls.matches.transport_protocol,
+            Some(TransportProtocol::Tls)
+        );
+        assert!(
+            mtls.matches
+                .application_protocols
+                .iter()
+                .any(|p| p == "istio-h2")
+        );
+        assert!(
+            matches!(&mtls.application, Application::Http { route_table } if route_table == "inbound|8080")
+        );
+        // Port level DISABLE: plaintext and the application's own TLS, no mesh mTLS.
+        assert_eq!(
+            chain_names(inbound, "inbound_5000"),
+            ["inbound_5000_tls", "inbound_5000_plaintext"]
+        );
+        // Undeclared ports take the workload's mode.
+        assert_eq!(
+            chain_names(inbound, "inbound_passthrough"),
+            ["inbound_passthrough_mtls"]
+        );
+        let cluster = &compiled.snapshot.clusters["inbound|8080||"];
+        assert!(cluster.original_destination);
+        assert_eq!(cluster.upstream_bind, Some(INBOUND_SOURCE));
+    }
+
+    #[test]
+    fn permissive_is_the_default_and_accepts_all_three() {
+        let compiled = compile(MESH);
+        let inbound = &compiled.snapshot.listeners[1];
+        assert_eq!(
+            chain_names(inbound, "inbound_8080"),
+            [
+                "inbound_8080_mtls",
+                "inbound_8080_tls",
+                "inbound_8080_plaintext"
+            ]
+        );
+    }
+
+    #[test]
+    fn meshed_endpoints_get_istio_mutual_with_their_identity_unless_they_disable_it() {
+        let compiled = compile(MESH);
+        let cluster =
+            &compiled.snapshot.clusters["outbound|9080||details.default.svc.cluster.local"];
+        assert_eq!(
+            cluster.tls,
+            UpstreamTls::IstioMutual {
+                sni: "outbound_.9080_._.details.default.svc.cluster.local".to_owned(),
+                subject_alt_names: vec![
+                    "spiffe://cluster.local/ns/default/sa/bookinfo-details".to_owned()
+                ],
+            }
+        );
+        let disabled = format!(
+            "{MESH}{}",
+            peer_authentication(
+                "details",
+                "{selector: {matchLabels: {app: details}}, mtls: {mode: DISABLE}}"
+            )
+        );
+        let compiled = compile(&disabled);
+        let cluster =
+            &compiled.snapshot.clusters["outbound|9080||details.default.svc.cluster.local"];
+        assert_eq!(cluster.tls, UpstreamTls::Disabled);
+        // Endpoints without the label get plaintext (BOOKINFO's have none).
+        let plain = compile(BOOKINFO);
+        assert_eq!(
+            plain.snapshot.clusters["outbound|9080||ratings.default.svc.cluster.local"].tls,
+            UpstreamTls::Disabled
         );
     }
 }

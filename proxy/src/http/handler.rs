@@ -70,7 +70,10 @@ async fn route(
     };
 
     let headers = request.headers_mut();
-    headers::remove_internal(headers);
+    headers::remove_internal(headers, downstream.mesh_peer.is_some());
+    if let Some(peer) = &downstream.mesh_peer {
+        headers::append_client_cert(headers, &peer.xfcc);
+    }
     exchange.request_id = headers::ensure_request_id(headers);
     headers::set_forwarded(
         headers,
@@ -211,8 +214,7 @@ fn authorize(
         method: Some(request.method().as_str()),
         path: Some(path),
         headers: Some(request.headers()),
-        sni: downstream.sni.as_deref(),
-        ..Attributes::connection(Protocol::Http, downstream.peer.ip(), downstream.local)
+        ..downstream.attributes(Protocol::Http)
     };
     let decision = authz::evaluate(policies, &attributes);
     if decision.allowed {

@@ -60,21 +60,43 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Removes headers a client must not set: Envoy's and Strait's internal ones, and
-/// `x-forwarded-client-cert` (Envoy's SANITIZE: a client could otherwise claim any certificate
-/// identity to the upstream).
-pub(crate) fn remove_internal(headers: &mut HeaderMap) {
+/// `x-forwarded-client-cert` unless the client is a mesh peer whose certificate was verified
+/// (Envoy's SANITIZE, and APPEND_FORWARD for mesh mTLS: a plaintext client could otherwise
+/// claim any certificate identity to the upstream).
+pub(crate) fn remove_internal(headers: &mut HeaderMap, keep_client_cert: bool) {
     let internal: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
             name.starts_with("x-envoy-")
                 || name.starts_with("x-strait-")
-                || name == "x-forwarded-client-cert"
+                || (name == "x-forwarded-client-cert" && !keep_client_cert)
         })
         .cloned()
         .collect();
     for name in internal {
         headers.remove(&name);
+    }
+}
+
+/// Appends the verified mesh peer's element to `x-forwarded-client-cert`, after any the peer
+/// forwarded (Envoy's APPEND_FORWARD: elements are comma-separated, the last added last).
+pub(crate) fn append_client_cert(headers: &mut HeaderMap, element: &HeaderValue) {
+    const XFCC: &str = "x-forwarded-client-cert";
+    let earlier: Vec<&[u8]> = headers
+        .get_all(XFCC)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if earlier.is_empty() {
+        headers.insert(XFCC, element.clone());
+        return;
+    }
+    let mut joined = earlier.join(&b","[..]);
+    joined.push(b',');
+    joined.extend_from_slice(element.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(XFCC, value);
     }
 }
 
@@ -280,7 +302,7 @@ mod tests {
             "x-forwarded-client-cert",
             HeaderValue::from_static("URI=spiffe://cluster.local/ns/a/sa/admin"),
         );
-        remove_internal(&mut headers);
+        remove_internal(&mut headers, false);
         assert_eq!(headers.len(), 1);
     }
 

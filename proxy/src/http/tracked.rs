@@ -34,6 +34,7 @@ pub(crate) struct Exchange {
     downstream_local: SocketAddr,
     downstream_remote: SocketAddr,
     server_name: String,
+    peer_principal: String,
     pub(crate) authority: String,
     pub(crate) request_id: String,
     pub(crate) route_name: String,
@@ -79,6 +80,7 @@ impl Exchange {
             downstream_local: downstream.local,
             downstream_remote: downstream.peer,
             server_name: copy(&|| downstream.sni.clone().unwrap_or_default()),
+            peer_principal: copy(&|| downstream.peer_principal().unwrap_or_default().to_owned()),
             authority: String::new(),
             request_id: String::new(),
             route_name: String::new(),
@@ -255,6 +257,7 @@ impl Finish {
             downstream_local_address: Some(exchange.downstream_local),
             downstream_remote_address: Some(exchange.downstream_remote),
             requested_server_name: exchange.server_name,
+            downstream_peer_principal: exchange.peer_principal,
             route_name: exchange.route_name,
         });
     }

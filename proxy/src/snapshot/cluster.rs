@@ -125,6 +125,13 @@ pub enum UpstreamTls {
         #[serde(skip)]
         private_key: String,
     },
+    /// Mesh mTLS with the proxy's own identity (`ISTIO_MUTUAL`).
+    IstioMutual {
+        /// `outbound_.PORT_.SUBSET_.HOST`.
+        sni: String,
+        /// The SPIFFE IDs the server may have; any the trust bundles vouch for when empty.
+        subject_alt_names: Vec<String>,
+    },
 }
 
 /// The protocol spoken to the endpoints.

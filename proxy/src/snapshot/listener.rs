@@ -72,6 +72,9 @@ pub enum Transport {
     Terminate(ServerTls),
     /// Route by SNI without terminating; the ClientHello is forwarded as it came.
     Passthrough,
+    /// Terminate mesh mTLS (Istio's `ISTIO_MUTUAL`) with the proxy's own SPIFFE identity,
+    /// requiring a client certificate from a trust domain the proxy trusts.
+    IstioMutual,
 }
 
 /// What the connection carries once the transport is set up.

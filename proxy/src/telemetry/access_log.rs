@@ -54,6 +54,8 @@ pub struct AccessLogEntry {
     pub downstream_local_address: Option<SocketAddr>,
     pub downstream_remote_address: Option<SocketAddr>,
     pub requested_server_name: String,
+    /// The verified SPIFFE ID of a mesh mTLS peer (Envoy's `DOWNSTREAM_PEER_URI_SAN`).
+    pub downstream_peer_principal: String,
     pub route_name: String,
 }
 
@@ -108,7 +110,7 @@ impl AccessLogEntry {
         };
         let address = |a: &Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
         format!(
-            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} reason=\"{}\"",
+            "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}reason=\"{}\"",
             self.start_time
                 .map(format_time)
                 .unwrap_or_else(|| "-".to_owned()),
@@ -132,6 +134,11 @@ impl AccessLogEntry {
             address(&self.downstream_remote_address),
             or_dash(&self.requested_server_name),
             or_dash(&self.route_name),
+            if self.downstream_peer_principal.is_empty() {
+                String::new()
+            } else {
+                format!("peer=\"{}\" ", self.downstream_peer_principal)
+            },
             self.reason.replace('"', "'"),
         )
     }

@@ -2,5 +2,6 @@
 //! certificates a filter chain names, and originating towards endpoints.
 
 pub mod client_hello;
+pub mod mesh;
 pub mod server;
 pub mod upstream;

@@ -19,7 +19,8 @@ pub(crate) fn origination(
     protocol: UpstreamProtocol,
 ) -> Result<Option<(Arc<TlsOrigination>, String)>, TlsConfigError> {
     let (sni, ca, names, client) = match tls {
-        UpstreamTls::Disabled => return Ok(None),
+        // Mesh mTLS comes from the proxy's identity, not from the snapshot (`tls::mesh`).
+        UpstreamTls::Disabled | UpstreamTls::IstioMutual { .. } => return Ok(None),
         UpstreamTls::Simple {
             sni,
             ca_certificates,

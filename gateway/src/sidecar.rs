@@ -1,0 +1,151 @@
+//! What `strait run --role sidecar` adds to the gateway's flags: the workload it fronts, its
+//! capture ports, and the mesh identity it proxies with.
+//!
+//! The identity comes from files (`--identity-dir`, as `strait ca issue` or `strait ca sign`
+//! write them: `key.pem`, `cert-chain.pem`, `root-cert.pem`); the workload's trust domain is
+//! its certificate's. Files are read again on SIGHUP and when they change, so a renewed
+//! certificate or a new root reaches new handshakes without a restart.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use strait_certs::{IdentityCell, SpiffeId, Svid, TrustBundle, TrustBundleSet};
+use strait_discovery::compile::SidecarOptions;
+use strait_proxy::tls::mesh::MeshIdentity;
+
+/// The sidecar's flags.
+#[derive(Debug, clap::Args)]
+pub struct SidecarArgs {
+    /// The workload this sidecar fronts, `NAMESPACE/NAME`.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub workload: Option<String>,
+    /// The workload's service account: its identity is
+    /// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// A folder with the workload's `key.pem`, `cert-chain.pem` and `root-cert.pem`.
+    #[arg(long, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+    /// The trust bundle to start from (PEM, or SPIFFE bundle JSON); `root-cert.pem` of the
+    /// identity folder when unset.
+    #[arg(long, value_name = "FILE")]
+    pub trust_bundle: Option<PathBuf>,
+    /// Where captured outbound connections arrive (iptables REDIRECT).
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Where captured inbound connections arrive.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+}
+
+/// The workload a sidecar fronts.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SidecarArgs {
+    pub fn workload(&self) -> anyhow::Result<Workload> {
+        let Some(text) = &self.workload else {
+            bail!("--role sidecar needs --workload NAMESPACE/NAME");
+        };
+        match text.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => Ok(Workload {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => bail!("--workload {text:?} is not NAMESPACE/NAME"),
+        }
+    }
+
+    /// What the sidecar's snapshot is compiled for.
+    pub fn options(
+        &self,
+        workload: &Workload,
+        labels: BTreeMap<String, String>,
+        domain_suffix: &str,
+    ) -> SidecarOptions {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        SidecarOptions {
+            namespace: workload.namespace.clone(),
+            labels,
+            domain_suffix: domain_suffix.to_owned(),
+            outbound: SocketAddr::new(any, self.outbound_port),
+            inbound: SocketAddr::new(any, self.inbound_port),
+        }
+    }
+
+    /// The mesh identity from the identity folder, checked against the workload's expected ID.
+    pub fn identity(&self, workload: &Workload) -> anyhow::Result<MeshIdentity> {
+        let Some(dir) = &self.identity_dir else {
+            bail!("--role sidecar needs --identity-dir (files from `strait ca issue`)");
+        };
+        let (svid, bundle) = self.read_identity(dir)?;
+        let expected = SpiffeId::istio(
+            &svid.id().trust_domain(),
+            &workload.namespace,
+            &self.service_account,
+        )
+        .context("the workload's SPIFFE ID")?;
+        if *svid.id() != expected {
+            bail!(
+                "{}: the certificate is for {}, but this workload runs as {expected} (--workload, --service-account)",
+                dir.display(),
+                svid.id()
+            );
+        }
+        let bundles = TrustBundleSet::from_bundles([bundle])
+            .context("the trust bundle")?
+            .into_shared();
+        Ok(MeshIdentity {
+            cell: Arc::new(IdentityCell::new(svid)),
+            bundles,
+        })
+    }
+
+    /// Reads the identity files again and installs them when they changed.
+    pub fn refresh(&self, identity: &MeshIdentity) -> anyhow::Result<()> {
+        let Some(dir) = &self.identity_dir else {
+            return Ok(());
+        };
+        let (svid, bundle) = self.read_identity(dir)?;
+        if identity
+            .cell
+            .current()
+            .is_none_or(|c| c.leaf() != svid.leaf())
+        {
+            tracing::info!(identity = %svid.id(), "installing a renewed certificate");
+            identity.cell.install(svid);
+        }
+        let bundles = TrustBundleSet::from_bundles([bundle]).context("the trust bundle")?;
+        identity.bundles.store(Arc::new(bundles));
+        Ok(())
+    }
+
+    fn read_identity(&self, dir: &Path) -> anyhow::Result<(Svid, TrustBundle)> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let chain = read(&dir.join("cert-chain.pem"))?;
+        let key = read(&dir.join("key.pem"))?;
+        let svid = Svid::from_pem(&chain, &key)
+            .with_context(|| format!("the identity in {}", dir.display()))?;
+        let bundle_path = self
+            .trust_bundle
+            .clone()
+            .unwrap_or_else(|| dir.join("root-cert.pem"));
+        let text = read(&bundle_path)?;
+        let trust_domain = svid.id().trust_domain();
+        let bundle = if text.trim_start().starts_with('{') {
+            TrustBundle::from_spiffe_json(trust_domain, text.as_bytes())
+        } else {
+            TrustBundle::from_pem(trust_domain, &text)
+        }
+        .with_context(|| format!("the trust bundle {}", bundle_path.display()))?;
+        Ok((svid, bundle))
+    }
+}
