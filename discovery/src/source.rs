@@ -11,20 +11,21 @@
 //! ConfigMap mounts that swap a symlink.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::findings::{Finding, Level, ObjectRef};
-use crate::resources::{LoadOptions, Object, load_paths};
-use crate::validation::{ValidateOptions, validate};
+use crate::resources::{LoadOptions, Loaded, Object, config_files_of, load_text, read_text};
+use crate::validation::{ValidateOptions, analyze, validate_object};
 
 /// What one read of the directory yields.
 #[derive(Debug)]
 pub struct Revision {
     /// The objects in force: the valid ones read now, and the last good version of the ones
     /// rejected now.
-    pub objects: Vec<Object>,
+    pub objects: Vec<Arc<Object>>,
     /// Every finding of this read, in file order.
     pub findings: Vec<Finding>,
     /// Objects rejected now whose last good version stays in force.
@@ -34,13 +35,26 @@ pub struct Revision {
 }
 
 /// A configuration directory (or files) read again whenever it changes.
+///
+/// A file whose text is the same as last time is not parsed or validated again: its objects
+/// and their own findings are kept from then (how objects relate is always checked again).
 #[derive(Debug)]
 pub struct DirectorySource {
     paths: Vec<PathBuf>,
     load: LoadOptions,
     validate: ValidateOptions,
     /// Accepted objects by `(kind, namespace, name)`.
-    last_good: BTreeMap<ObjectRef, Object>,
+    last_good: BTreeMap<ObjectRef, Arc<Object>>,
+    /// What each file read last time held.
+    files: HashMap<PathBuf, FileRead>,
+}
+
+/// One file as read and validated: its text, its objects, and the findings about them alone.
+#[derive(Debug)]
+struct FileRead {
+    text: Arc<str>,
+    objects: Vec<Arc<Object>>,
+    findings: Vec<Finding>,
 }
 
 impl DirectorySource {
@@ -54,14 +68,35 @@ impl DirectorySource {
             load,
             validate,
             last_good: BTreeMap::new(),
+            files: HashMap::new(),
         }
     }
 
     /// Reads and validates everything, keeping last good versions of what is rejected now.
     pub fn read(&mut self) -> Revision {
-        let loaded = load_paths(&self.paths, &self.load);
-        let mut findings = loaded.findings;
-        findings.extend(validate(&loaded.objects, &self.validate));
+        let (files, mut findings) = config_files_of(&self.paths);
+        let mut previous = std::mem::take(&mut self.files);
+        let mut objects: Vec<Arc<Object>> = Vec::new();
+        for path in files {
+            let shown: Arc<str> = Arc::from(path.display().to_string());
+            let text = match read_text(&path, &shown) {
+                Ok(text) => text,
+                Err(finding) => {
+                    findings.push(finding);
+                    continue;
+                }
+            };
+            let file = match previous.remove(&path) {
+                Some(file) if *file.text == *text => file,
+                _ => self.read_file(&shown, text),
+            };
+            findings.extend(file.findings.iter().cloned());
+            objects.extend(file.objects.iter().cloned());
+            self.files.insert(path, file);
+        }
+        let all: Vec<&Object> = objects.iter().map(|object| &**object).collect();
+        analyze(&all, &self.validate, &mut findings);
+        drop(all);
         findings.sort_by(|a, b| {
             (a.file.as_deref(), a.position, a.level).cmp(&(b.file.as_deref(), b.position, b.level))
         });
@@ -79,10 +114,10 @@ impl DirectorySource {
                 (None, None) => {}
             }
         }
-        let mut accepted: BTreeMap<ObjectRef, Object> = BTreeMap::new();
+        let mut accepted: BTreeMap<ObjectRef, Arc<Object>> = BTreeMap::new();
         let mut kept = Vec::new();
         let mut rejected = Vec::new();
-        for object in loaded.objects {
+        for object in objects {
             let key = object.object_ref();
             if rejected_objects.contains(&(Some(&*object.source.file), &key)) {
                 match self.last_good.get(&key) {
@@ -109,6 +144,31 @@ impl DirectorySource {
             findings,
             kept,
             rejected,
+        }
+    }
+
+    /// Parses and validates one file's text. The objects keep the text instead of their node
+    /// trees, which a finding found later reads again.
+    fn read_file(&self, shown: &Arc<str>, text: String) -> FileRead {
+        let mut loaded = Loaded::default();
+        load_text(shown, &text, &self.load, &mut loaded);
+        let mut findings = loaded.findings;
+        for object in &loaded.objects {
+            validate_object(object, &mut findings);
+        }
+        let text: Arc<str> = Arc::from(text);
+        let objects = loaded
+            .objects
+            .into_iter()
+            .map(|mut object| {
+                object.source.keep_text_only(&text);
+                Arc::new(object)
+            })
+            .collect();
+        FileRead {
+            text,
+            objects,
+            findings,
         }
     }
 }

@@ -17,6 +17,7 @@ mod listeners;
 mod registry;
 mod routes;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -75,8 +76,12 @@ pub struct Compiled {
 
 /// Compiles the snapshot of a gateway: `objects` should be valid (objects with validation errors
 /// left out); `version` is the snapshot's version.
-pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u64) -> Compiled {
-    let objects: Vec<&Object> = objects.iter().collect();
+pub fn compile_gateway<O: Borrow<Object>>(
+    objects: &[O],
+    options: &GatewayOptions,
+    version: u64,
+) -> Compiled {
+    let objects: Vec<&Object> = objects.iter().map(Borrow::borrow).collect();
     let mut compiler = Compiler {
         registry: Registry::new(&objects, &options.domain_suffix),
         options,

@@ -19,7 +19,7 @@ use crate::yaml::FieldPath;
 /// Istio's default root namespace, where mesh-wide policies live.
 const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
-pub(crate) fn analyze(objects: &[Object], options: &ValidateOptions, out: &mut Vec<Finding>) {
+pub(crate) fn analyze(objects: &[&Object], options: &ValidateOptions, out: &mut Vec<Finding>) {
     let index = Index::new(objects, options);
     duplicates(objects, out);
     for object in objects {
@@ -86,7 +86,7 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(objects: &[Object], options: &'a ValidateOptions) -> Index<'a> {
+    fn new(objects: &[&Object], options: &'a ValidateOptions) -> Index<'a> {
         let mut index = Index {
             options,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
@@ -208,7 +208,7 @@ fn format_labels(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Objects of the same kind, namespace and name: the last one read is the one used.
-fn duplicates(objects: &[Object], out: &mut Vec<Finding>) {
+fn duplicates(objects: &[&Object], out: &mut Vec<Finding>) {
     let mut seen: BTreeMap<(Kind, &str, &str), &Object> = BTreeMap::new();
     for object in objects {
         if object.name().is_empty() && !matches!(object.kind, Kind::MeshConfig | Kind::MeshNetworks)
@@ -219,7 +219,7 @@ fn duplicates(objects: &[Object], out: &mut Vec<Finding>) {
         if let Some(earlier) = seen.insert(key, object) {
             let place = format!(
                 "{}:{}",
-                earlier.source.file, earlier.source.node.position.line
+                earlier.source.file, earlier.source.position.line
             );
             Check::new(object, out).warning(
                 &FieldPath::ROOT.field("metadata").field("name"),
@@ -340,7 +340,7 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
 }
 
 /// Two VirtualServices that claim the same host for the same gateway (or the mesh).
-fn virtual_service_hosts(objects: &[Object], index: &Index<'_>, out: &mut Vec<Finding>) {
+fn virtual_service_hosts(objects: &[&Object], index: &Index<'_>, out: &mut Vec<Finding>) {
     let mut claims: BTreeMap<(String, String), &Object> = BTreeMap::new();
     for object in objects {
         let Spec::VirtualService(vs) = &object.spec else {
@@ -385,7 +385,7 @@ fn virtual_service_hosts(objects: &[Object], index: &Index<'_>, out: &mut Vec<Fi
 
 /// Several PeerAuthentications (or Sidecars) at the same scope: Istio applies the oldest, and
 /// without creation times there is no oldest.
-fn policy_conflicts(objects: &[Object], index: &Index<'_>, kind: Kind, out: &mut Vec<Finding>) {
+fn policy_conflicts(objects: &[&Object], index: &Index<'_>, kind: Kind, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<String, Vec<&Object>> = BTreeMap::new();
     for object in objects.iter().filter(|o| o.kind == kind) {
         let selector = match &object.spec {

@@ -31,7 +31,7 @@ impl<'a> Check<'a> {
         code: &'static str,
         message: impl Into<String>,
     ) {
-        let position = path.locate(&self.object.source.node).position;
+        let position = path.locate(&self.object.source.node()).position;
         self.out.push(
             Finding::new(level, code, message)
                 .at(path, position)
