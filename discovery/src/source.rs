@@ -287,6 +287,75 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// Findings of every kind: a field error, warnings about how objects relate (found after the
+    /// node trees were dropped), a duplicate, and objects inside a `List`.
+    const MIXED: &str = "# gateways\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  \
+        gateways: [missing]\n  http:\n  - route:\n    - destination: {host: nowhere.example.com}\n\
+        ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  \
+        gateways: [missing-too]\n  http:\n  - timeout: nonsense\n    route:\n    \
+        - destination: {host: web.example.com}\n";
+    const LIST: &str = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  \
+        kind: DestinationRule\n  metadata: {name: dr}\n  spec:\n    host: nowhere.example.com\n    \
+        subsets: [{name: v1, labels: {version: v1}}]\n- apiVersion: networking.istio.io/v1\n  \
+        kind: VirtualService\n  metadata: {name: listed}\n  spec:\n    hosts: [listed.example.com]\n    \
+        gateways: [absent]\n    http:\n    - route:\n      - destination: {host: nowhere.example.com, subset: v2}\n";
+
+    #[test]
+    fn findings_name_the_same_places_as_validating_the_files() {
+        let root = dir();
+        std::fs::write(root.join("a.yaml"), MIXED).unwrap();
+        std::fs::write(root.join("b.yaml"), LIST).unwrap();
+        std::fs::write(root.join("c.yaml"), GOOD).unwrap();
+        let paths = vec![root.clone()];
+        let expected =
+            crate::validation::validate_paths(&paths, &LoadOptions::default(), &ValidateOptions::default())
+                .findings;
+        assert!(
+            expected.iter().any(|f| f.level == Level::Error)
+                && expected.iter().filter(|f| f.level == Level::Warning).count() >= 3,
+            "{expected:#?}"
+        );
+        let mut source =
+            DirectorySource::new(paths, LoadOptions::default(), ValidateOptions::default());
+        assert_eq!(source.read().findings, expected);
+        assert_eq!(source.read().findings, expected, "and again from what was kept");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn only_files_that_changed_are_read_again() {
+        let root = dir();
+        std::fs::write(root.join("a.yaml"), GOOD).unwrap();
+        std::fs::write(root.join("b.yaml"), LIST).unwrap();
+        let mut source = DirectorySource::new(
+            vec![root.clone()],
+            LoadOptions::default(),
+            ValidateOptions::default(),
+        );
+        let first = source.read();
+        let listed = |revision: &Revision| {
+            revision
+                .objects
+                .iter()
+                .find(|o| o.name() == "listed")
+                .cloned()
+                .unwrap()
+        };
+        std::fs::write(root.join("a.yaml"), GOOD.replace("10.0.0.1", "10.0.0.9")).unwrap();
+        let second = source.read();
+        assert_eq!(address(&second).as_deref(), Some("10.0.0.9"));
+        assert!(
+            Arc::ptr_eq(&listed(&first), &listed(&second)),
+            "an unchanged file's objects are kept as they were"
+        );
+        // The same length and a rewrite in the same instant still count: the text is compared.
+        std::fs::write(root.join("a.yaml"), GOOD.replace("10.0.0.1", "10.0.0.8")).unwrap();
+        assert_eq!(address(&source.read()).as_deref(), Some("10.0.0.8"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn the_fingerprint_follows_writes_additions_and_removals() {
         let root = dir();

@@ -63,11 +63,12 @@ impl<'a> Compiler<'a> {
         port: u32,
     ) -> Vec<Route> {
         let http = FieldPath::ROOT.field("spec").field("http");
-        let mut routes = Vec::new();
+        // Sized exactly: a snapshot holds tens of thousands of these lists.
+        let mut routes = Vec::with_capacity(bound.spec.http.len());
         for (index, route) in bound.spec.http.iter().enumerate() {
             let path = http.index(index);
             self.at(bound.object, path.clone());
-            let mut matches = Vec::new();
+            let mut matches = Vec::with_capacity(route.matches.len());
             for (m, block) in route.matches.iter().enumerate() {
                 if !self.applies(
                     bound.object,
@@ -363,7 +364,7 @@ impl<'a> Compiler<'a> {
             }));
         }
         let lone = route.route.len() == 1;
-        let mut clusters = Vec::new();
+        let mut clusters = Vec::with_capacity(route.route.len());
         for (index, destination) in route.route.iter().enumerate() {
             self.at(vs, path.field("route").index(index).field("destination"));
             let Some(cluster) = self.destination_cluster(vs, destination.destination.as_ref())

@@ -482,6 +482,25 @@ mod tests {
     }
 
     #[test]
+    fn a_document_read_again_from_its_line_is_the_one_read_in_the_stream() {
+        let text = "# leading comment\n\na: 1\nlist: [x, {k: v}, 2001:db8::]\n---\n\
+                    # inside\nb: &anchor\n  deep: {c: d}\nalias: *anchor\n...\n---\n---   \n\
+                    items:\n- kind: X\n  spec: |\n    text\n    more\n- {kind: Y}\n";
+        let documents = parse_documents_with_lines(text).unwrap();
+        assert_eq!(documents.len(), 3, "{documents:?}");
+        for (line, node) in &documents {
+            assert_eq!(parse_document_at(text, *line).as_ref(), Some(node), "line {line}");
+        }
+        assert_eq!(
+            documents[2].1.get("items").unwrap().position.line,
+            14,
+            "positions stay absolute"
+        );
+        assert_eq!(parse_document_at(text, 99), None);
+        assert_eq!(parse_document_at(text, 0), None);
+    }
+
+    #[test]
     fn a_colon_touching_a_flow_indicator_stays_in_the_scalar_as_in_go_yaml() {
         let docs = parse_documents("a: [1.2.3.4, 001:db8::]\nb: [x: ]\nc: [y: z]\n").unwrap();
         let Value::Seq(a) = &docs[0].get("a").unwrap().value else {
