@@ -82,10 +82,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let revision = source.read();
         let read = start.elapsed();
-        eprintln!("TMP after read rss={}", rss_now());
         let compiled = compile_gateway(&revision.objects, &options, 1);
         let compile = start.elapsed() - read;
-        eprintln!("TMP after compile rss={}", rss_now());
         read_times.push(read);
         compile_times.push(compile);
 
@@ -172,8 +170,4 @@ fn peak_rss_kib() -> Result<u64, Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("VmHWM has no value")?
         .parse()?)
-}
-
-fn rss_now() -> String {
-    std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM")).collect::<Vec<_>>().join(" ")
 }

@@ -14,7 +14,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::findings::{Finding, Level, ObjectRef};
 use crate::resources::{LoadOptions, Loaded, Object, config_files_of, load_text, read_text};
@@ -49,6 +50,13 @@ pub struct DirectorySource {
     files: HashMap<PathBuf, FileRead>,
 }
 
+/// Files read in parallel at most: beyond this, reading is bound by memory, not CPU.
+const MAX_READ_THREADS: usize = 8;
+
+/// A file's path, its name in findings, its text, and what it held last time when the text is
+/// the same.
+type FileText = (PathBuf, Arc<str>, String, Option<FileRead>);
+
 /// One file as read and validated: its text, its objects, and the findings about them alone.
 #[derive(Debug)]
 struct FileRead {
@@ -76,20 +84,21 @@ impl DirectorySource {
     pub fn read(&mut self) -> Revision {
         let (files, mut findings) = config_files_of(&self.paths);
         let mut previous = std::mem::take(&mut self.files);
-        let mut objects: Vec<Arc<Object>> = Vec::new();
+        // Each file's text, and what it held last time when the text is the same.
+        let mut texts = Vec::new();
         for path in files {
             let shown: Arc<str> = Arc::from(path.display().to_string());
-            let text = match read_text(&path, &shown) {
-                Ok(text) => text,
-                Err(finding) => {
-                    findings.push(finding);
-                    continue;
+            match read_text(&path, &shown) {
+                Ok(text) => {
+                    let kept = previous.remove(&path).filter(|file| *file.text == *text);
+                    texts.push((path, shown, text, kept));
                 }
-            };
-            let file = match previous.remove(&path) {
-                Some(file) if *file.text == *text => file,
-                _ => self.read_file(&shown, text),
-            };
+                Err(finding) => findings.push(finding),
+            }
+        }
+        let read = self.read_changed(texts);
+        let mut objects: Vec<Arc<Object>> = Vec::new();
+        for (path, file) in read {
             findings.extend(file.findings.iter().cloned());
             objects.extend(file.objects.iter().cloned());
             self.files.insert(path, file);
@@ -145,6 +154,57 @@ impl DirectorySource {
             kept,
             rejected,
         }
+    }
+
+    /// Parses and validates the files that changed, on as many threads as there are CPUs (each
+    /// file on its own; the order stays that of `texts`).
+    fn read_changed(&self, texts: Vec<FileText>) -> Vec<(PathBuf, FileRead)> {
+        let changed = texts.iter().filter(|(.., kept)| kept.is_none()).count();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_READ_THREADS)
+            .min(changed);
+        if threads <= 1 {
+            return texts
+                .into_iter()
+                .map(|(path, shown, text, kept)| {
+                    let file = kept.unwrap_or_else(|| self.read_file(&shown, text));
+                    (path, file)
+                })
+                .collect();
+        }
+        let pending: Vec<Mutex<Option<FileText>>> =
+            texts.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = pending.get(index) else {
+                    return done;
+                };
+                let taken = slot.lock().map(|mut slot| slot.take());
+                if let Ok(Some((path, shown, text, kept))) = taken {
+                    let file = kept.unwrap_or_else(|| self.read_file(&shown, text));
+                    done.push((index, path, file));
+                }
+            }
+        };
+        let mut read: Vec<(usize, PathBuf, FileRead)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut read = work();
+            for helper in helpers {
+                match helper.join() {
+                    Ok(done) => read.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            read
+        });
+        read.sort_by_key(|(index, ..)| *index);
+        read.into_iter()
+            .map(|(_, path, file)| (path, file))
+            .collect()
     }
 
     /// Parses and validates one file's text. The objects keep the text instead of their node
@@ -309,18 +369,29 @@ mod tests {
         std::fs::write(root.join("b.yaml"), LIST).unwrap();
         std::fs::write(root.join("c.yaml"), GOOD).unwrap();
         let paths = vec![root.clone()];
-        let expected =
-            crate::validation::validate_paths(&paths, &LoadOptions::default(), &ValidateOptions::default())
-                .findings;
+        let expected = crate::validation::validate_paths(
+            &paths,
+            &LoadOptions::default(),
+            &ValidateOptions::default(),
+        )
+        .findings;
         assert!(
             expected.iter().any(|f| f.level == Level::Error)
-                && expected.iter().filter(|f| f.level == Level::Warning).count() >= 3,
+                && expected
+                    .iter()
+                    .filter(|f| f.level == Level::Warning)
+                    .count()
+                    >= 3,
             "{expected:#?}"
         );
         let mut source =
             DirectorySource::new(paths, LoadOptions::default(), ValidateOptions::default());
         assert_eq!(source.read().findings, expected);
-        assert_eq!(source.read().findings, expected, "and again from what was kept");
+        assert_eq!(
+            source.read().findings,
+            expected,
+            "and again from what was kept"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -18,12 +18,12 @@ mod registry;
 mod routes;
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strait_proxy::snapshot::{Cluster, Snapshot};
+use strait_proxy::snapshot::{Cluster, Pattern, Snapshot};
 
 use crate::findings::{Finding, Level};
 use crate::resources::Object;
@@ -89,6 +89,7 @@ pub fn compile_gateway<O: Borrow<Object>>(
         missing_clusters: BTreeMap::new(),
         findings: Vec::new(),
         at: None,
+        patterns: HashMap::new(),
     };
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
     Compiled {
@@ -113,6 +114,9 @@ pub(crate) struct Compiler<'a> {
     findings: Vec<Finding>,
     /// The object and field being compiled, which findings name.
     at: Option<(&'a Object, FieldPath)>,
+    /// Whole-value regexes compiled so far, by source: the same regex in many routes is
+    /// compiled once and shared (a compiled regex takes kilobytes).
+    patterns: HashMap<String, Pattern>,
 }
 
 impl<'a> Compiler<'a> {

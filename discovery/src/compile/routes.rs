@@ -107,7 +107,7 @@ impl<'a> Compiler<'a> {
                         .as_ref()
                         .and_then(|d| d.value)
                         .filter(|d| !d.is_zero()),
-                    retry: self.retry_policy(route.retries.as_ref()),
+                    retry: self.retry_policy(route.retries.as_deref()),
                     fault: self.fault(route),
                     request_headers: header_ops(
                         route.headers.as_ref().and_then(|h| h.request.as_ref()),
@@ -263,9 +263,9 @@ impl<'a> Compiler<'a> {
         Some(RouteMatch {
             path: self.optional_matcher(block.uri.as_ref())?,
             ignore_case: block.ignore_uri_case == Some(true),
-            method: self.optional_matcher(block.method.as_ref())?,
-            authority: self.optional_matcher(block.authority.as_ref())?,
-            scheme: self.optional_matcher(block.scheme.as_ref())?,
+            method: self.optional_matcher(block.method.as_deref())?,
+            authority: self.optional_matcher(block.authority.as_deref())?,
+            scheme: self.optional_matcher(block.scheme.as_deref())?,
             headers,
             query_params,
             // The port was applied when choosing the routes of this server.
@@ -288,7 +288,13 @@ impl<'a> Compiler<'a> {
         } else if let Some(prefix) = &m.prefix {
             StringMatcher::Prefix(prefix.clone())
         } else if let Some(regex) = &m.regex {
-            match Pattern::new(regex) {
+            let compiled = match self.patterns.get(regex) {
+                Some(pattern) => Ok(pattern.clone()),
+                None => Pattern::new(regex).inspect(|pattern| {
+                    self.patterns.insert(regex.clone(), pattern.clone());
+                }),
+            };
+            match compiled {
                 Ok(pattern) => StringMatcher::Regex(pattern),
                 Err(error) => {
                     self.problem(format!("regex {regex:?}: {error}; the match is not served"));

@@ -131,10 +131,12 @@ pub fn read_text(path: &Path, shown: &Arc<str>) -> Result<String, Finding> {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
             Finding::new(Level::Error, "unreadable", "the file is not UTF-8 text").in_file(shown)
         }),
-        Err(error) => Err(
-            Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
-                .in_file(shown),
-        ),
+        Err(error) => {
+            Err(
+                Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
+                    .in_file(shown),
+            )
+        }
     }
 }
 

@@ -217,10 +217,7 @@ fn duplicates(objects: &[&Object], out: &mut Vec<Finding>) {
         }
         let key = (object.kind, object.namespace.as_str(), object.name());
         if let Some(earlier) = seen.insert(key, object) {
-            let place = format!(
-                "{}:{}",
-                earlier.source.file, earlier.source.position.line
-            );
+            let place = format!("{}:{}", earlier.source.file, earlier.source.position.line);
             Check::new(object, out).warning(
                 &FieldPath::ROOT.field("metadata").field("name"),
                 "duplicate-name",

@@ -489,7 +489,11 @@ mod tests {
         let documents = parse_documents_with_lines(text).unwrap();
         assert_eq!(documents.len(), 3, "{documents:?}");
         for (line, node) in &documents {
-            assert_eq!(parse_document_at(text, *line).as_ref(), Some(node), "line {line}");
+            assert_eq!(
+                parse_document_at(text, *line).as_ref(),
+                Some(node),
+                "line {line}"
+            );
         }
         assert_eq!(
             documents[2].1.get("items").unwrap().position.line,
