@@ -4,7 +4,7 @@
 //! conflict with no creation time to order them, and `namespaces` rules that admit other trust
 //! domains. All are warnings (or infos): a directory may hold alternatives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::ValidateOptions;
 use super::check::Check;
@@ -74,9 +74,9 @@ struct Index<'a> {
     options: &'a ValidateOptions,
     root_namespace: String,
     /// `(namespace, name)` of every Gateway.
-    gateways: BTreeSet<(String, String)>,
+    gateways: HashSet<(String, String)>,
     /// `(namespace, name)` of every ServiceEntry.
-    services: BTreeSet<(String, String)>,
+    services: HashSet<(String, String)>,
     /// Fully qualified hosts ServiceEntries declare, lowercase.
     service_hosts: HostTable<()>,
     /// Subset names DestinationRules define, by qualified host.
@@ -90,8 +90,8 @@ impl<'a> Index<'a> {
         let mut index = Index {
             options,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
-            gateways: BTreeSet::new(),
-            services: BTreeSet::new(),
+            gateways: HashSet::new(),
+            services: HashSet::new(),
             service_hosts: HostTable::default(),
             subsets: HostTable::default(),
             workloads: Vec::new(),
@@ -209,7 +209,7 @@ fn format_labels(labels: &BTreeMap<String, String>) -> String {
 
 /// Objects of the same kind, namespace and name: the last one read is the one used.
 fn duplicates(objects: &[&Object], out: &mut Vec<Finding>) {
-    let mut seen: BTreeMap<(Kind, &str, &str), &Object> = BTreeMap::new();
+    let mut seen: HashMap<(Kind, &str, &str), &Object> = HashMap::new();
     for object in objects {
         if object.name().is_empty() && !matches!(object.kind, Kind::MeshConfig | Kind::MeshNetworks)
         {
@@ -232,13 +232,11 @@ fn gateway_references(check: &mut Check<'_>, vs: &VirtualService, index: &Index<
     let namespace = check.object().namespace.clone();
     let spec = FieldPath::ROOT.field("spec");
     let missing = |check: &mut Check<'_>, path: &FieldPath, name: &str| {
-        let Some((gateway_namespace, gateway_name)) = gateway_ref(&namespace, name) else {
+        let Some(gateway) = gateway_ref(&namespace, name) else {
             return;
         };
-        if !index
-            .gateways
-            .contains(&(gateway_namespace.clone(), gateway_name.clone()))
-        {
+        if !index.gateways.contains(&gateway) {
+            let (gateway_namespace, gateway_name) = gateway;
             check.warning(
                 path,
                 "gateway-not-found",
@@ -338,7 +336,7 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
 
 /// Two VirtualServices that claim the same host for the same gateway (or the mesh).
 fn virtual_service_hosts(objects: &[&Object], index: &Index<'_>, out: &mut Vec<Finding>) {
-    let mut claims: BTreeMap<(String, String), &Object> = BTreeMap::new();
+    let mut claims: HashMap<(String, String), &Object> = HashMap::new();
     for object in objects {
         let Spec::VirtualService(vs) = &object.spec else {
             continue;
