@@ -93,7 +93,7 @@ impl DirectorySource {
                     let kept = previous.remove(&path).filter(|file| *file.text == *text);
                     texts.push((path, shown, text, kept));
                 }
-                Err(finding) => findings.push(finding),
+                Err(finding) => findings.push(*finding),
             }
         }
         let read = self.read_changed(texts);

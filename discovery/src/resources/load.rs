@@ -121,22 +121,19 @@ fn load_file(path: &Path, options: &LoadOptions, loaded: &mut Loaded) {
     let shown: Arc<str> = Arc::from(path.display().to_string());
     match read_text(path, &shown) {
         Ok(text) => load_text(&shown, &text, options, loaded),
-        Err(finding) => loaded.findings.push(finding),
+        Err(finding) => loaded.findings.push(*finding),
     }
 }
 
 /// The text of a configuration file, shown as `shown` in findings.
-pub fn read_text(path: &Path, shown: &Arc<str>) -> Result<String, Finding> {
+pub fn read_text(path: &Path, shown: &Arc<str>) -> Result<String, Box<Finding>> {
+    let unreadable = |message: String| {
+        Box::new(Finding::new(Level::Error, "unreadable", message).in_file(shown))
+    };
     match fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            Finding::new(Level::Error, "unreadable", "the file is not UTF-8 text").in_file(shown)
-        }),
-        Err(error) => {
-            Err(
-                Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
-                    .in_file(shown),
-            )
-        }
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| unreadable("the file is not UTF-8 text".to_owned())),
+        Err(error) => Err(unreadable(format!("cannot read: {error}"))),
     }
 }
 
