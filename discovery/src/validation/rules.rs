@@ -862,7 +862,10 @@ mod tests {
     fn remembered_regexes_are_only_ones_that_compile() {
         for _ in 0..2 {
             assert!(compiles("/items/[0-9]+").is_ok());
-            assert!(compiles("/items/[0-9+").is_err(), "an invalid regex stays invalid");
+            assert!(
+                compiles("/items/[0-9+").is_err(),
+                "an invalid regex stays invalid"
+            );
         }
         // Past the cache's size it starts again, and still tells valid from invalid.
         for n in 0..=COMPILED_CACHE {
