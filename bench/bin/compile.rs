@@ -1,7 +1,8 @@
 //! How long a large ingress configuration takes to become a snapshot, and how much memory that
 //! takes: writes [`strait_bench::config::gateway_files`] into a directory, then, as `strait run`
 //! does at start and on every reload, reads and validates it (`DirectorySource::read`) and
-//! compiles it (`compile_gateway`). Prints one line of `key=value` pairs; times are medians.
+//! compiles it (`compile_gateway`). Then, as a reload after one file changed does, reads it again
+//! and compiles it again. Prints one line of `key=value` pairs; times are medians.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -66,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = GatewayOptions::default();
     let (mut read_times, mut compile_times) = (Vec::new(), Vec::new());
     let mut summary = String::new();
+    let mut last_source = None;
     for _ in 0..args.runs.max(1) {
+        // Each run starts from nothing, as `strait run` does.
+        drop(last_source.take());
         let start = Instant::now();
         let mut source = DirectorySource::new(
             vec![args.dir.clone()],
@@ -112,12 +116,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             compiled.snapshot.clusters.len(),
             args.services.div_ceil(args.per_file.max(1)) + 1,
         );
+        drop((revision, compiled));
+        last_source = Some(source);
+    }
+    // A reload after one file changed: that file is read again, everything is compiled again.
+    let (mut reread_times, mut recompile_times) = (Vec::new(), Vec::new());
+    if let (Some(mut source), Some((name, _))) = (last_source, gateway_files(1, 1).get(1)) {
+        let changed = args.dir.join(name);
+        let original = std::fs::read_to_string(&changed)?;
+        for run in 0..args.runs.max(1) {
+            std::fs::write(&changed, format!("{original}\n# change {run}\n"))?;
+            let start = Instant::now();
+            let revision = source.read();
+            let read = start.elapsed();
+            let compiled = compile_gateway(&revision.objects, &options, 2);
+            recompile_times.push(start.elapsed() - read);
+            reread_times.push(read);
+            drop((revision, compiled));
+        }
+        std::fs::write(&changed, original)?;
     }
     println!(
-        "{summary} read_ms={:.0} compile_ms={:.0} total_ms={:.0} peak_rss_mib={:.1}",
+        "{summary} read_ms={:.0} compile_ms={:.0} total_ms={:.0} reread_ms={:.0} recompile_ms={:.0} peak_rss_mib={:.1}",
         ms(median(&read_times)),
         ms(median(&compile_times)),
         ms(median(&read_times) + median(&compile_times)),
+        ms(median(&reread_times)),
+        ms(median(&recompile_times)),
         peak_rss_kib()? as f64 / 1024.0,
     );
     Ok(())
@@ -126,7 +151,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn median(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();
-    sorted[sorted.len() / 2]
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -11,20 +11,22 @@
 //! ConfigMap mounts that swap a symlink.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::findings::{Finding, Level, ObjectRef};
-use crate::resources::{LoadOptions, Object, load_paths};
-use crate::validation::{ValidateOptions, validate};
+use crate::resources::{LoadOptions, Loaded, Object, config_files_of, load_text, read_text};
+use crate::validation::{ValidateOptions, analyze, validate_object};
 
 /// What one read of the directory yields.
 #[derive(Debug)]
 pub struct Revision {
     /// The objects in force: the valid ones read now, and the last good version of the ones
     /// rejected now.
-    pub objects: Vec<Object>,
+    pub objects: Vec<Arc<Object>>,
     /// Every finding of this read, in file order.
     pub findings: Vec<Finding>,
     /// Objects rejected now whose last good version stays in force.
@@ -34,13 +36,33 @@ pub struct Revision {
 }
 
 /// A configuration directory (or files) read again whenever it changes.
+///
+/// A file whose text is the same as last time is not parsed or validated again: its objects
+/// and their own findings are kept from then (how objects relate is always checked again).
 #[derive(Debug)]
 pub struct DirectorySource {
     paths: Vec<PathBuf>,
     load: LoadOptions,
     validate: ValidateOptions,
     /// Accepted objects by `(kind, namespace, name)`.
-    last_good: BTreeMap<ObjectRef, Object>,
+    last_good: BTreeMap<ObjectRef, Arc<Object>>,
+    /// What each file read last time held.
+    files: HashMap<PathBuf, FileRead>,
+}
+
+/// Files read in parallel at most: beyond this, reading is bound by memory, not CPU.
+const MAX_READ_THREADS: usize = 8;
+
+/// A file's path, its name in findings, its text, and what it held last time when the text is
+/// the same.
+type FileText = (PathBuf, Arc<str>, String, Option<FileRead>);
+
+/// One file as read and validated: its text, its objects, and the findings about them alone.
+#[derive(Debug)]
+struct FileRead {
+    text: Arc<str>,
+    objects: Vec<Arc<Object>>,
+    findings: Vec<Finding>,
 }
 
 impl DirectorySource {
@@ -54,14 +76,36 @@ impl DirectorySource {
             load,
             validate,
             last_good: BTreeMap::new(),
+            files: HashMap::new(),
         }
     }
 
     /// Reads and validates everything, keeping last good versions of what is rejected now.
     pub fn read(&mut self) -> Revision {
-        let loaded = load_paths(&self.paths, &self.load);
-        let mut findings = loaded.findings;
-        findings.extend(validate(&loaded.objects, &self.validate));
+        let (files, mut findings) = config_files_of(&self.paths);
+        let mut previous = std::mem::take(&mut self.files);
+        // Each file's text, and what it held last time when the text is the same.
+        let mut texts = Vec::new();
+        for path in files {
+            let shown: Arc<str> = Arc::from(path.display().to_string());
+            match read_text(&path, &shown) {
+                Ok(text) => {
+                    let kept = previous.remove(&path).filter(|file| *file.text == *text);
+                    texts.push((path, shown, text, kept));
+                }
+                Err(finding) => findings.push(*finding),
+            }
+        }
+        let read = self.read_changed(texts);
+        let mut objects: Vec<Arc<Object>> = Vec::new();
+        for (path, file) in read {
+            findings.extend(file.findings.iter().cloned());
+            objects.extend(file.objects.iter().cloned());
+            self.files.insert(path, file);
+        }
+        let all: Vec<&Object> = objects.iter().map(|object| &**object).collect();
+        analyze(&all, &self.validate, &mut findings);
+        drop(all);
         findings.sort_by(|a, b| {
             (a.file.as_deref(), a.position, a.level).cmp(&(b.file.as_deref(), b.position, b.level))
         });
@@ -79,10 +123,10 @@ impl DirectorySource {
                 (None, None) => {}
             }
         }
-        let mut accepted: BTreeMap<ObjectRef, Object> = BTreeMap::new();
+        let mut accepted: BTreeMap<ObjectRef, Arc<Object>> = BTreeMap::new();
         let mut kept = Vec::new();
         let mut rejected = Vec::new();
-        for object in loaded.objects {
+        for object in objects {
             let key = object.object_ref();
             if rejected_objects.contains(&(Some(&*object.source.file), &key)) {
                 match self.last_good.get(&key) {
@@ -109,6 +153,82 @@ impl DirectorySource {
             findings,
             kept,
             rejected,
+        }
+    }
+
+    /// Parses and validates the files that changed, on as many threads as there are CPUs (each
+    /// file on its own; the order stays that of `texts`).
+    fn read_changed(&self, texts: Vec<FileText>) -> Vec<(PathBuf, FileRead)> {
+        let changed = texts.iter().filter(|(.., kept)| kept.is_none()).count();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_READ_THREADS)
+            .min(changed);
+        if threads <= 1 {
+            return texts
+                .into_iter()
+                .map(|(path, shown, text, kept)| {
+                    let file = kept.unwrap_or_else(|| self.read_file(&shown, text));
+                    (path, file)
+                })
+                .collect();
+        }
+        let pending: Vec<Mutex<Option<FileText>>> =
+            texts.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = pending.get(index) else {
+                    return done;
+                };
+                let taken = slot.lock().map(|mut slot| slot.take());
+                if let Ok(Some((path, shown, text, kept))) = taken {
+                    let file = kept.unwrap_or_else(|| self.read_file(&shown, text));
+                    done.push((index, path, file));
+                }
+            }
+        };
+        let mut read: Vec<(usize, PathBuf, FileRead)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut read = work();
+            for helper in helpers {
+                match helper.join() {
+                    Ok(done) => read.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            read
+        });
+        read.sort_by_key(|(index, ..)| *index);
+        read.into_iter()
+            .map(|(_, path, file)| (path, file))
+            .collect()
+    }
+
+    /// Parses and validates one file's text. The objects keep the text instead of their node
+    /// trees, which a finding found later reads again.
+    fn read_file(&self, shown: &Arc<str>, text: String) -> FileRead {
+        let mut loaded = Loaded::default();
+        load_text(shown, &text, &self.load, &mut loaded);
+        let mut findings = loaded.findings;
+        for object in &loaded.objects {
+            validate_object(object, &mut findings);
+        }
+        let text: Arc<str> = Arc::from(text);
+        let objects = loaded
+            .objects
+            .into_iter()
+            .map(|mut object| {
+                object.source.keep_text_only(&text);
+                Arc::new(object)
+            })
+            .collect();
+        FileRead {
+            text,
+            objects,
+            findings,
         }
     }
 }
@@ -224,6 +344,86 @@ mod tests {
         let revision = source.read();
         assert!(revision.objects.is_empty());
         assert_eq!(revision.rejected.len(), 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Findings of every kind: a field error, warnings about how objects relate (found after the
+    /// node trees were dropped), a duplicate, and objects inside a `List`.
+    const MIXED: &str = "# gateways\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  \
+        gateways: [missing]\n  http:\n  - route:\n    - destination: {host: nowhere.example.com}\n\
+        ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: {name: web, namespace: default}\nspec:\n  hosts: [web.example.com]\n  \
+        gateways: [missing-too]\n  http:\n  - timeout: nonsense\n    route:\n    \
+        - destination: {host: web.example.com}\n";
+    const LIST: &str = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  \
+        kind: DestinationRule\n  metadata: {name: dr}\n  spec:\n    host: nowhere.example.com\n    \
+        subsets: [{name: v1, labels: {version: v1}}]\n- apiVersion: networking.istio.io/v1\n  \
+        kind: VirtualService\n  metadata: {name: listed}\n  spec:\n    hosts: [listed.example.com]\n    \
+        gateways: [absent]\n    http:\n    - route:\n      - destination: {host: nowhere.example.com, subset: v2}\n";
+
+    #[test]
+    fn findings_name_the_same_places_as_validating_the_files() {
+        let root = dir();
+        std::fs::write(root.join("a.yaml"), MIXED).unwrap();
+        std::fs::write(root.join("b.yaml"), LIST).unwrap();
+        std::fs::write(root.join("c.yaml"), GOOD).unwrap();
+        let paths = vec![root.clone()];
+        let expected = crate::validation::validate_paths(
+            &paths,
+            &LoadOptions::default(),
+            &ValidateOptions::default(),
+        )
+        .findings;
+        assert!(
+            expected.iter().any(|f| f.level == Level::Error)
+                && expected
+                    .iter()
+                    .filter(|f| f.level == Level::Warning)
+                    .count()
+                    >= 3,
+            "{expected:#?}"
+        );
+        let mut source =
+            DirectorySource::new(paths, LoadOptions::default(), ValidateOptions::default());
+        assert_eq!(source.read().findings, expected);
+        assert_eq!(
+            source.read().findings,
+            expected,
+            "and again from what was kept"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn only_files_that_changed_are_read_again() {
+        let root = dir();
+        std::fs::write(root.join("a.yaml"), GOOD).unwrap();
+        std::fs::write(root.join("b.yaml"), LIST).unwrap();
+        let mut source = DirectorySource::new(
+            vec![root.clone()],
+            LoadOptions::default(),
+            ValidateOptions::default(),
+        );
+        let first = source.read();
+        let listed = |revision: &Revision| {
+            revision
+                .objects
+                .iter()
+                .find(|o| o.name() == "listed")
+                .cloned()
+                .unwrap()
+        };
+        std::fs::write(root.join("a.yaml"), GOOD.replace("10.0.0.1", "10.0.0.9")).unwrap();
+        let second = source.read();
+        assert_eq!(address(&second).as_deref(), Some("10.0.0.9"));
+        assert!(
+            Arc::ptr_eq(&listed(&first), &listed(&second)),
+            "an unchanged file's objects are kept as they were"
+        );
+        // The same length and a rewrite in the same instant still count: the text is compared.
+        std::fs::write(root.join("a.yaml"), GOOD.replace("10.0.0.1", "10.0.0.8")).unwrap();
+        assert_eq!(address(&source.read()).as_deref(), Some("10.0.0.8"));
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -413,6 +413,13 @@ impl<'a> Compiler<'a> {
         let mut hosts: BTreeMap<String, Building> = BTreeMap::new();
         let mut compiled: HashMap<(usize, usize), Vec<Route>> = HashMap::new();
         for server in servers {
+            // Routes are compiled once per VirtualService and Gateway, and kept for the
+            // Gateway's other servers only when it has any here.
+            let shared = servers
+                .iter()
+                .filter(|other| std::ptr::eq(other.gateway, server.gateway))
+                .nth(1)
+                .is_some();
             let redirect = server.https_redirect();
             if redirect {
                 for (_, host) in &server.hosts {
@@ -432,13 +439,19 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 let gateway_id = server.gateway as *const Object as usize;
-                let routes = compiled
-                    .entry((index, gateway_id))
-                    .or_insert_with(|| {
-                        self.http_routes(bound, Client::Gateway(server.gateway), server.number)
-                    })
-                    .clone();
-                for domain in domains {
+                let mut routes = match compiled.get(&(index, gateway_id)) {
+                    Some(routes) => routes.clone(),
+                    None => {
+                        let routes =
+                            self.http_routes(bound, Client::Gateway(server.gateway), server.number);
+                        if shared {
+                            compiled.insert((index, gateway_id), routes.clone());
+                        }
+                        routes
+                    }
+                };
+                let last = domains.len().saturating_sub(1);
+                for (at, domain) in domains.into_iter().enumerate() {
                     let entry = hosts.entry(domain).or_insert_with(|| Building {
                         routes: Vec::new(),
                         require_tls: false,
@@ -450,7 +463,11 @@ impl<'a> Compiler<'a> {
                     }
                     let merging = !entry.from.is_empty();
                     entry.from.push(index);
-                    entry.routes.extend(routes.iter().cloned());
+                    if at == last && entry.routes.is_empty() {
+                        entry.routes = std::mem::take(&mut routes);
+                    } else {
+                        entry.routes.extend(routes.iter().cloned());
+                    }
                     if merging {
                         // Istio merges VirtualServices for one host and moves catch-alls last.
                         entry.routes.sort_by_key(|r| {

@@ -22,12 +22,13 @@ mod sidecar;
 
 pub use sidecar::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strait_proxy::snapshot::{Cluster, Listener, RouteTable, Snapshot};
+use strait_proxy::snapshot::{Cluster, Listener, Pattern, RouteTable, Snapshot};
 
 use crate::findings::{Finding, Level};
 use crate::resources::Object;
@@ -84,8 +85,12 @@ pub struct Compiled {
 
 /// Compiles the snapshot of a gateway: `objects` should be valid (objects with validation errors
 /// left out); `version` is the snapshot's version.
-pub fn compile_gateway(objects: &[Object], options: &GatewayOptions, version: u64) -> Compiled {
-    let objects: Vec<&Object> = objects.iter().collect();
+pub fn compile_gateway<O: Borrow<Object>>(
+    objects: &[O],
+    options: &GatewayOptions,
+    version: u64,
+) -> Compiled {
+    let objects: Vec<&Object> = objects.iter().map(Borrow::borrow).collect();
     let mut compiler = Compiler::new(&objects, options);
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
     compiler.finish(&objects, version, listeners, route_tables)
@@ -103,6 +108,9 @@ pub(crate) struct Compiler<'a> {
     findings: Vec<Finding>,
     /// The object and field being compiled, which findings name.
     at: Option<(&'a Object, FieldPath)>,
+    /// Whole-value regexes compiled so far, by source: the same regex in many routes is
+    /// compiled once and shared (a compiled regex takes kilobytes).
+    patterns: HashMap<String, Pattern>,
 }
 
 impl<'a> Compiler<'a> {
@@ -115,6 +123,7 @@ impl<'a> Compiler<'a> {
             missing_clusters: BTreeMap::new(),
             findings: Vec::new(),
             at: None,
+            patterns: HashMap::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! endpoints inline, or WorkloadEntries selected by labels), DestinationRules by host, and the
 //! mesh defaults from MeshConfig.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -96,9 +96,15 @@ impl MeshDefaults {
 pub(crate) struct Registry<'a> {
     pub(crate) domain_suffix: &'a str,
     pub(crate) mesh: MeshDefaults,
-    services: Vec<(String, Service<'a>)>,
+    /// Services by exact host; the first declaration of a host is the one used.
+    services: HashMap<String, Service<'a>>,
+    /// Services declared for wildcard hosts (`*.example.com`), in declaration order.
+    wildcard_services: Vec<(String, Service<'a>)>,
     workloads: Vec<(&'a Object, &'a WorkloadEntry)>,
-    rules: Vec<(String, &'a Object, &'a DestinationRule)>,
+    /// DestinationRules by exact host, in declaration order.
+    rules: HashMap<String, Vec<(&'a Object, &'a DestinationRule)>>,
+    /// DestinationRules for wildcard hosts, in declaration order.
+    wildcard_rules: Vec<(String, &'a Object, &'a DestinationRule)>,
 }
 
 impl<'a> Registry<'a> {
@@ -106,9 +112,11 @@ impl<'a> Registry<'a> {
         let mut registry = Registry {
             domain_suffix,
             mesh: MeshDefaults::from(None),
-            services: Vec::new(),
+            services: HashMap::new(),
+            wildcard_services: Vec::new(),
             workloads: Vec::new(),
-            rules: Vec::new(),
+            rules: HashMap::new(),
+            wildcard_rules: Vec::new(),
         };
         for object in objects {
             match &object.spec {
@@ -116,7 +124,12 @@ impl<'a> Registry<'a> {
                     for host in entry.hosts.iter().flatten() {
                         let host = hosts::qualify(host, &object.namespace, domain_suffix)
                             .to_ascii_lowercase();
-                        registry.services.push((host, Service { object, entry }));
+                        let service = Service { object, entry };
+                        if host.starts_with('*') {
+                            registry.wildcard_services.push((host, service));
+                        } else {
+                            registry.services.entry(host).or_insert(service);
+                        }
                     }
                 }
                 Spec::WorkloadEntry(entry) => registry.workloads.push((object, entry)),
@@ -124,7 +137,11 @@ impl<'a> Registry<'a> {
                     if let Some(host) = &rule.host {
                         let host = hosts::qualify(host, &object.namespace, domain_suffix)
                             .to_ascii_lowercase();
-                        registry.rules.push((host, object, rule));
+                        if host.starts_with('*') {
+                            registry.wildcard_rules.push((host, object, rule));
+                        } else {
+                            registry.rules.entry(host).or_default().push((object, rule));
+                        }
                     }
                 }
                 Spec::MeshConfig(mesh) => registry.mesh = MeshDefaults::from(Some(mesh)),
@@ -134,9 +151,17 @@ impl<'a> Registry<'a> {
         registry
     }
 
-    /// Every service by its qualified host, in configuration order.
+    /// Every service by its qualified host: exact hosts in order of name, then wildcard hosts
+    /// in declaration order.
     pub(crate) fn services(&self) -> Vec<(String, Service<'a>)> {
-        self.services.clone()
+        let mut exact: Vec<(String, Service<'a>)> = self
+            .services
+            .iter()
+            .map(|(host, service)| (host.clone(), *service))
+            .collect();
+        exact.sort_by(|a, b| a.0.cmp(&b.0));
+        exact.extend(self.wildcard_services.iter().cloned());
+        exact
     }
 
     pub(crate) fn qualify(&self, host: &str, namespace: &str) -> String {
@@ -146,14 +171,21 @@ impl<'a> Registry<'a> {
     /// The service declaring `host` (qualified): an exact host first, then the most specific
     /// wildcard.
     pub(crate) fn service(&self, host: &str) -> Option<Service<'a>> {
-        let exact = self.services.iter().find(|(h, _)| h == host);
-        exact
-            .or_else(|| {
-                self.services
-                    .iter()
-                    .filter(|(h, _)| h.starts_with('*') && hosts::within(host, h))
-                    .max_by_key(|(h, _)| h.len())
-            })
+        let exact = match host.starts_with('*') {
+            true => self
+                .wildcard_services
+                .iter()
+                .find(|(h, _)| h == host)
+                .map(|(_, service)| service),
+            false => self.services.get(host),
+        };
+        if let Some(service) = exact {
+            return Some(*service);
+        }
+        self.wildcard_services
+            .iter()
+            .filter(|(h, _)| hosts::within(host, h))
+            .max_by_key(|(h, _)| h.len())
             .map(|(_, service)| *service)
     }
 
@@ -174,18 +206,27 @@ impl<'a> Registry<'a> {
                 1
             }
         };
-        let exact = self
-            .rules
-            .iter()
-            .filter(|(h, _, _)| h == host)
-            .min_by_key(|(_, object, _)| rank(&object.namespace));
-        exact
-            .or_else(|| {
-                self.rules
+        let exact = match host.starts_with('*') {
+            true => self
+                .wildcard_rules
+                .iter()
+                .filter(|(h, _, _)| h == host)
+                .map(|(_, object, rule)| (*object, *rule))
+                .min_by_key(|(object, _)| rank(&object.namespace)),
+            false => self.rules.get(host).and_then(|rules| {
+                rules
                     .iter()
-                    .filter(|(h, _, _)| h.starts_with('*') && hosts::within(host, h))
-                    .max_by_key(|(h, _, _)| h.len())
-            })
+                    .copied()
+                    .min_by_key(|(object, _)| rank(&object.namespace))
+            }),
+        };
+        if exact.is_some() {
+            return exact;
+        }
+        self.wildcard_rules
+            .iter()
+            .filter(|(h, _, _)| hosts::within(host, h))
+            .max_by_key(|(h, _, _)| h.len())
             .map(|(_, object, rule)| (*object, *rule))
     }
 

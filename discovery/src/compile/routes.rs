@@ -83,11 +83,12 @@ impl<'a> Compiler<'a> {
         port: u32,
     ) -> Vec<Route> {
         let http = FieldPath::ROOT.field("spec").field("http");
-        let mut routes = Vec::new();
+        // Sized exactly: a snapshot holds tens of thousands of these lists.
+        let mut routes = Vec::with_capacity(bound.spec.http.len());
         for (index, route) in bound.spec.http.iter().enumerate() {
             let path = http.index(index);
             self.at(bound.object, path.clone());
-            let mut matches = Vec::new();
+            let mut matches = Vec::with_capacity(route.matches.len());
             for (m, block) in route.matches.iter().enumerate() {
                 if !self.applies(
                     bound.object,
@@ -126,7 +127,7 @@ impl<'a> Compiler<'a> {
                         .as_ref()
                         .and_then(|d| d.value)
                         .filter(|d| !d.is_zero()),
-                    retry: self.retry_policy(route.retries.as_ref()),
+                    retry: self.retry_policy(route.retries.as_deref()),
                     fault: self.fault(route),
                     request_headers: header_ops(
                         route.headers.as_ref().and_then(|h| h.request.as_ref()),
@@ -280,9 +281,9 @@ impl<'a> Compiler<'a> {
         Some(RouteMatch {
             path: self.optional_matcher(block.uri.as_ref())?,
             ignore_case: block.ignore_uri_case == Some(true),
-            method: self.optional_matcher(block.method.as_ref())?,
-            authority: self.optional_matcher(block.authority.as_ref())?,
-            scheme: self.optional_matcher(block.scheme.as_ref())?,
+            method: self.optional_matcher(block.method.as_deref())?,
+            authority: self.optional_matcher(block.authority.as_deref())?,
+            scheme: self.optional_matcher(block.scheme.as_deref())?,
             headers,
             query_params,
             // The port was applied when choosing the routes of this server.
@@ -305,7 +306,13 @@ impl<'a> Compiler<'a> {
         } else if let Some(prefix) = &m.prefix {
             StringMatcher::Prefix(prefix.clone())
         } else if let Some(regex) = &m.regex {
-            match Pattern::new(regex) {
+            let compiled = match self.patterns.get(regex) {
+                Some(pattern) => Ok(pattern.clone()),
+                None => Pattern::new(regex).inspect(|pattern| {
+                    self.patterns.insert(regex.clone(), pattern.clone());
+                }),
+            };
+            match compiled {
                 Ok(pattern) => StringMatcher::Regex(pattern),
                 Err(error) => {
                     self.problem(format!("regex {regex:?}: {error}; the match is not served"));
@@ -381,7 +388,7 @@ impl<'a> Compiler<'a> {
             }));
         }
         let lone = route.route.len() == 1;
-        let mut clusters = Vec::new();
+        let mut clusters = Vec::with_capacity(route.route.len());
         for (index, destination) in route.route.iter().enumerate() {
             self.at(vs, path.field("route").index(index).field("destination"));
             let Some(cluster) = self.destination_cluster(vs, destination.destination.as_ref())

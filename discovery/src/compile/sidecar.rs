@@ -77,8 +77,12 @@ pub struct SidecarOptions {
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
-pub fn compile_sidecar(objects: &[Object], options: &SidecarOptions, version: u64) -> Compiled {
-    let objects: Vec<&Object> = objects.iter().collect();
+pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
+    objects: &[O],
+    options: &SidecarOptions,
+    version: u64,
+) -> Compiled {
+    let objects: Vec<&Object> = objects.iter().map(std::borrow::Borrow::borrow).collect();
     let as_client = GatewayOptions {
         labels: options.labels.clone(),
         namespace: options.namespace.clone(),

@@ -46,26 +46,31 @@ pub struct Loaded {
 /// Reads every file and directory named.
 pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Loaded {
     let mut loaded = Loaded::default();
-    for path in paths {
-        load_path(path, options, &mut loaded);
+    let (files, findings) = config_files_of(paths);
+    loaded.findings = findings;
+    for file in files {
+        load_file(&file, options, &mut loaded);
     }
     loaded
 }
 
-fn load_path(path: &Path, options: &LoadOptions, loaded: &mut Loaded) {
-    let shown: Arc<str> = Arc::from(path.display().to_string());
-    match fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            for file in config_files(path, &shown, loaded) {
-                load_file(&file, options, loaded);
-            }
+/// The files `load_paths` reads, in its order: each file named, and the configuration files
+/// under each directory named. What cannot be listed is a finding.
+pub fn config_files_of(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Finding>) {
+    let mut loaded = Loaded::default();
+    let mut files = Vec::new();
+    for path in paths {
+        let shown: Arc<str> = Arc::from(path.display().to_string());
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => files.extend(config_files(path, &shown, &mut loaded)),
+            Ok(_) => files.push(path.clone()),
+            Err(error) => loaded.findings.push(
+                Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
+                    .in_file(&shown),
+            ),
         }
-        Ok(_) => load_file(path, options, loaded),
-        Err(error) => loaded.findings.push(
-            Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
-                .in_file(&shown),
-        ),
     }
+    (files, loaded.findings)
 }
 
 /// The configuration files under `dir`, recursively, in name order.
@@ -114,27 +119,30 @@ fn is_config_file(name: &str) -> bool {
 
 fn load_file(path: &Path, options: &LoadOptions, loaded: &mut Loaded) {
     let shown: Arc<str> = Arc::from(path.display().to_string());
+    match read_text(path, &shown) {
+        Ok(text) => load_text(&shown, &text, options, loaded),
+        Err(finding) => loaded.findings.push(*finding),
+    }
+}
+
+/// The text of a configuration file, shown as `shown` in findings.
+pub fn read_text(path: &Path, shown: &Arc<str>) -> Result<String, Box<Finding>> {
+    let unreadable = |message: String| {
+        Box::new(Finding::new(Level::Error, "unreadable", message).in_file(shown))
+    };
     match fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_text(&shown, &text, options, loaded),
-            Err(_) => loaded.findings.push(
-                Finding::new(Level::Error, "unreadable", "the file is not UTF-8 text")
-                    .in_file(&shown),
-            ),
-        },
-        Err(error) => loaded.findings.push(
-            Finding::new(Level::Error, "unreadable", format!("cannot read: {error}"))
-                .in_file(&shown),
-        ),
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| unreadable("the file is not UTF-8 text".to_owned())),
+        Err(error) => Err(unreadable(format!("cannot read: {error}"))),
     }
 }
 
 /// Reads every document of `text`, which came from `file`.
 pub fn load_text(file: &Arc<str>, text: &str, options: &LoadOptions, loaded: &mut Loaded) {
-    match yaml::parse_documents(text) {
+    match yaml::parse_documents_with_lines(text) {
         Ok(documents) => {
-            for node in documents {
-                load_document(file, node, options, loaded);
+            for (line, node) in documents {
+                load_document_at(file, node, (line, Vec::new()), options, loaded);
             }
         }
         Err(error) => loaded.findings.push(
@@ -151,6 +159,18 @@ pub fn load_text(file: &Arc<str>, text: &str, options: &LoadOptions, loaded: &mu
 
 /// Reads one document: an object, a `List` of objects, or a mesh document.
 pub fn load_document(file: &Arc<str>, node: Node, options: &LoadOptions, loaded: &mut Loaded) {
+    load_document_at(file, node, (0, Vec::new()), options, loaded);
+}
+
+/// Reads one document, or one item of a `List`: `at` is the line its document starts on in
+/// the file (0 when unknown) and the path of `items` indexes to it.
+fn load_document_at(
+    file: &Arc<str>,
+    node: Node,
+    at: (u32, Vec<usize>),
+    options: &LoadOptions,
+    loaded: &mut Loaded,
+) {
     if !matches!(node.value, Value::Map(_)) {
         loaded.documents += 1;
         loaded.findings.push(
@@ -173,7 +193,7 @@ pub fn load_document(file: &Arc<str>, node: Node, options: &LoadOptions, loaded:
     if let (Some(kind), Some(Value::Seq(_))) = (&kind_name, node.get("items").map(|i| &i.value))
         && (kind == "List" || kind.ends_with("List"))
     {
-        load_list(file, node, options, loaded);
+        load_list(file, node, at, options, loaded);
         return;
     }
 
@@ -221,6 +241,7 @@ pub fn load_document(file: &Arc<str>, node: Node, options: &LoadOptions, loaded:
     let object = read_object(
         file,
         node,
+        at,
         kind,
         api_version.unwrap_or_default(),
         options,
@@ -229,14 +250,22 @@ pub fn load_document(file: &Arc<str>, node: Node, options: &LoadOptions, loaded:
     loaded.objects.push(object);
 }
 
-fn load_list(file: &Arc<str>, mut node: Node, options: &LoadOptions, loaded: &mut Loaded) {
+fn load_list(
+    file: &Arc<str>,
+    mut node: Node,
+    at: (u32, Vec<usize>),
+    options: &LoadOptions,
+    loaded: &mut Loaded,
+) {
     if let Some(Node {
         value: Value::Seq(items),
         ..
     }) = node.remove("items")
     {
-        for item in items {
-            load_document(file, item, options, loaded);
+        for (index, item) in items.into_iter().enumerate() {
+            let mut path = at.1.clone();
+            path.push(index);
+            load_document_at(file, item, (at.0, path), options, loaded);
         }
     }
 }
@@ -310,6 +339,7 @@ struct Envelope<S> {
 fn read_object(
     file: &Arc<str>,
     node: Node,
+    at: (u32, Vec<usize>),
     kind: Kind,
     api_version: String,
     options: &LoadOptions,
@@ -358,10 +388,7 @@ fn read_object(
         meta,
         namespace,
         spec,
-        source: Source {
-            file: file.clone(),
-            node,
-        },
+        source: Source::new(file.clone(), node, at.0, at.1),
     };
     let about = object.object_ref();
     loaded

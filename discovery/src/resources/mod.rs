@@ -17,13 +17,16 @@ pub mod service_export;
 pub mod sidecar;
 pub mod virtual_service;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use kind::Kind;
-pub use load::{LoadOptions, Loaded, load_document, load_paths, load_text};
+pub use load::{
+    LoadOptions, Loaded, config_files_of, load_document, load_paths, load_text, read_text,
+};
 
 use crate::findings::ObjectRef;
-use crate::yaml::Node;
+use crate::yaml::{Node, Position, Value};
 
 /// The typed body of an object: its `spec`, or the whole document for the mesh documents.
 /// The larger specs are boxed so that a list of objects stays compact.
@@ -45,10 +48,74 @@ pub enum Spec {
 
 /// Where an object was read from: the file and the document's node tree, which gives every
 /// finding its line and column.
+///
+/// The tree is large (several times the text it was read from), so once an object is validated
+/// its holder may trade it for the document's text (`Source::keep_text_only`): a finding found
+/// later reads that one document again to learn its position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Source {
     pub file: Arc<str>,
-    pub node: Node,
+    /// Where the object starts.
+    pub position: Position,
+    tree: Tree,
+    /// The line the object's document starts on in the file (0: unknown), and the path of
+    /// `items` indexes to the object when the document is a `List`.
+    document: (u32, Vec<usize>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tree {
+    Parsed(Node),
+    /// The whole file's text; the document is parsed again from it when needed.
+    Text(Arc<str>),
+}
+
+impl Source {
+    /// An object's source whose document starts on `line` of `file` (0 when unknown), at
+    /// `items` within it when the document is a `List`.
+    pub fn new(file: Arc<str>, node: Node, line: u32, items: Vec<usize>) -> Source {
+        Source {
+            file,
+            position: node.position,
+            tree: Tree::Parsed(node),
+            document: (line, items),
+        }
+    }
+
+    /// The object's node tree: the one read, or the document read again from its text.
+    pub fn node(&self) -> Cow<'_, Node> {
+        match &self.tree {
+            Tree::Parsed(node) => Cow::Borrowed(node),
+            Tree::Text(text) => Cow::Owned(self.parse_again(text).unwrap_or(Node {
+                value: Value::Null,
+                position: self.position,
+            })),
+        }
+    }
+
+    fn parse_again(&self, text: &str) -> Option<Node> {
+        let (line, items) = &self.document;
+        let mut node = crate::yaml::parse_document_at(text, *line)?;
+        for &index in items {
+            let mut items = match node.remove("items")?.value {
+                Value::Seq(items) => items,
+                _ => return None,
+            };
+            if index >= items.len() {
+                return None;
+            }
+            node = items.swap_remove(index);
+        }
+        Some(node)
+    }
+
+    /// Drops the node tree and keeps `text`, the whole text of the file the object was read
+    /// from (shared by its objects). Nothing changes when the document's place is unknown.
+    pub fn keep_text_only(&mut self, text: &Arc<str>) {
+        if self.document.0 != 0 {
+            self.tree = Tree::Text(text.clone());
+        }
+    }
 }
 
 /// One configuration object.

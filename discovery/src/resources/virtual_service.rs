@@ -53,14 +53,15 @@ pub struct HttpRoute {
     #[serde(rename = "match")]
     pub matches: Vec<HttpMatchRequest>,
     pub route: Vec<HttpRouteDestination>,
-    pub redirect: Option<HttpRedirect>,
-    pub direct_response: Option<HttpDirectResponse>,
-    pub delegate: Option<Delegate>,
-    pub rewrite: Option<HttpRewrite>,
+    // The larger optional parts are boxed: a configuration holds tens of thousands of routes.
+    pub redirect: Option<Box<HttpRedirect>>,
+    pub direct_response: Option<Box<HttpDirectResponse>>,
+    pub delegate: Option<Box<Delegate>>,
+    pub rewrite: Option<Box<HttpRewrite>>,
     pub timeout: Option<Duration>,
-    pub retries: Option<HttpRetry>,
-    pub fault: Option<HttpFaultInjection>,
-    pub mirror: Option<Destination>,
+    pub retries: Option<Box<HttpRetry>>,
+    pub fault: Option<Box<HttpFaultInjection>>,
+    pub mirror: Option<Box<Destination>>,
     pub mirrors: Vec<HttpMirrorPolicy>,
     /// Deprecated: `mirrorPercentage` replaces it.
     pub mirror_percent: Option<u32>,
@@ -68,8 +69,8 @@ pub struct HttpRoute {
     #[serde(rename = "mirror_percent")]
     pub mirror_percent_snake: Option<u32>,
     pub mirror_percentage: Option<Percent>,
-    pub cors_policy: Option<CorsPolicy>,
-    pub headers: Option<Headers>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
+    pub headers: Option<Box<Headers>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
@@ -77,9 +78,10 @@ pub struct HttpRoute {
 pub struct HttpMatchRequest {
     pub name: Option<String>,
     pub uri: Option<StringMatch>,
-    pub scheme: Option<StringMatch>,
-    pub method: Option<StringMatch>,
-    pub authority: Option<StringMatch>,
+    // Boxed, as the routes' larger optional parts are.
+    pub scheme: Option<Box<StringMatch>>,
+    pub method: Option<Box<StringMatch>>,
+    pub authority: Option<Box<StringMatch>>,
     pub headers: BTreeMap<String, StringMatch>,
     pub port: Option<u32>,
     pub source_labels: BTreeMap<String, String>,
@@ -96,7 +98,7 @@ pub struct HttpMatchRequest {
 pub struct HttpRouteDestination {
     pub destination: Option<Destination>,
     pub weight: Option<i32>,
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]

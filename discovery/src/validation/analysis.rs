@@ -4,7 +4,7 @@
 //! conflict with no creation time to order them, and `namespaces` rules that admit other trust
 //! domains. All are warnings (or infos): a directory may hold alternatives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::ValidateOptions;
 use super::check::Check;
@@ -19,7 +19,7 @@ use crate::yaml::FieldPath;
 /// Istio's default root namespace, where mesh-wide policies live.
 const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
-pub(crate) fn analyze(objects: &[Object], options: &ValidateOptions, out: &mut Vec<Finding>) {
+pub(crate) fn analyze(objects: &[&Object], options: &ValidateOptions, out: &mut Vec<Finding>) {
     let index = Index::new(objects, options);
     duplicates(objects, out);
     for object in objects {
@@ -77,9 +77,9 @@ struct Index<'a> {
     options: &'a ValidateOptions,
     root_namespace: String,
     /// `(namespace, name)` of every Gateway.
-    gateways: BTreeSet<(String, String)>,
+    gateways: HashSet<(String, String)>,
     /// `(namespace, name)` of every ServiceEntry.
-    services: BTreeSet<(String, String)>,
+    services: HashSet<(String, String)>,
     /// Fully qualified hosts ServiceEntries declare, lowercase.
     service_hosts: HostTable<()>,
     /// Subset names DestinationRules define, by qualified host.
@@ -89,12 +89,12 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(objects: &[Object], options: &'a ValidateOptions) -> Index<'a> {
+    fn new(objects: &[&Object], options: &'a ValidateOptions) -> Index<'a> {
         let mut index = Index {
             options,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
-            gateways: BTreeSet::new(),
-            services: BTreeSet::new(),
+            gateways: HashSet::new(),
+            services: HashSet::new(),
             service_hosts: HostTable::default(),
             subsets: HostTable::default(),
             workloads: Vec::new(),
@@ -211,8 +211,8 @@ fn format_labels(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Objects of the same kind, namespace and name: the last one read is the one used.
-fn duplicates(objects: &[Object], out: &mut Vec<Finding>) {
-    let mut seen: BTreeMap<(Kind, &str, &str), &Object> = BTreeMap::new();
+fn duplicates(objects: &[&Object], out: &mut Vec<Finding>) {
+    let mut seen: HashMap<(Kind, &str, &str), &Object> = HashMap::new();
     for object in objects {
         if object.name().is_empty() && !matches!(object.kind, Kind::MeshConfig | Kind::MeshNetworks)
         {
@@ -220,10 +220,7 @@ fn duplicates(objects: &[Object], out: &mut Vec<Finding>) {
         }
         let key = (object.kind, object.namespace.as_str(), object.name());
         if let Some(earlier) = seen.insert(key, object) {
-            let place = format!(
-                "{}:{}",
-                earlier.source.file, earlier.source.node.position.line
-            );
+            let place = format!("{}:{}", earlier.source.file, earlier.source.position.line);
             Check::new(object, out).warning(
                 &FieldPath::ROOT.field("metadata").field("name"),
                 "duplicate-name",
@@ -238,13 +235,11 @@ fn gateway_references(check: &mut Check<'_>, vs: &VirtualService, index: &Index<
     let namespace = check.object().namespace.clone();
     let spec = FieldPath::ROOT.field("spec");
     let missing = |check: &mut Check<'_>, path: &FieldPath, name: &str| {
-        let Some((gateway_namespace, gateway_name)) = gateway_ref(&namespace, name) else {
+        let Some(gateway) = gateway_ref(&namespace, name) else {
             return;
         };
-        if !index
-            .gateways
-            .contains(&(gateway_namespace.clone(), gateway_name.clone()))
-        {
+        if !index.gateways.contains(&gateway) {
+            let (gateway_namespace, gateway_name) = gateway;
             check.warning(
                 path,
                 "gateway-not-found",
@@ -343,8 +338,8 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
 }
 
 /// Two VirtualServices that claim the same host for the same gateway (or the mesh).
-fn virtual_service_hosts(objects: &[Object], index: &Index<'_>, out: &mut Vec<Finding>) {
-    let mut claims: BTreeMap<(String, String), &Object> = BTreeMap::new();
+fn virtual_service_hosts(objects: &[&Object], index: &Index<'_>, out: &mut Vec<Finding>) {
+    let mut claims: HashMap<(String, String), &Object> = HashMap::new();
     for object in objects {
         let Spec::VirtualService(vs) = &object.spec else {
             continue;
@@ -388,7 +383,7 @@ fn virtual_service_hosts(objects: &[Object], index: &Index<'_>, out: &mut Vec<Fi
 
 /// Several PeerAuthentications (or Sidecars) at the same scope: Istio applies the oldest, and
 /// without creation times there is no oldest.
-fn policy_conflicts(objects: &[Object], index: &Index<'_>, kind: Kind, out: &mut Vec<Finding>) {
+fn policy_conflicts(objects: &[&Object], index: &Index<'_>, kind: Kind, out: &mut Vec<Finding>) {
     let mut groups: BTreeMap<String, Vec<&Object>> = BTreeMap::new();
     for object in objects.iter().filter(|o| o.kind == kind) {
         let selector = match &object.spec {

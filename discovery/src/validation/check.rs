@@ -7,7 +7,9 @@ use crate::yaml::FieldPath;
 
 pub(crate) struct Check<'a> {
     object: &'a Object,
-    about: ObjectRef,
+    /// The object's name in findings, made when the first one is reported (most checks find
+    /// nothing).
+    about: Option<ObjectRef>,
     out: &'a mut Vec<Finding>,
 }
 
@@ -15,7 +17,7 @@ impl<'a> Check<'a> {
     pub(crate) fn new(object: &'a Object, out: &'a mut Vec<Finding>) -> Check<'a> {
         Check {
             object,
-            about: object.object_ref(),
+            about: None,
             out,
         }
     }
@@ -31,12 +33,14 @@ impl<'a> Check<'a> {
         code: &'static str,
         message: impl Into<String>,
     ) {
-        let position = path.locate(&self.object.source.node).position;
+        let position = path.locate(&self.object.source.node()).position;
+        let object = self.object;
+        let about = self.about.get_or_insert_with(|| object.object_ref());
         self.out.push(
             Finding::new(level, code, message)
                 .at(path, position)
                 .in_file(&self.object.source.file)
-                .about(&self.about),
+                .about(about),
         );
     }
 

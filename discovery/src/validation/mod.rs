@@ -50,8 +50,15 @@ pub fn validate(objects: &[Object], options: &ValidateOptions) -> Vec<Finding> {
     for object in objects {
         validate_object(object, &mut findings);
     }
-    analysis::analyze(objects, options, &mut findings);
+    let objects: Vec<&Object> = objects.iter().collect();
+    analyze(&objects, options, &mut findings);
     findings
+}
+
+/// How objects relate to each other (warnings only): what `validate` checks after each object
+/// on its own.
+pub fn analyze(objects: &[&Object], options: &ValidateOptions, findings: &mut Vec<Finding>) {
+    analysis::analyze(objects, options, findings);
 }
 
 /// One object's own fields: errors for what Istio rejects, warnings for what Strait ignores.
@@ -59,7 +66,7 @@ pub fn validate_object(object: &Object, findings: &mut Vec<Finding>) {
     let mut check = Check::new(object, findings);
     metadata(&mut check);
     let spec = FieldPath::ROOT.field("spec");
-    if object.kind.requires_spec() && object.source.node.get("spec").is_none() {
+    if object.kind.requires_spec() && object.source.node().get("spec").is_none() {
         // Reported by the loader ("spec: Required value"); there is nothing more to check.
         return;
     }

@@ -4,7 +4,8 @@
 //! validation (its CRD schema and CEL rules, then its Go webhook), with Istio's messages where a
 //! user would search for them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::LazyLock;
 
@@ -660,7 +661,7 @@ pub(crate) fn regex(check: &mut Check<'_>, path: &FieldPath, re: &str) -> bool {
         );
         return false;
     }
-    if let Err(error) = regex::Regex::new(re) {
+    if let Err(error) = compiles(re) {
         let detail = match error {
             regex::Error::Syntax(text) => text.lines().last().unwrap_or_default().trim().to_owned(),
             other => other.to_string(),
@@ -692,6 +693,30 @@ pub(crate) fn regex(check: &mut Check<'_>, path: &FieldPath, re: &str) -> bool {
         return false;
     }
     true
+}
+
+/// Regexes this thread found to compile lately: a large configuration repeats the same regex in
+/// many routes, and compiling one takes far longer than the rest of its checks.
+const COMPILED_CACHE: usize = 4096;
+
+thread_local! {
+    static COMPILED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Whether `re` compiles, remembering the ones that do.
+fn compiles(re: &str) -> Result<(), regex::Error> {
+    if COMPILED.with(|seen| seen.borrow().contains(re)) {
+        return Ok(());
+    }
+    regex::Regex::new(re)?;
+    COMPILED.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= COMPILED_CACHE {
+            seen.clear();
+        }
+        seen.insert(re.to_owned());
+    });
+    Ok(())
 }
 
 /// A `StringMatch`: at most one of exact, prefix and regex; a prefix is not empty (except for
@@ -832,6 +857,23 @@ pub(crate) fn non_empty_strings(check: &mut Check<'_>, path: &FieldPath, values:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_regexes_are_only_ones_that_compile() {
+        for _ in 0..2 {
+            assert!(compiles("/items/[0-9]+").is_ok());
+            assert!(
+                compiles("/items/[0-9+").is_err(),
+                "an invalid regex stays invalid"
+            );
+        }
+        // Past the cache's size it starts again, and still tells valid from invalid.
+        for n in 0..=COMPILED_CACHE {
+            assert!(compiles(&format!("/n/{n}")).is_ok());
+        }
+        assert!(compiles("/items/[0-9]+").is_ok());
+        assert!(compiles("(unclosed").is_err());
+    }
 
     #[test]
     fn domains_follow_istio() {

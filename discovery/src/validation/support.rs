@@ -349,7 +349,7 @@ pub fn unimplemented_fields() -> &'static [Unimplemented] {
 /// Reports every unimplemented field present in the object.
 pub(crate) fn report(check: &mut Check<'_>) {
     let object = check.object();
-    let root = &object.source.node;
+    let root = &*object.source.node();
     for row in unimplemented_fields()
         .iter()
         .filter(|r| r.kind == object.kind)

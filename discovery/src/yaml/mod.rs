@@ -10,5 +10,5 @@ mod path;
 
 pub use de::from_node;
 pub use node::{Node, Position, SyntaxError, Value};
-pub use parse::parse_documents;
+pub use parse::{parse_document_at, parse_documents, parse_documents_with_lines};
 pub use path::{FieldPath, Segment};

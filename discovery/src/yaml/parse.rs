@@ -24,6 +24,16 @@ const SMALL_MAP: usize = 16;
 /// Parses every document of a YAML stream. Empty documents (a lone `---`, or only comments)
 /// are skipped; positions stay absolute within the file.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    Ok(parse_documents_with_lines(text)?
+        .into_iter()
+        .map(|(_, node)| node)
+        .collect())
+}
+
+/// Parses every document of a YAML stream, each with the line its document starts on (the
+/// `---` line, or its first line when it has none): `parse_document_at` reads it again from
+/// there.
+pub fn parse_documents_with_lines(text: &str) -> Result<Vec<(u32, Node)>, SyntaxError> {
     let mut builder = Builder::default();
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| scan_error(&e))?;
@@ -31,10 +41,54 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     }
     let lines: Vec<&str> = text.lines().collect();
     let mut documents = builder.documents;
-    for document in &mut documents {
+    for (_, document) in &mut documents {
         read_adjacent_colons_as_text(document, &lines);
     }
     Ok(documents)
+}
+
+/// Parses again the one document of `text` that starts on `line` (as
+/// `parse_documents_with_lines` gave it), with the same positions: only that document's text
+/// is read. `None` when no document starts there.
+pub fn parse_document_at(text: &str, line: u32) -> Option<Node> {
+    let skip = usize::try_from(line.checked_sub(1)?).ok()?;
+    let start = if skip == 0 {
+        0
+    } else {
+        text.match_indices('\n').nth(skip - 1)?.0 + 1
+    };
+    let rest = text.get(start..)?;
+    let mut builder = Builder::default();
+    for event in Parser::new_from_str(rest) {
+        let (event, span) = event.ok()?;
+        let ended = matches!(event, Event::DocumentEnd);
+        builder.event(event, span).ok()?;
+        if ended && !builder.documents.is_empty() {
+            break;
+        }
+    }
+    let (_, mut node) = builder.documents.into_iter().next()?;
+    let lines: Vec<&str> = rest.lines().collect();
+    read_adjacent_colons_as_text(&mut node, &lines);
+    shift_lines(&mut node, line - 1);
+    Some(node)
+}
+
+/// Moves every position of a tree `by` lines down.
+fn shift_lines(node: &mut Node, by: u32) {
+    if node.position.is_known() {
+        node.position.line += by;
+    }
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|item| shift_lines(item, by)),
+        Value::Map(entries) => {
+            for (key, value) in entries.iter_mut() {
+                shift_lines(key, by);
+                shift_lines(value, by);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn scan_error(error: &ScanError) -> SyntaxError {
@@ -67,7 +121,10 @@ struct Frame {
 
 #[derive(Default)]
 struct Builder {
-    documents: Vec<Node>,
+    /// Finished documents, each with the line it starts on.
+    documents: Vec<(u32, Node)>,
+    /// The line the current document starts on.
+    document_line: u32,
     stack: Vec<Frame>,
     /// Anchored nodes and how many nodes each holds.
     anchors: HashMap<usize, (Node, usize)>,
@@ -78,7 +135,8 @@ impl Builder {
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
         let at = position(span.start.line(), span.start.col());
         match event {
-            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(..) => {}
+            Event::DocumentStart(..) => self.document_line = at.line,
+            Event::StreamStart | Event::StreamEnd => {}
             Event::DocumentEnd => self.anchors.clear(),
             Event::Scalar(text, style, anchor, tag) => {
                 let value = scalar(&text, style, tag.as_deref(), at)?;
@@ -142,7 +200,7 @@ impl Builder {
         }
         let Some(frame) = self.stack.last_mut() else {
             if node.value != Value::Null {
-                self.documents.push(node);
+                self.documents.push((self.document_line, node));
             }
             return Ok(());
         };
@@ -421,6 +479,29 @@ mod tests {
         let docs = parse_documents("a: 1\n---\nb: 2\n---\n").unwrap();
         assert_eq!(docs.len(), 2, "{docs:?}");
         assert_eq!(docs[1].get("b").unwrap().position.line, 3);
+    }
+
+    #[test]
+    fn a_document_read_again_from_its_line_is_the_one_read_in_the_stream() {
+        let text = "# leading comment\n\na: 1\nlist: [x, {k: v}, 2001:db8::]\n---\n\
+                    # inside\nb: &anchor\n  deep: {c: d}\nalias: *anchor\n...\n---\n---   \n\
+                    items:\n- kind: X\n  spec: |\n    text\n    more\n- {kind: Y}\n";
+        let documents = parse_documents_with_lines(text).unwrap();
+        assert_eq!(documents.len(), 3, "{documents:?}");
+        for (line, node) in &documents {
+            assert_eq!(
+                parse_document_at(text, *line).as_ref(),
+                Some(node),
+                "line {line}"
+            );
+        }
+        assert_eq!(
+            documents[2].1.get("items").unwrap().position.line,
+            14,
+            "positions stay absolute"
+        );
+        assert_eq!(parse_document_at(text, 99), None);
+        assert_eq!(parse_document_at(text, 0), None);
     }
 
     #[test]

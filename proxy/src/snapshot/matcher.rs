@@ -1,32 +1,36 @@
 //! String matching compiled once: exact, prefix, whole-value regexes, presence.
 
 use std::fmt;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde::{Serialize, Serializer};
 
 /// A regex that must match the whole value (Envoy's semantics): compiled as `^(?:re)$` once,
 /// when the snapshot is built.
+///
+/// Clones share the compiled regex (it takes kilobytes, and a large configuration repeats the
+/// same regex in many routes).
 #[derive(Clone)]
 pub struct Pattern {
-    source: String,
-    regex: Regex,
+    source: Arc<str>,
+    regex: Arc<Regex>,
 }
 
 impl Pattern {
     /// Compiles `source` to match whole values only.
     pub fn new(source: &str) -> Result<Pattern, regex::Error> {
         Ok(Pattern {
-            source: source.to_owned(),
-            regex: Regex::new(&format!("^(?:{source})$"))?,
+            source: Arc::from(source),
+            regex: Arc::new(Regex::new(&format!("^(?:{source})$"))?),
         })
     }
 
     /// Compiles `source` to find matches anywhere (for rewrites, which replace what matched).
     pub fn unanchored(source: &str) -> Result<Pattern, regex::Error> {
         Ok(Pattern {
-            source: source.to_owned(),
-            regex: Regex::new(source)?,
+            source: Arc::from(source),
+            regex: Arc::new(Regex::new(source)?),
         })
     }
 
