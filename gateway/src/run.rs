@@ -127,6 +127,10 @@ pub struct Args {
     /// How long an HTTP/2 client has to answer a PING before its connection is closed.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     http2_keepalive_timeout: Duration,
+    /// How often a JWKS fetched from a RequestAuthentication's `jwksUri` is fetched again
+    /// (Istio's default: 20 minutes).
+    #[arg(long, value_parser = parse_duration, default_value = "20m")]
+    jwks_refresh_interval: Duration,
     /// How long a client on a TLS server may take to send its ClientHello and finish the
     /// handshake.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
@@ -457,5 +461,6 @@ fn proxy_options(args: &Args, mesh: Option<MeshIdentity>) -> ProxyOptions {
         max_header_list_bytes: args.max_request_header_bytes,
         socket_mark: args.socket_mark,
         mesh,
+        jwks_refresh_interval: args.jwks_refresh_interval,
     }
 }

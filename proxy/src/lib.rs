@@ -9,10 +9,11 @@
 //!
 //! A request's way through: `listener` accepts and picks a filter chain (reading the TLS
 //! ClientHello when there is TLS) -> `http::server` serves the connection -> `http::handler`
-//! routes the request (`http::routing`), applies faults, redirects and CORS, and forwards it
+//! authenticates its token (`authn`) and authorizes it (`authz`), routes it (`http::routing`), applies faults, redirects and CORS, and forwards it
 //! (`http::forward`) to an endpoint the cluster's balancer picks (`upstream`) over a pooled
 //! connection; `tcp` does the same for opaque bytes. `telemetry` records every request.
 
+pub mod authn;
 pub mod authz;
 pub mod snapshot;
 

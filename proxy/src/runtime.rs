@@ -1,5 +1,5 @@
 //! What is live: the installed snapshot compiled for serving (route tables indexed, cluster
-//! state linked, TLS configurations built), swapped atomically as one `Active` value, and what
+//! state linked, TLS configurations built, JWT keys resolved), swapped atomically as one `Active` value, and what
 //! outlives snapshots (the clusters' live state, the connection pools, telemetry).
 //!
 //! A new connection takes the `Active` current when it arrives; each request on it takes the
@@ -14,6 +14,8 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::sync::watch;
 
+use crate::authn::jwks::JwksStore;
+use crate::authn::{self, ActiveJwtRule};
 use crate::authz::{Attributes, Protocol};
 use crate::http::routing::Router;
 use crate::snapshot::{Application, Cluster, Snapshot, Transport, UpstreamTls};
@@ -50,6 +52,8 @@ pub struct ProxyOptions {
     pub socket_mark: Option<u32>,
     /// The proxy's SPIFFE identity and trust bundles, for `ISTIO_MUTUAL` on either side.
     pub mesh: Option<MeshIdentity>,
+    /// How often a JWKS fetched from a `jwksUri` is fetched again.
+    pub jwks_refresh_interval: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -64,6 +68,7 @@ impl Default for ProxyOptions {
             max_header_list_bytes: 64 * 1024,
             socket_mark: None,
             mesh: None,
+            jwks_refresh_interval: crate::authn::jwks::DEFAULT_REFRESH_INTERVAL,
         }
     }
 }
@@ -78,6 +83,8 @@ pub(crate) struct Active {
     pub(crate) server_tls: HashMap<(String, String), Arc<ServerConfig>>,
     /// By cluster: the origination and its settings' identity for pool keys.
     pub(crate) upstream_tls: HashMap<String, (Arc<TlsOrigination>, String)>,
+    /// The policies' JWT rules with their keys.
+    pub(crate) jwt_rules: Vec<ActiveJwtRule>,
 }
 
 impl Active {
@@ -88,6 +95,7 @@ impl Active {
             clusters: HashMap::new(),
             server_tls: HashMap::new(),
             upstream_tls: HashMap::new(),
+            jwt_rules: Vec::new(),
         }
     }
 }
@@ -174,6 +182,8 @@ pub(crate) struct Shared {
     /// Live cluster state by name, kept across snapshots.
     clusters: Mutex<HashMap<String, Arc<ClusterState>>>,
     pub(crate) pools: Pools,
+    /// Remote JWKS by URI, fetched and refreshed in the background.
+    jwks: JwksStore,
     pub(crate) telemetry: Telemetry,
     pub(crate) options: ProxyOptions,
     /// Set to true when the proxy drains: connections finish what they are doing and close.
@@ -203,6 +213,7 @@ impl Shared {
             active: ArcSwap::new(Arc::new(Active::empty())),
             clusters: Mutex::new(HashMap::new()),
             pools: Pools::default(),
+            jwks: JwksStore::new(options.jwks_refresh_interval, options.socket_mark),
             telemetry,
             options,
             draining: watch::channel(false).0,
@@ -303,6 +314,7 @@ impl Shared {
             .map(|(name, table)| (name.clone(), Arc::new(Router::new(table.clone()))))
             .collect();
         let clusters = self.link_clusters(&snapshot);
+        let jwt_rules = authn::activate(&snapshot.policies.jwt_rules, &self.jwks);
         self.telemetry.metrics.reset_bases();
         let policies_changed = self.active.load().snapshot.policies != snapshot.policies;
         self.active.store(Arc::new(Active {
@@ -311,6 +323,7 @@ impl Shared {
             clusters,
             server_tls,
             upstream_tls,
+            jwt_rules,
         }));
         if policies_changed {
             self.policy_changes

@@ -12,6 +12,10 @@
 //! inheriting from the level above, PERMISSIVE at the top; among several at one level the
 //! oldest by creation time, else the first by namespace/name (validation reports the conflict).
 //! Port-level modes name the workload's own ports.
+//!
+//! RequestAuthentication: see `jwt`.
+
+mod jwt;
 
 use std::collections::BTreeMap;
 
@@ -122,6 +126,7 @@ pub fn compile(
     let mut policies = Policies {
         path_normalization: mesh.path_normalization,
         peer_authentication: peer_authentication(objects, workload, &mesh, findings),
+        jwt_rules: jwt::compile(objects, workload, &mesh, findings),
         ..Policies::default()
     };
     let mut selected: Vec<(&Object, &AuthorizationPolicy)> = objects

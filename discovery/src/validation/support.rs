@@ -280,16 +280,6 @@ const UNIMPLEMENTED: &[Entry] = &[
     ),
     row(
         Kind::RequestAuthentication,
-        "spec.jwtRules[].fromCookies",
-        "tokens are read from headers and query parameters only",
-    ),
-    row(
-        Kind::RequestAuthentication,
-        "spec.jwtRules[].spaceDelimitedClaims",
-        "claims are matched as written",
-    ),
-    row(
-        Kind::RequestAuthentication,
         "spec.jwtRules[].presence",
         "a request without a token stays unauthenticated; require one with an AuthorizationPolicy",
     ),

@@ -35,6 +35,7 @@ flags! {
     UNAUTHORIZED = 11, "RBAC", "An authorization policy denied the request.";
     INVALID_REQUEST = 12, "DPE", "The request was malformed.";
     UPSTREAM_PROTOCOL_ERROR = 13, "UPE", "The upstream sent a malformed response.";
+    UNAUTHENTICATED = 14, "UAUTHN", "A request token failed verification (Strait's flag: Envoy reports this only as the response code detail jwt_authn_access_denied).";
 }
 
 impl ResponseFlags {

@@ -1,6 +1,6 @@
-//! One HTTP request, from arrival to response: clean the headers, find the virtual host and
-//! route, answer CORS preflights, inject faults, then redirect, answer directly, or forward to
-//! a cluster (`forward`). Every request ends in telemetry: its response body is wrapped so that
+//! One HTTP request, from arrival to response: clean the headers, authenticate its token and
+//! authorize it, find the virtual host and route, answer CORS preflights, inject faults, then
+//! redirect, answer directly, or forward to a cluster (`forward`). Every request ends in telemetry: its response body is wrapped so that
 //! the access log line and metrics are written when the response is complete.
 
 use std::convert::Infallible;
@@ -18,6 +18,7 @@ use super::headers;
 use super::local_reply::{LocalReply, Reason, is_grpc, local_reply};
 use super::routing::{RequestFacts, find_route};
 use super::tracked::{Exchange, track_request, track_response};
+use crate::authn::{self, Authenticated, Refusal};
 use crate::authz::{self, Attributes, Protocol};
 use crate::runtime::{Active, Downstream, Shared};
 use crate::snapshot::{Cors, FaultAbort, Redirect, RedirectPort, Route, RouteAction};
@@ -92,7 +93,19 @@ async fn route(
             grpc,
         );
     }
-    if let Some(denied) = authorize(&request, &authority, downstream, active, shared, grpc) {
+    let authenticated = match authn::authenticate(&active.jwt_rules, &mut request).await {
+        Ok(authenticated) => authenticated,
+        Err(refusal) => return token_refused(&request, &authority, downstream, refusal, grpc),
+    };
+    if let Some(denied) = authorize(
+        &request,
+        &authority,
+        authenticated.as_ref(),
+        downstream,
+        active,
+        shared,
+        grpc,
+    ) {
         return denied;
     }
     let Some(host) = router.virtual_host(&authority) else {
@@ -194,6 +207,7 @@ async fn route(
 fn authorize(
     request: &Request<Body>,
     authority: &str,
+    authenticated: Option<&Authenticated>,
     downstream: &Downstream,
     active: &Active,
     shared: &Shared,
@@ -214,6 +228,10 @@ fn authorize(
         method: Some(request.method().as_str()),
         path: Some(path),
         headers: Some(request.headers()),
+        request_principal: authenticated.map(|a| a.principal.as_str()),
+        request_audiences: authenticated.map_or(&[], |a| a.audiences.as_slice()),
+        request_presenter: authenticated.and_then(|a| a.presenter.as_deref()),
+        request_claims: authenticated.map_or(&[], |a| a.claims.as_slice()),
         ..downstream.attributes(Protocol::Http)
     };
     let decision = authz::evaluate(policies, &attributes);
@@ -226,6 +244,36 @@ fn authorize(
         decision.reason,
         grpc,
     ))
+}
+
+/// A request whose token failed verification: 401 `Jwt verification fails` with a
+/// `www-authenticate` challenge naming the request's URL (as Envoy's JWT filter answers); the
+/// reason goes to the access log.
+fn token_refused(
+    request: &Request<Body>,
+    authority: &str,
+    downstream: &Downstream,
+    refusal: Refusal,
+    grpc: bool,
+) -> Response<Body> {
+    let mut response = local_reply(
+        StatusCode::UNAUTHORIZED,
+        ResponseFlags::UNAUTHENTICATED,
+        refusal.0,
+        grpc,
+    );
+    let realm = format!(
+        "Bearer realm=\"{}://{}{}\", error=\"invalid_token\"",
+        downstream.scheme(),
+        authority,
+        request.uri().path()
+    );
+    if let Ok(value) = HeaderValue::from_str(&realm) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// The request's authority: `:authority` for HTTP/2, `Host` for HTTP/1.

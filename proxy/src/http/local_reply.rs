@@ -38,6 +38,8 @@ pub(crate) fn local_reply(
         headers.insert("grpc-status", HeaderValue::from(code));
         let message = if flags.contains(ResponseFlags::UNAUTHORIZED) {
             RBAC_DENIED
+        } else if flags.contains(ResponseFlags::UNAUTHENTICATED) {
+            JWT_REFUSED
         } else {
             reason.as_str()
         };
@@ -49,6 +51,8 @@ pub(crate) fn local_reply(
         // Envoy's exact body for an authorization denial; the reason stays in the access log.
         let text = if flags.contains(ResponseFlags::UNAUTHORIZED) {
             RBAC_DENIED.to_owned()
+        } else if flags.contains(ResponseFlags::UNAUTHENTICATED) {
+            JWT_REFUSED.to_owned()
         } else {
             format!("{}\n", status_text(status, &reason))
         };
@@ -68,6 +72,9 @@ pub(crate) fn local_reply(
 
 /// What a client denied by an authorization policy is told (as Envoy words it).
 const RBAC_DENIED: &str = "RBAC: access denied";
+
+/// What a client whose token failed verification is told (as Envoy words it).
+const JWT_REFUSED: &str = "Jwt verification fails";
 
 /// The body text of a local reply: Envoy's short phrases where users know them.
 fn status_text(status: StatusCode, reason: &str) -> String {
@@ -140,6 +147,20 @@ mod tests {
         assert_eq!(response.headers()["grpc-message"], "RBAC: access denied");
         let reason = &response.extensions().get::<LocalReply>().unwrap().0;
         assert_eq!(reason.text, "denied by DENY policy shop/admin");
+    }
+
+    #[test]
+    fn token_refusals_say_what_envoy_says() {
+        let response = local_reply(
+            StatusCode::UNAUTHORIZED,
+            ResponseFlags::UNAUTHENTICATED,
+            "token in header authorization: Jwt is expired".into(),
+            true,
+        );
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(response.headers()["grpc-message"], "Jwt verification fails");
+        let reason = &response.extensions().get::<LocalReply>().unwrap().0;
+        assert!(reason.text.contains("expired"));
     }
 
     #[test]

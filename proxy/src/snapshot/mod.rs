@@ -6,12 +6,14 @@
 //! counters, outlier ejections, pools) is kept outside, keyed by cluster and endpoint, so that
 //! installing a new snapshot does not reset it.
 
+mod authn;
 mod cluster;
 mod listener;
 mod matcher;
 mod policy;
 mod route;
 
+pub use authn::{ClaimToHeader, JwksSource, JwtRule, TokenLocation};
 pub use cluster::{
     Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierDetection, PoolLimits,
     TcpKeepalive, UpstreamProtocol, UpstreamTls,

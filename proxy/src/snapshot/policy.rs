@@ -4,7 +4,8 @@
 //!
 //! Matchers follow Istio's string forms: exact `abc`, prefix `abc*`, suffix `*abc`, presence
 //! `*` (any non-empty value); IP blocks are CIDRs, ports exact numbers. Every field has its
-//! `not` form. `authz::evaluate` reads these; discovery builds them.
+//! `not` form. `authz::evaluate` reads these; discovery builds them. The JWT rules of the
+//! RequestAuthentications that apply travel here too (`authn` reads them).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +28,8 @@ pub struct Policies {
     /// How request paths are normalized before `paths` are matched.
     pub path_normalization: PathNormalization,
     pub peer_authentication: PeerAuthentication,
+    /// The JWT rules of every RequestAuthentication that applies, combined (HTTP only).
+    pub jwt_rules: Vec<super::JwtRule>,
 }
 
 impl Policies {

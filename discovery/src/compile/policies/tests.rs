@@ -410,3 +410,137 @@ fn peer_authentication_ties_go_to_the_oldest_else_the_first_by_name() {
     assert_eq!(chosen.sources, ["shop/w2"]);
     assert_eq!(chosen.mode, MtlsMode::Strict);
 }
+
+fn request_authentication(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn request_authentications_are_selected_and_their_rules_combined() {
+    use std::time::Duration;
+    use strait_proxy::snapshot::{ClaimToHeader, JwksSource, TokenLocation};
+
+    let files = [
+        (
+            "mesh.yaml",
+            request_authentication(
+                "istio-system",
+                "mesh",
+                "  jwtRules:\n  - issuer: https://idp.example.com\n    jwksUri: http://idp.example.com/jwks\n",
+            ),
+        ),
+        (
+            "ingress.yaml",
+            request_authentication(
+                "gw",
+                "ingress",
+                r#"  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: partner
+    audiences: [shop]
+    jwks: '{"keys": []}'
+    fromHeaders: [{name: X-Partner-Token, prefix: "Token "}]
+    fromParams: [token]
+    fromCookies: [session]
+    forwardOriginalToken: true
+    outputPayloadToHeader: X-Payload
+    outputClaimToHeaders: [{header: X-Team, claim: org.team}]
+    timeout: 2s
+"#,
+            ),
+        ),
+        (
+            "other.yaml",
+            request_authentication(
+                "shop",
+                "other-namespace",
+                "  jwtRules:\n  - issuer: nobody\n    jwks: '{\"keys\": []}'\n",
+            ),
+        ),
+        (
+            "unselected.yaml",
+            request_authentication(
+                "gw",
+                "for-web",
+                "  selector: {matchLabels: {app: web}}\n  jwtRules:\n  - issuer: web\n    jwks: '{\"keys\": []}'\n",
+            ),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let (policies, findings) = policies_for(&files, "gw", INGRESS);
+    assert!(findings.is_empty(), "{findings:?}");
+    let issuers: Vec<Option<&str>> = policies
+        .jwt_rules
+        .iter()
+        .map(|r| r.issuer.as_deref())
+        .collect();
+    assert_eq!(issuers, [Some("partner"), Some("https://idp.example.com")]);
+
+    let partner = &policies.jwt_rules[0];
+    assert_eq!(partner.policy, "gw/ingress");
+    assert_eq!(partner.audiences, ["shop"]);
+    assert_eq!(partner.jwks, JwksSource::Inline(r#"{"keys": []}"#.into()));
+    assert_eq!(
+        partner.locations,
+        [
+            TokenLocation::Header {
+                name: "x-partner-token".into(),
+                prefix: "Token ".into()
+            },
+            TokenLocation::Param("token".into()),
+            TokenLocation::Cookie("session".into()),
+        ]
+    );
+    assert!(partner.forward_original_token);
+    assert_eq!(
+        partner.output_payload_to_header.as_deref(),
+        Some("x-payload")
+    );
+    assert_eq!(
+        partner.output_claim_to_headers,
+        [ClaimToHeader {
+            header: "x-team".into(),
+            claim: "org.team".into()
+        }]
+    );
+    assert_eq!(partner.fetch_timeout, Duration::from_secs(2));
+
+    let mesh = &policies.jwt_rules[1];
+    assert_eq!(mesh.locations, TokenLocation::defaults());
+    assert_eq!(
+        mesh.jwks,
+        JwksSource::Uri("http://idp.example.com/jwks".into())
+    );
+    assert!(!mesh.forward_original_token);
+    assert_eq!(mesh.fetch_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn request_authentications_by_target_ref_or_without_keys_are_reported() {
+    let files = [
+        (
+            "target.yaml",
+            request_authentication(
+                "gw",
+                "by-target",
+                "  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: edge}]\n  jwtRules:\n  - issuer: a\n    jwks: '{\"keys\": []}'\n",
+            ),
+        ),
+        (
+            "discovery.yaml",
+            request_authentication(
+                "gw",
+                "discovery",
+                "  jwtRules:\n  - issuer: https://a.example.com\n",
+            ),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let (policies, findings) = policies_for(&files, "gw", INGRESS);
+    assert!(policies.jwt_rules.is_empty());
+    let text = format!("{findings:?}");
+    assert!(text.contains("targetRefs is not supported"), "{text}");
+    assert!(text.contains("neither jwks nor jwksUri"), "{text}");
+}
