@@ -42,8 +42,9 @@ pub struct Args {
     /// The role this process plays.
     #[arg(long, value_enum)]
     role: Role,
-    /// Configuration files and directories (Istio YAML), watched for changes.
-    #[arg(long, required = true)]
+    /// Configuration files and directories (Istio YAML), watched for changes (every role but
+    /// control).
+    #[arg(long)]
     config: Vec<PathBuf>,
     /// The gateway's labels: it serves the Gateways whose selector they satisfy.
     #[arg(long, default_value = "istio=ingressgateway", value_name = "K=V,...")]
@@ -140,6 +141,8 @@ pub struct Args {
     /// CAP_NET_ADMIN; the alternative is running the proxy as the excluded uid.
     #[arg(long, value_name = "MARK")]
     socket_mark: Option<u32>,
+    #[command(flatten)]
+    control: crate::control::ControlArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +151,7 @@ enum Role {
     Egress,
     Eastwest,
     Sidecar,
+    Control,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,6 +161,23 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.role == Role::Control {
+        return crate::control::run(crate::control::Settings {
+            control: args.control,
+            data: args.data,
+            admin: args.admin,
+            metrics: args.metrics,
+            health: args.health,
+            log_format: args.log_format,
+            log_level: args.log_level,
+            drain_period: args.drain_period,
+            drain_timeout: args.drain_timeout,
+            worker_threads: args.worker_threads,
+        });
+    }
+    if args.config.is_empty() {
+        bail!("--config is required for --role {:?}", args.role);
+    }
     if args.role != Role::Ingress {
         bail!(
             "--role {:?}: only the ingress role is available in this version",

@@ -51,7 +51,7 @@ pub enum ClientError {
     Tls(#[from] rustls::Error),
     #[error("the starting trust bundle: {0}")]
     Bundle(#[from] BundleError),
-    #[error("the CA refused: {}: {}", .0.code(), .0.message())]
+    #[error("the CA refused: {:?}: {}", .0.code(), .0.message())]
     Refused(tonic::Status),
     #[error("the bootstrap token is not valid metadata")]
     BadToken,
