@@ -459,10 +459,8 @@ fn csr_public_key(csr_der: &[u8]) -> Result<rcgen::SubjectPublicKeyInfo, Authori
     if x509::ec_curve(spki) != Some(Curve::P256) {
         return Err(AuthorityError::CsrUnsupportedKey);
     }
-    rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
-        .map_err(|_| AuthorityError::CsrUnsupportedKey)
+    rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| AuthorityError::CsrUnsupportedKey)
 }
-
 
 fn ca_params(
     trust_domain: &TrustDomain,

@@ -316,7 +316,10 @@ mod tests {
         assert_eq!(server.redeem(&first).unwrap(), id());
         // A later mint through the stale handle keeps the used mark written by the other.
         let second = cli.mint(&id(), Duration::from_secs(3600)).unwrap();
-        assert!(matches!(server.redeem(&first), Err(TokenError::AlreadyUsed)));
+        assert!(matches!(
+            server.redeem(&first),
+            Err(TokenError::AlreadyUsed)
+        ));
         assert!(matches!(cli.redeem(&first), Err(TokenError::AlreadyUsed)));
         assert_eq!(server.redeem(&second).unwrap(), id());
     }

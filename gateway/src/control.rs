@@ -93,15 +93,8 @@ async fn serve(settings: Settings, logging: Logging) -> anyhow::Result<ExitCode>
     let server_id = server.server_id().clone();
     let listener = TcpListener::bind(settings.control.ca_listen)
         .await
-        .with_context(|| {
-            format!(
-                "binding the CA service on {}",
-                settings.control.ca_listen
-            )
-        })?;
-    let address = listener
-        .local_addr()
-        .unwrap_or(settings.control.ca_listen);
+        .with_context(|| format!("binding the CA service on {}", settings.control.ca_listen))?;
+    let address = listener.local_addr().unwrap_or(settings.control.ca_listen);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(server.serve(listener, async move {

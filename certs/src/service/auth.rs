@@ -155,9 +155,18 @@ mod tests {
         let replay = token_status(&TokenError::AlreadyUsed);
         assert_eq!(replay.code(), Code::Unauthenticated);
         assert!(replay.message().contains("already used"), "{replay:?}");
-        assert_eq!(token_status(&TokenError::Expired).code(), Code::Unauthenticated);
-        assert_eq!(token_status(&TokenError::Unknown).code(), Code::Unauthenticated);
-        assert_eq!(token_status(&TokenError::Malformed).code(), Code::Unauthenticated);
+        assert_eq!(
+            token_status(&TokenError::Expired).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            token_status(&TokenError::Unknown).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            token_status(&TokenError::Malformed).code(),
+            Code::Unauthenticated
+        );
         let ledger = token_status(&TokenError::BadLedger {
             path: "/secret/path".into(),
             reason: "x".into(),
@@ -165,7 +174,10 @@ mod tests {
         assert_eq!(ledger.code(), Code::Internal);
         assert!(!ledger.message().contains("/secret/path"));
 
-        let big = authority_status(&AuthorityError::CsrTooLarge { size: 9000, max: 8192 });
+        let big = authority_status(&AuthorityError::CsrTooLarge {
+            size: 9000,
+            max: 8192,
+        });
         assert_eq!(big.code(), Code::InvalidArgument);
         assert_eq!(
             authority_status(&AuthorityError::CsrMalformed).code(),

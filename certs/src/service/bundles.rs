@@ -233,7 +233,12 @@ impl BundlePublisher {
             if self.files.get(&td).is_some_and(|f| f.bytes == bytes) {
                 continue;
             }
-            self.files.insert(td.clone(), FileState { bytes: bytes.clone() });
+            self.files.insert(
+                td.clone(),
+                FileState {
+                    bytes: bytes.clone(),
+                },
+            );
             match load_federated(&td, &bytes) {
                 Ok(bundle) => {
                     if self.published.get(&td) != Some(&bundle) {

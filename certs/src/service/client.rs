@@ -145,6 +145,12 @@ impl IdentityClient {
         self.bundles.clone()
     }
 
+    /// The generated gRPC client over the verified connection without a client certificate,
+    /// for calls this type does not wrap.
+    pub fn grpc_client(&self) -> CertificateServiceClient<Channel> {
+        grpc(self.anonymous.clone())
+    }
+
     /// First issuance: a new key and CSR for `id`, authenticated by a one-time `token`.
     pub async fn bootstrap(&self, id: &SpiffeId, token: &str) -> Result<Svid, ClientError> {
         let request = CertificateRequest::new(id)?;

@@ -130,10 +130,8 @@ impl CaServer {
             ClientAuth::Optional(Authorizer::trust_domains([trust_domain])),
             GRPC_ALPN,
         )?;
-        let mut publisher = BundlePublisher::new(
-            self.authority.trust_bundle(),
-            &self.options.federated_dir,
-        );
+        let mut publisher =
+            BundlePublisher::new(self.authority.trust_bundle(), &self.options.federated_dir);
         let api = CertificateApi {
             authority: self.authority.clone(),
             ledger: self.ledger.clone(),

@@ -123,18 +123,18 @@ pub(crate) fn accept(
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
-                let tls =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::info!(%remote, "CA connection refused in the handshake: {error}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%remote, "CA connection: handshake timed out");
-                            return;
-                        }
-                    };
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::info!(%remote, "CA connection refused in the handshake: {error}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "CA connection: handshake timed out");
+                        return;
+                    }
+                };
                 let id = tls
                     .get_ref()
                     .1
@@ -182,9 +182,10 @@ pub(crate) async fn channel(
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(15012);
-            let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            let tcp =
+                tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
