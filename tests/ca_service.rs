@@ -4,6 +4,8 @@
 //! the bundle stream carries federated bundles dropped in a folder; an SVID from another CA is
 //! refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
