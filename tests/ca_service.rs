@@ -342,3 +342,40 @@ fn the_control_role_needs_a_ca() {
         started.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_added_to_the_ca_reaches_the_bundle_stream() {
+    let plane = ControlPlane::start(&[]);
+    let client = client(&plane).await;
+    let mut stream = client.watch_bundles().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    let roots = |s: &strait_certs::service::proto::BundleSnapshot| {
+        TrustBundle::from_spiffe_json(td(), s.bundles[0].spiffe_json.as_bytes())
+            .unwrap()
+            .roots
+    };
+    assert_eq!(roots(&first).len(), 1);
+
+    // The first step of a root rotation: the new root is published beside the old one.
+    let next = TempDir::new("next-root");
+    init_ca(next.path(), "cluster.local");
+    let new_root = std::fs::read_to_string(next.path().join("ca/root-cert.pem")).unwrap();
+    let path = plane.data().join("ca/root-cert.pem");
+    let old_root = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(path.with_extension("tmp"), format!("{old_root}{new_root}")).unwrap();
+    std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a second snapshot")
+        .unwrap()
+        .unwrap();
+    assert!(second.sequence > first.sequence);
+    let published = roots(&second);
+    assert_eq!(published.len(), 2);
+    assert_eq!(published[0], roots(&first)[0]);
+    assert_eq!(
+        published[1],
+        TrustBundle::from_pem(td(), &new_root).unwrap().roots[0]
+    );
+}

@@ -5,8 +5,9 @@
 //!   authenticated by its current SVID (mTLS client certificate of the CA's trust domain) or,
 //!   presenting none, by a one-time bootstrap token (`authorization: Bearer TOKEN`), redeemed
 //!   before anything is signed. Only the CSR's public key is used.
-//! - `WatchBundles`: the trust bundles per trust domain (the CA's own and the federated ones the
-//!   operator drops in `federated/`), now and after every change, with a sequence.
+//! - `WatchBundles`: the trust bundles per trust domain (the CA's own, re-read from its
+//!   `root-cert.pem`, and the federated ones the operator drops in `federated/`), now and after
+//!   every change, with a sequence.
 //!
 //! The server presents an SVID of its own (`spiffe://TD/ns/istio-system/sa/strait-control`),
 //! issued by its CA at start and renewed at half-life; clients accept exactly that identity.

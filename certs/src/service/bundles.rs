@@ -154,6 +154,11 @@ impl BundlePublisher {
         }
     }
 
+    /// The CA's own bundle as published.
+    pub fn own(&self) -> &TrustBundle {
+        &self.own
+    }
+
     /// Replaces the CA's own bundle (a new root); publishes when it differs.
     pub fn set_own(&mut self, own: TrustBundle) -> bool {
         if own == self.own {

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, AuthorityError};
-use crate::bundle::TrustBundleSet;
+use crate::bundle::{TrustBundle, TrustBundleSet};
 use crate::rotation::{IdentityCell, mesh_server_config};
 use crate::service::auth::{authority_status, authorization_status, bearer_token, token_status};
 use crate::service::bundles::BundlePublisher;
@@ -126,7 +126,7 @@ impl CaServer {
             TrustBundleSet::from_bundles([self.authority.trust_bundle()])?.into_shared();
         let config = mesh_server_config(
             self.identity.clone(),
-            client_bundles,
+            client_bundles.clone(),
             ClientAuth::Optional(Authorizer::trust_domains([trust_domain])),
             GRPC_ALPN,
         )?;
@@ -139,11 +139,23 @@ impl CaServer {
             bundles: publisher.subscribe(),
         };
         let poll_interval = self.options.poll_interval;
+        let mut roots = RootsFile::new(&self.authority);
         let poll = tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                if let Some(own) = roots.changed(publisher.own()) {
+                    match TrustBundleSet::from_bundles([own.clone()]) {
+                        Ok(set) => {
+                            client_bundles.store(Arc::new(set));
+                            publisher.set_own(own);
+                        }
+                        Err(error) => tracing::warn!(
+                            "the CA's roots changed but cannot be used ({error}); keeping the last good ones"
+                        ),
+                    }
+                }
                 publisher.refresh();
             }
         });
@@ -173,6 +185,49 @@ impl CaServer {
         poll.abort();
         renew.abort();
         result.map_err(ServiceError::from)
+    }
+}
+
+/// The CA's `root-cert.pem`, read again on each poll: an operator adding a root (the first step
+/// of a rotation) or removing an old one publishes the new set, and renewals under any of them
+/// are accepted. Issuance keeps the intermediate loaded at start.
+#[derive(Debug)]
+struct RootsFile {
+    path: PathBuf,
+    last: Vec<u8>,
+}
+
+impl RootsFile {
+    fn new(authority: &Authority) -> Self {
+        let path = authority.dir().join(crate::authority::files::ROOT_CERT);
+        let last = std::fs::read(&path).unwrap_or_default();
+        Self { path, last }
+    }
+
+    /// The new own bundle, when the file changed and reads as roots.
+    fn changed(&mut self, current: &TrustBundle) -> Option<TrustBundle> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        if bytes == self.last {
+            return None;
+        }
+        self.last = bytes.clone();
+        let text = String::from_utf8_lossy(&bytes);
+        match TrustBundle::from_pem(current.trust_domain.clone(), &text) {
+            Ok(mut bundle) if bundle.roots != current.roots => {
+                bundle.sequence = current.sequence + 1;
+                bundle.refresh_hint = current.refresh_hint;
+                tracing::info!(roots = bundle.roots.len(), "the CA's roots changed");
+                Some(bundle)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    "the CA's roots cannot be read ({error}); keeping the last good ones"
+                );
+                None
+            }
+        }
     }
 }
 
