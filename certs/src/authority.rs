@@ -356,25 +356,15 @@ impl Authority {
         id: &SpiffeId,
         ttl: Duration,
     ) -> Result<IssuedSvid, AuthorityError> {
-        if csr_der.len() > MAX_CSR_BYTES {
-            return Err(AuthorityError::CsrTooLarge {
-                size: csr_der.len(),
-                max: MAX_CSR_BYTES,
-            });
-        }
-        let csr = match X509CertificationRequest::from_der(csr_der) {
-            Ok(([], csr)) => csr,
-            _ => return Err(AuthorityError::CsrMalformed),
-        };
-        csr.verify_signature()
-            .map_err(|_| AuthorityError::CsrBadSignature)?;
-        let spki = &csr.certification_request_info.subject_pki;
-        if x509::ec_curve(spki) != Some(Curve::P256) {
-            return Err(AuthorityError::CsrUnsupportedKey);
-        }
-        let public_key = rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
-            .map_err(|_| AuthorityError::CsrUnsupportedKey)?;
+        let public_key = csr_public_key(csr_der)?;
         self.issue_for_key(&public_key, id, ttl)
+    }
+
+    /// Checks a CSR the way [`Authority::sign_csr`] does (size, encoding, proof of possession,
+    /// key type) without issuing anything: lets a caller refuse bad input before it spends a
+    /// one-time credential.
+    pub fn check_csr(csr_der: &[u8]) -> Result<(), AuthorityError> {
+        csr_public_key(csr_der).map(|_| ())
     }
 
     /// Makes a P-256 key here and issues a certificate for it: for workloads that cannot make
@@ -449,6 +439,27 @@ impl Authority {
             not_after,
         })
     }
+}
+
+/// The public key of a CSR that passes every check (size, DER, signature, ECDSA P-256).
+fn csr_public_key(csr_der: &[u8]) -> Result<rcgen::SubjectPublicKeyInfo, AuthorityError> {
+    if csr_der.len() > MAX_CSR_BYTES {
+        return Err(AuthorityError::CsrTooLarge {
+            size: csr_der.len(),
+            max: MAX_CSR_BYTES,
+        });
+    }
+    let csr = match X509CertificationRequest::from_der(csr_der) {
+        Ok(([], csr)) => csr,
+        _ => return Err(AuthorityError::CsrMalformed),
+    };
+    csr.verify_signature()
+        .map_err(|_| AuthorityError::CsrBadSignature)?;
+    let spki = &csr.certification_request_info.subject_pki;
+    if x509::ec_curve(spki) != Some(Curve::P256) {
+        return Err(AuthorityError::CsrUnsupportedKey);
+    }
+    rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| AuthorityError::CsrUnsupportedKey)
 }
 
 fn ca_params(

@@ -17,6 +17,8 @@
 //!   [`peer_identity`].
 //! - [`rotation`]: [`IdentityCell`] and the mesh rustls config builders.
 //! - [`tokens`]: one-time bootstrap tokens ([`TokenLedger`]).
+//! - [`service`]: the CA over gRPC (`strait.ca.v1`): [`service::CaServer`] and the proxies'
+//!   [`service::IdentityClient`] (bootstrap, renewal, the trust bundle stream).
 //! - [`fs`]: atomic, owner-only file writes.
 //!
 //! The whole path, from a new CA to a mesh handshake's verified peer:
@@ -63,6 +65,7 @@ pub mod authority;
 pub mod bundle;
 pub mod fs;
 pub mod rotation;
+pub mod service;
 pub mod spiffe;
 pub mod svid;
 pub mod tokens;

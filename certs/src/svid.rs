@@ -197,6 +197,12 @@ impl CertificateRequest {
         out
     }
 
+    /// The private key as PKCS#8 PEM, for a workload that keeps its identity in files (a VM
+    /// bootstrapped once with `strait ca request`): only the process that made the key writes it.
+    pub fn private_key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// Pairs the CA's answer with the key: the leaf must name the requested ID and carry this
     /// request's public key.
     pub fn into_svid(

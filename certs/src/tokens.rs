@@ -7,6 +7,10 @@
 //! be redeemed twice, even across a crash. Unknown (forged), malformed, expired and already used
 //! tokens are refused, each with its own reason. The ledger file is owner-only; I/O is
 //! synchronous and short (call it from a blocking context in async code).
+//!
+//! Several processes share one ledger (the CA service redeems while `strait ca token` mints):
+//! every mint and redeem holds an exclusive lock on a lock file beside the ledger and reads the
+//! ledger again under it, so no process writes from a stale copy and a used mark is never lost.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +25,8 @@ use crate::spiffe::SpiffeId;
 
 /// The ledger's file name inside the CA directory.
 pub const LEDGER_FILE: &str = "bootstrap-tokens.json";
+/// The lock file beside the ledger.
+pub const LOCK_SUFFIX: &str = "lock";
 /// Random bytes in a token.
 pub const TOKEN_BYTES: usize = 32;
 /// How long an expired or used entry is kept (to report "expired"/"used" rather than "unknown").
@@ -70,21 +76,9 @@ pub struct TokenLedger {
 impl TokenLedger {
     /// Opens the ledger at `path` (a missing file is an empty ledger).
     pub fn open(path: &Path) -> Result<Self, TokenError> {
-        let entries = match std::fs::read_to_string(path) {
-            Ok(text) => {
-                serde_json::from_str::<LedgerFile>(&text)
-                    .map_err(|e| TokenError::BadLedger {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    })?
-                    .tokens
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(FsError::new("read", path, e).into()),
-        };
         Ok(Self {
             path: path.to_path_buf(),
-            entries: Mutex::new(entries),
+            entries: Mutex::new(read_entries(path)?),
         })
     }
 
@@ -114,6 +108,8 @@ impl TokenLedger {
         let token = URL_SAFE_NO_PAD.encode(random);
         let now_s = secs(now);
         let mut entries = self.lock();
+        let _file_lock = self.lock_file()?;
+        *entries = read_entries(&self.path)?;
         let mut next: Vec<Entry> = entries
             .iter()
             .filter(|e| e.expires_at + RETAIN_AFTER_EXPIRY.as_secs() >= now_s)
@@ -142,6 +138,8 @@ impl TokenLedger {
         let hash = digest_hex(token);
         let now_s = secs(now);
         let mut entries = self.lock();
+        let _file_lock = self.lock_file()?;
+        *entries = read_entries(&self.path)?;
         let index = entries
             .iter()
             .position(|e| e.sha256 == hash)
@@ -173,9 +171,37 @@ impl TokenLedger {
         Ok(())
     }
 
+    /// Holds the ledger's lock file exclusively until the returned file is dropped.
+    fn lock_file(&self) -> Result<std::fs::File, TokenError> {
+        let path = self.path.with_extension(LOCK_SUFFIX);
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .mode(PRIVATE_FILE_MODE)
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FsError::new("open", &path, e))?;
+        file.lock().map_err(|e| FsError::new("lock", &path, e))?;
+        Ok(file)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         // A panic elsewhere while holding the lock leaves the last persisted state in memory.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn read_entries(path: &Path) -> Result<Vec<Entry>, TokenError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(serde_json::from_str::<LedgerFile>(&text)
+            .map_err(|e| TokenError::BadLedger {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .tokens),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(FsError::new("read", path, e).into()),
     }
 }
 
@@ -278,6 +304,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn two_handles_on_one_ledger_see_each_others_writes() {
+        let dir = TestDir::new("tokens-shared");
+        let server = TokenLedger::open_in(dir.path()).unwrap();
+        let cli = TokenLedger::open_in(dir.path()).unwrap();
+        // Minted through another handle after `server` was opened: still redeemable there.
+        let first = cli.mint(&id(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(server.redeem(&first).unwrap(), id());
+        // A later mint through the stale handle keeps the used mark written by the other.
+        let second = cli.mint(&id(), Duration::from_secs(3600)).unwrap();
+        assert!(matches!(
+            server.redeem(&first),
+            Err(TokenError::AlreadyUsed)
+        ));
+        assert!(matches!(cli.redeem(&first), Err(TokenError::AlreadyUsed)));
+        assert_eq!(server.redeem(&second).unwrap(), id());
     }
 
     #[test]

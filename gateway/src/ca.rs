@@ -2,7 +2,9 @@
 //! (or takes Istio's plug-in CA files), `token` mints a one-time bootstrap token for a
 //! workload, `sign` signs a CSR made elsewhere (the normal path for a VM or another proxy),
 //! `issue` makes a key and certificate for a workload that cannot make its own CSR (the one
-//! case where a key travels), and `bundle` prints the trust bundle proxies start from.
+//! case where a key travels), `bundle` prints the trust bundle proxies start from, and
+//! `request` bootstraps a workload over gRPC from a running CA service with a one-time token
+//! (what a VM runs once: the key is made here and written only here).
 //!
 //! The CA lives in `DATA/ca` as files (key files readable by their owner only).
 
@@ -13,7 +15,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
-use strait_certs::{Authority, AuthorityOptions, SpiffeId, TokenLedger, TrustDomain, fs};
+use strait_certs::bundle::certs_to_pem;
+use strait_certs::service::{IdentityClient, control_id};
+use strait_certs::{
+    Authority, AuthorityOptions, CertificateRequest, SpiffeId, TokenLedger, TrustBundle,
+    TrustDomain, fs,
+};
 
 use crate::args::parse_duration;
 
@@ -74,6 +81,31 @@ enum Command {
     Bundle {
         #[arg(long, value_enum, default_value = "pem")]
         format: BundleFormat,
+    },
+    /// Ask a running CA service for a certificate with a one-time bootstrap token; writes
+    /// `key.pem`, `cert-chain.pem` and `root-cert.pem` to a folder.
+    Request {
+        /// The CA service, `HOST:PORT` (the control role's `--ca-listen`).
+        #[arg(long, value_name = "HOST:PORT")]
+        ca_address: String,
+        /// The trust bundle to verify the CA with (PEM, or SPIFFE bundle JSON).
+        #[arg(long, value_name = "FILE")]
+        trust_bundle: PathBuf,
+        /// The identity the token was minted for.
+        #[arg(long)]
+        spiffe_id: String,
+        /// A file holding the bootstrap token (`strait ca token`).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA service's identity; `spiffe://TD/ns/istio-system/sa/strait-control` when
+        /// unset.
+        #[arg(long)]
+        ca_identity: Option<String>,
+        /// The lifetime asked for; the CA's default when unset.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
 }
 
@@ -159,6 +191,29 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 lifetime.as_secs()
             );
         }
+        Command::Request {
+            ca_address,
+            trust_bundle,
+            spiffe_id,
+            token_file,
+            out,
+            ca_identity,
+            ttl,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(request(&Request {
+                ca_address,
+                trust_bundle,
+                spiffe_id,
+                token_file,
+                out,
+                ca_identity: ca_identity.as_deref(),
+                ttl: ttl.unwrap_or(Duration::ZERO),
+            }))?;
+        }
         Command::Bundle { format } => {
             let bundle = load(&dir)?.trust_bundle();
             match format {
@@ -168,6 +223,73 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+struct Request<'a> {
+    ca_address: &'a str,
+    trust_bundle: &'a Path,
+    spiffe_id: &'a str,
+    token_file: &'a Path,
+    out: &'a Path,
+    ca_identity: Option<&'a str>,
+    ttl: Duration,
+}
+
+/// Bootstraps over gRPC; writes nothing unless the CA issued a chain that matches the key.
+async fn request(args: &Request<'_>) -> Result<()> {
+    let id: SpiffeId = args
+        .spiffe_id
+        .parse()
+        .with_context(|| format!("--spiffe-id {}", args.spiffe_id))?;
+    let trust_domain = id.trust_domain();
+    let text = std::fs::read_to_string(args.trust_bundle)
+        .with_context(|| format!("reading {}", args.trust_bundle.display()))?;
+    let bundle = if text.trim_start().starts_with('{') {
+        TrustBundle::from_spiffe_json(trust_domain.clone(), text.as_bytes())
+    } else {
+        TrustBundle::from_pem(trust_domain.clone(), &text)
+    }
+    .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
+    let token = std::fs::read_to_string(args.token_file)
+        .with_context(|| format!("reading {}", args.token_file.display()))?;
+    let server_id = match args.ca_identity {
+        Some(text) => text
+            .parse()
+            .with_context(|| format!("--ca-identity {text}"))?,
+        None => control_id(&trust_domain)?,
+    };
+    let client = IdentityClient::connect(args.ca_address, bundle.clone(), server_id).await?;
+    let request = CertificateRequest::new(&id)?;
+    let issued = client
+        .create_certificate(&request, Some(token.trim()), args.ttl)
+        .await
+        .with_context(|| format!("asking the CA at {} for {id}", args.ca_address))?;
+    let key_pem = request.private_key_pem();
+    let svid = request
+        .into_svid(issued.chain.clone(), issued.issued_at)
+        .context("the CA's answer")?;
+
+    let out = args.out;
+    fs::create_private_dir(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = out.join(name);
+        fs::write_atomic(&path, text.as_bytes(), mode)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write("key.pem", &key_pem, 0o600)?;
+    write("cert-chain.pem", &certs_to_pem(svid.chain()), 0o644)?;
+    write("root-cert.pem", &bundle.to_pem(), 0o644)?;
+    let lifetime = svid
+        .not_after()
+        .duration_since(svid.issued_at())
+        .unwrap_or_default();
+    println!(
+        "{}: key.pem, cert-chain.pem and root-cert.pem in {} (valid for {} s)",
+        svid.id(),
+        out.display(),
+        lifetime.as_secs()
+    );
+    Ok(())
 }
 
 fn load(dir: &Path) -> Result<Authority> {

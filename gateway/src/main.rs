@@ -7,6 +7,7 @@ mod admin;
 mod args;
 mod ca;
 mod capture;
+mod control;
 mod logging;
 mod proxy_config;
 mod run;

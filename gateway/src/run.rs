@@ -44,8 +44,9 @@ pub struct Args {
     /// The role this process plays.
     #[arg(long, value_enum)]
     role: Role,
-    /// Configuration files and directories (Istio YAML), watched for changes.
-    #[arg(long, required = true)]
+    /// Configuration files and directories (Istio YAML), watched for changes (every role but
+    /// control).
+    #[arg(long)]
     config: Vec<PathBuf>,
     /// The proxy's labels: a gateway serves the Gateways whose selector they satisfy
     /// (default `istio=ingressgateway`); a sidecar's are its workload's.
@@ -149,6 +150,8 @@ pub struct Args {
     socket_mark: Option<u32>,
     #[command(flatten)]
     sidecar: sidecar::SidecarArgs,
+    #[command(flatten)]
+    control: crate::control::ControlArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,6 +160,7 @@ enum Role {
     Egress,
     Eastwest,
     Sidecar,
+    Control,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -166,9 +170,26 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.role == Role::Control {
+        return crate::control::run(crate::control::Settings {
+            control: args.control,
+            data: args.data,
+            admin: args.admin,
+            metrics: args.metrics,
+            health: args.health,
+            log_format: args.log_format,
+            log_level: args.log_level,
+            drain_period: args.drain_period,
+            drain_timeout: args.drain_timeout,
+            worker_threads: args.worker_threads,
+        });
+    }
+    if args.config.is_empty() {
+        bail!("--config is required for --role {:?}", args.role);
+    }
     if !matches!(args.role, Role::Ingress | Role::Sidecar) {
         bail!(
-            "--role {:?}: only the ingress and sidecar roles are available in this version",
+            "--role {:?}: the ingress, sidecar and control roles are available in this version",
             args.role
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod control;
 pub mod gateway;
 pub mod grpc;
 pub mod netns;
