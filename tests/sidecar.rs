@@ -121,16 +121,34 @@ spec:
     )
 }
 
+/// Where the sidecars' identities come from.
+#[derive(Clone, Copy, Debug)]
+enum Identity {
+    /// Files from `strait ca issue`.
+    Files,
+    /// The CA service (`strait run --role control`, in namespace `b`) with this certificate
+    /// lifetime, and a bootstrap token each.
+    Ca { workload_ttl: &'static str },
+}
+
+/// The CA service's port (excluded from capture, as the proxy's own control traffic).
+const CA_PORT: &str = "15012";
+
 /// The mesh: a CA, two namespaces with capture, the httpbin application, two sidecars.
 struct Mesh {
     pair: Pair,
     dir: TempDir,
     _app: Process,
+    _control: Option<Process>,
     _sidecars: Vec<Process>,
 }
 
 impl Mesh {
     fn start(label: &str) -> Mesh {
+        Mesh::start_with(label, Identity::Files, "")
+    }
+
+    fn start_with(label: &str, identity: Identity, extra: &str) -> Mesh {
         let dir = TempDir::new(label);
         let data = dir.path().join("ca-data");
         let init = run(strait().args(["ca", "init", "--data"]).arg(&data));
@@ -149,9 +167,13 @@ impl Mesh {
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(
             dir.path().join("config/mesh.yaml"),
-            config(pair.a_ip, pair.b_ip, ""),
+            config(pair.a_ip, pair.b_ip, extra),
         )
         .unwrap();
+        let control = match identity {
+            Identity::Files => None,
+            Identity::Ca { workload_ttl } => Some(control(&pair, &dir, &data, workload_ttl)),
+        };
         let mut app = pair.b.spawn({
             let mut command = pair.b.command("python3");
             command.args(["-u", "-c", APP]);
@@ -160,13 +182,46 @@ impl Mesh {
         app.wait_for_line(|l| l == "ready");
         let mut sidecars = Vec::new();
         for (netns, workload) in [(&pair.a, "sleep"), (&pair.b, "httpbin")] {
-            capture(netns, &["install"]);
-            sidecars.push(sidecar(netns, &dir, workload));
+            capture(
+                netns,
+                &[
+                    "install",
+                    "--exclude-outbound-ports",
+                    CA_PORT,
+                    "--exclude-inbound-ports",
+                    CA_PORT,
+                ],
+            );
+            let source = match identity {
+                Identity::Files => vec![
+                    "--identity-dir".into(),
+                    dir.path().join(workload).into_os_string(),
+                ],
+                Identity::Ca { .. } => {
+                    let token = run(strait()
+                        .args(["ca", "token", "--identity"])
+                        .arg(format!("spiffe://cluster.local/ns/default/sa/{workload}"))
+                        .arg("--data")
+                        .arg(&data));
+                    assert_eq!(token.code, Some(0), "{}", token.stderr);
+                    let token_file = dir.write(&format!("{workload}.token"), &token.stdout);
+                    vec![
+                        "--ca-address".into(),
+                        format!("{}:{CA_PORT}", pair.b_ip).into(),
+                        "--trust-bundle".into(),
+                        dir.path().join("bundle.pem").into_os_string(),
+                        "--bootstrap-token-file".into(),
+                        token_file.into_os_string(),
+                    ]
+                }
+            };
+            sidecars.push(sidecar(netns, &dir, workload, &source));
         }
         Mesh {
             pair,
             dir,
             _app: app,
+            _control: control,
             _sidecars: sidecars,
         }
     }
@@ -270,8 +325,54 @@ fn capture(netns: &Netns, args: &[&str]) -> Run {
     result
 }
 
+/// Starts the CA service in namespace `b` and writes its trust bundle to `bundle.pem`.
+fn control(pair: &Pair, dir: &TempDir, data: &std::path::Path, workload_ttl: &str) -> Process {
+    let bundle = run(strait().args(["ca", "bundle", "--data"]).arg(data));
+    assert_eq!(bundle.code, Some(0), "{}", bundle.stderr);
+    dir.write("bundle.pem", &bundle.stdout);
+    let log = dir.path().join("control.log");
+    let mut command = pair.b.command("sh");
+    command.arg("-c").arg(format!(
+        "\"$0\" \"$@\" 2>{log} & pid=$!; \
+         while kill -0 $pid 2>/dev/null && ! grep -q 'endpoint ready' {log}; do sleep 0.05; done; \
+         sleep 0.3; if kill -0 $pid 2>/dev/null; then echo serving; wait $pid; else echo exited; fi",
+        log = log.display(),
+    ));
+    command
+        .arg(env!("CARGO_BIN_EXE_strait"))
+        .args(["run", "--role", "control", "--workload-ttl", workload_ttl])
+        .arg("--ca-listen")
+        .arg(format!("{}:{CA_PORT}", pair.b_ip))
+        .args([
+            "--admin",
+            "127.0.0.1:15100",
+            "--metrics",
+            "127.0.0.1:15120",
+            "--health",
+            "127.0.0.1:15121",
+            "--drain-period",
+            "0s",
+        ])
+        .arg("--data")
+        .arg(data);
+    let mut process = pair.b.spawn(command);
+    let state = process.wait_for_line(|l| l == "serving" || l == "exited");
+    assert_eq!(
+        state,
+        "serving",
+        "the CA exited: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    process
+}
+
 /// Starts `workload`'s sidecar in `netns` and waits until it serves.
-fn sidecar(netns: &Netns, dir: &TempDir, workload: &str) -> Process {
+fn sidecar(
+    netns: &Netns,
+    dir: &TempDir,
+    workload: &str,
+    identity: &[std::ffi::OsString],
+) -> Process {
     let path = |name: &str| -> PathBuf { dir.path().join(name) };
     let log = path(&format!("{workload}.log"));
     let mut command = netns.command("sh");
@@ -301,8 +402,7 @@ fn sidecar(netns: &Netns, dir: &TempDir, workload: &str) -> Process {
     command
         .arg("--config")
         .arg(path("config"))
-        .arg("--identity-dir")
-        .arg(path(workload))
+        .args(identity)
         .arg("--data")
         .arg(path(&format!("{workload}-data")))
         .arg("--access-log")
@@ -419,4 +519,143 @@ fn strict_refuses_plaintext_and_permissive_strips_a_forged_client_certificate_he
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let echoed = mesh.call(a, b_ip, 9000, "0", "meshed\\n");
     assert_eq!(echoed.trim(), "peer=127.0.0.6 echo=meshed");
+}
+
+/// sleep's traffic to httpbin for as long as it is told, each request on a new upstream
+/// connection (so each makes a new mTLS handshake); one line per request: status and the hash
+/// of sleep's certificate that httpbin's sidecar saw, then a summary.
+const LOAD: &str = r#"
+import socket, sys, time, json
+ip, seconds = sys.argv[1], float(sys.argv[2])
+end = time.time() + seconds
+ok = failed = 0
+hashes = []
+while time.time() < end:
+    try:
+        s = socket.create_connection((ip, 8000), timeout=10)
+        s.sendall(b"GET /load HTTP/1.1\r\nHost: httpbin.default.svc.cluster.local\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 200"):
+            ok += 1
+            xfcc = json.loads(body)["headers"].get("x-forwarded-client-cert", "")
+            digest = [p for p in xfcc.split(";") if p.startswith("Hash=")]
+            if digest and (not hashes or hashes[-1] != digest[0]):
+                hashes.append(digest[0])
+        else:
+            failed += 1
+            print("failed:", head.split(b"\r\n")[0].decode(errors="replace"), flush=True)
+    except Exception as error:
+        failed += 1
+        print("failed:", type(error).__name__, error, flush=True)
+    time.sleep(0.05)
+print(json.dumps({"ok": ok, "failed": failed, "certificates": len(hashes)}), flush=True)
+"#;
+
+/// A 60 s certificate lifetime (renewed at about 30 s) and three minutes of steady traffic:
+/// several rotations on both sides, and not one request lost.
+#[test]
+fn exclusive_certificates_rotate_under_load_without_losing_a_request() {
+    let one_request_per_connection = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: httpbin, namespace: default}\nspec:\n  host: httpbin.default.svc.cluster.local\n  trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 1}}}\n";
+    let mesh = Mesh::start_with(
+        "mesh-rotate",
+        Identity::Ca {
+            workload_ttl: "60s",
+        },
+        one_request_per_connection,
+    );
+    let out = mesh
+        .pair
+        .a
+        .ok("python3", &["-c", LOAD, &mesh.pair.b_ip.to_string(), "180"]);
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(summary["failed"], 0, "{out}");
+    assert!(summary["ok"].as_u64().unwrap() > 500, "{out}");
+    // Renewed at about 30 s, 60 s, ... : at least four certificates of sleep's in 180 s.
+    assert!(summary["certificates"].as_u64().unwrap() >= 4, "{out}");
+    let log = std::fs::read_to_string(mesh.dir.path().join("httpbin.log")).unwrap_or_default();
+    assert!(log.matches("SVID renewed").count() >= 4, "{log}");
+}
+
+#[test]
+fn sidecars_get_their_identity_from_the_ca_with_a_bootstrap_token() {
+    let mesh = Mesh::start_with("mesh-ca", Identity::Ca { workload_ttl: "1h" }, "");
+    let response = mesh.http_get(&mesh.pair.a, mesh.pair.b_ip, 8000, "0", "");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = json_body(&response);
+    let xfcc = seen["headers"]["x-forwarded-client-cert"].as_str().unwrap();
+    assert!(
+        xfcc.ends_with("URI=spiffe://cluster.local/ns/default/sa/sleep"),
+        "{xfcc}"
+    );
+    // The token was used: a second sidecar with the same token is refused and says why.
+    let reused = run(mesh
+        .pair
+        .a
+        .command(env!("CARGO_BIN_EXE_strait"))
+        .args([
+            "run",
+            "--role",
+            "sidecar",
+            "--workload",
+            "default/sleep",
+            "--service-account",
+            "sleep",
+        ])
+        .arg("--config")
+        .arg(mesh.dir.path().join("config"))
+        .arg("--ca-address")
+        .arg(format!("{}:{CA_PORT}", mesh.pair.b_ip))
+        .arg("--trust-bundle")
+        .arg(mesh.dir.path().join("bundle.pem"))
+        .arg("--bootstrap-token-file")
+        .arg(mesh.dir.path().join("sleep.token")));
+    assert_ne!(reused.code, Some(0));
+    assert!(reused.stderr.contains("already used"), "{}", reused.stderr);
+}
+
+#[test]
+fn authorization_decides_by_the_verified_caller_identity() {
+    let policy = r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin-callers, namespace: default}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/sleep"]}}]
+    to: [{operation: {paths: ["/hello"]}}]
+  - from: [{source: {namespaces: ["default"]}}]
+    to: [{operation: {ports: ["9000"]}}]
+"#;
+    let mesh = Mesh::start_with("mesh-authz", Identity::Files, policy);
+    let (a, b_ip) = (&mesh.pair.a, mesh.pair.b_ip);
+    // sleep's verified identity is allowed to /hello, and nothing else.
+    let allowed = mesh.http_get(a, b_ip, 8000, "0", "");
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    let request = "GET /admin HTTP/1.1\\r\\nHost: httpbin.default.svc.cluster.local\\r\\nConnection: close\\r\\n\\r\\n";
+    let denied = mesh.call(a, b_ip, 8000, "0", request);
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(
+        denied.ends_with("RBAC: access denied\n") || denied.contains("RBAC: access denied"),
+        "{denied}"
+    );
+    mesh.wait_for_log("httpbin", &["GET /admin", "403", "RBAC"]);
+    // A plaintext caller has no principal: the same path is denied.
+    let anonymous = mesh.http_get(a, b_ip, 8080, MARK, "");
+    assert!(anonymous.starts_with("HTTP/1.1 403"), "{anonymous}");
+    // TCP: the rule naming the port and the caller's namespace admits sleep over mTLS; the
+    // plaintext caller has no namespace and its connection is closed.
+    let echoed = mesh.call(a, b_ip, 9000, "0", "in\\n");
+    assert_eq!(echoed.trim(), "peer=127.0.0.6 echo=in");
+    let refused = mesh.call(a, b_ip, 9000, MARK, "out\\n");
+    assert!(!refused.contains("echo=out"), "{refused}");
 }
