@@ -558,6 +558,11 @@ while time.time() < end:
 print(json.dumps({"ok": ok, "failed": failed, "certificates": len(hashes)}), flush=True)
 "#;
 
+/// How long the rotation test sends traffic (`STRAIT_ROTATION_SECONDS` shortens it by hand).
+fn load_seconds() -> String {
+    std::env::var("STRAIT_ROTATION_SECONDS").unwrap_or_else(|_| "180".to_owned())
+}
+
 /// A 60 s certificate lifetime (renewed at about 30 s) and three minutes of steady traffic:
 /// several rotations on both sides, and not one request lost.
 #[test]
@@ -570,18 +575,26 @@ fn exclusive_certificates_rotate_under_load_without_losing_a_request() {
         },
         one_request_per_connection,
     );
-    let out = mesh
-        .pair
-        .a
-        .ok("python3", &["-c", LOAD, &mesh.pair.b_ip.to_string(), "180"]);
+    let out = mesh.pair.a.ok(
+        "python3",
+        &["-c", LOAD, &mesh.pair.b_ip.to_string(), &load_seconds()],
+    );
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(summary["failed"], 0, "{out}");
     assert!(summary["ok"].as_u64().unwrap() > 500, "{out}");
     // Renewed at about 30 s, 60 s, ... : at least four certificates of sleep's in 180 s.
-    assert!(summary["certificates"].as_u64().unwrap() >= 4, "{out}");
-    let log = std::fs::read_to_string(mesh.dir.path().join("httpbin.log")).unwrap_or_default();
-    assert!(log.matches("SVID renewed").count() >= 4, "{log}");
+    let log = |name: &str| std::fs::read_to_string(mesh.dir.path().join(name)).unwrap_or_default();
+    assert!(
+        summary["certificates"].as_u64().unwrap() >= 4,
+        "{out}\nsleep's log:\n{}",
+        log("sleep.log")
+    );
+    assert!(
+        log("httpbin.log").matches("SVID renewed").count() >= 4,
+        "{}",
+        log("httpbin.log")
+    );
 }
 
 #[test]

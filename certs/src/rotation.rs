@@ -4,7 +4,10 @@
 //! resolver of both the server and the client configs: [`IdentityCell::install`] swaps in a new
 //! SVID, the next handshake presents it, and connections already open keep going untouched. The
 //! configs are built with the aws-lc-rs provider passed explicitly (never the process default),
-//! for TLS 1.2 and 1.3, with session resumption on (rustls' in-memory caches).
+//! for TLS 1.2 and 1.3, and without session resumption: a resumed session would carry the
+//! certificates of the first handshake, so the peer would keep seeing a rotated-out
+//! certificate and nobody would verify it against the current bundles again. Every new
+//! connection makes a full handshake; connections are pooled, so there are few of them.
 //!
 //! Istio's mTLS ALPN lists, exactly: as a client Strait offers one list per protocol; as a server
 //! it selects from [`MESH_SERVER_ALPN`] and never selects `istio-peer-exchange`.
@@ -111,6 +114,8 @@ pub fn mesh_server_config(
         .with_client_cert_verifier(Arc::new(MeshClientVerifier::new(bundles, client_auth)))
         .with_cert_resolver(cell);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -129,6 +134,7 @@ pub fn mesh_client_config(
         .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(bundles, authorizer)))
         .with_client_cert_resolver(cell);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 
