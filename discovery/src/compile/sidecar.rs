@@ -365,7 +365,9 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 if let Some(port) = self.ingress_port(scope, index, listener, options, None) {
-                    ports.entry(port.number).or_insert((port.protocol, port.cluster));
+                    ports
+                        .entry(port.number)
+                        .or_insert((port.protocol, port.cluster));
                 }
             }
         }

@@ -116,7 +116,9 @@ impl<'a> Compiler<'a> {
         let endpoint = match default_endpoint(listener.default_endpoint.as_deref(), number) {
             Ok(endpoint) => endpoint,
             Err(why) => {
-                self.problem(format!("{why}; the listener on port {number} is not served"));
+                self.problem(format!(
+                    "{why}; the listener on port {number} is not served"
+                ));
                 return None;
             }
         };
@@ -230,30 +232,34 @@ impl<'a> Compiler<'a> {
             else {
                 continue;
             };
-            let bind = match bind_address(listener.bind.as_deref(), IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-            {
-                Ok(ip) => ip,
-                Err(why) => {
-                    self.at_sidecar(
-                        scope,
-                        FieldPath::ROOT
-                            .field("spec")
-                            .field("ingress")
-                            .index(index)
-                            .field("bind"),
-                    );
-                    self.problem(why);
-                    continue;
-                }
-            };
+            let bind =
+                match bind_address(listener.bind.as_deref(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+                    Ok(ip) => ip,
+                    Err(why) => {
+                        self.at_sidecar(
+                            scope,
+                            FieldPath::ROOT
+                                .field("spec")
+                                .field("ingress")
+                                .index(index)
+                                .field("bind"),
+                        );
+                        self.problem(why);
+                        continue;
+                    }
+                };
             let address = SocketAddr::new(bind, number);
             let Some(port) = self.ingress_port(scope, index, listener, options, Some(address))
             else {
                 continue;
             };
             let name = format!("{bind}_{number}");
-            let application =
-                inbound_application(&format!("inbound|{number}"), port.protocol, &port.cluster, tables);
+            let application = inbound_application(
+                &format!("inbound|{number}"),
+                port.protocol,
+                &port.cluster,
+                tables,
+            );
             listeners.push(Listener {
                 filter_chains: inbound_chains(
                     &format!("inbound_{number}"),
@@ -285,7 +291,10 @@ impl<'a> Compiler<'a> {
         egress: &EgressScope<'a>,
         tables: &mut BTreeMap<String, Arc<RouteTable>>,
     ) -> Option<Listener> {
-        let path = FieldPath::ROOT.field("spec").field("egress").index(egress.index);
+        let path = FieldPath::ROOT
+            .field("spec")
+            .field("egress")
+            .index(egress.index);
         self.at_sidecar(scope, path.clone());
         let number = egress.port()?;
         let port16 = u16::try_from(number).ok()?;
@@ -325,7 +334,11 @@ impl<'a> Compiler<'a> {
         let bound: Vec<_> = self
             .mesh_virtual_services(visible)
             .into_iter()
-            .filter(|b| b.hosts.iter().any(|h| egress.imports(&b.object.namespace, h)))
+            .filter(|b| {
+                b.hosts
+                    .iter()
+                    .any(|h| egress.imports(&b.object.namespace, h))
+            })
             .collect();
         let namespace = self.options.namespace.clone();
         let (transport, application) = if protocol.is_http() {
@@ -706,8 +719,7 @@ spec:
     }
 
     #[test]
-    fn a_bound_egress_listener_serves_its_hosts_on_its_port_by_host_or_to_the_one_tcp_service()
-    {
+    fn a_bound_egress_listener_serves_its_hosts_on_its_port_by_host_or_to_the_one_tcp_service() {
         let config = format!(
             "{MESH}{}",
             sidecar(
@@ -790,7 +802,10 @@ spec:
         );
         let compiled = compile_for(&config, "vm", "vm", true);
         let text = findings(&compiled);
-        assert!(text.contains("only httpbin.b.svc.cluster.local is served"), "{text}");
+        assert!(
+            text.contains("only httpbin.b.svc.cluster.local is served"),
+            "{text}"
+        );
         assert!(text.contains("has port 7777"), "{text}");
         assert!(text.contains("Sidecar vm/default"), "{text}");
         let _ = listener(&compiled, "127.0.0.1_9080");
@@ -875,7 +890,11 @@ spec:
         let tcp = listener(&compiled, "10.0.0.1_9443");
         assert_eq!(
             chain_names(tcp),
-            ["inbound_9443_mtls", "inbound_9443_tls", "inbound_9443_plaintext"]
+            [
+                "inbound_9443_mtls",
+                "inbound_9443_tls",
+                "inbound_9443_plaintext"
+            ]
         );
         assert!(matches!(
             tcp.filter_chains[2].application,
@@ -966,7 +985,11 @@ spec:
             )
         );
         let compiled = compile_for(&config, "vm", "vm", true);
-        assert_eq!(compiled.snapshot.listeners.len(), 2, "only the capture listeners");
+        assert_eq!(
+            compiled.snapshot.listeners.len(),
+            2,
+            "only the capture listeners"
+        );
         let text = findings(&compiled);
         for expected in [
             "terminating non-mesh TLS (tls) is not supported",

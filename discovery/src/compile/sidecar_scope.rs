@@ -257,7 +257,8 @@ fn select<'a>(
     };
     let workload = super::policies::oldest(all.iter().filter(|(o, s)| {
         o.namespace == namespace
-            && selector(s).is_some_and(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            && selector(s)
+                .is_some_and(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
     }));
     let namespace_default = || {
         super::policies::oldest(
@@ -315,7 +316,11 @@ mod tests {
 
     fn applying_with_mesh(yaml: &str, mesh: &str, labels: &[(&str, &str)]) -> Option<String> {
         let loaded = load_with_mesh(yaml, mesh);
-        let objects: Vec<&Object> = loaded.objects.iter().map(std::borrow::Borrow::borrow).collect();
+        let objects: Vec<&Object> = loaded
+            .objects
+            .iter()
+            .map(std::borrow::Borrow::borrow)
+            .collect();
         let labels = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -346,8 +351,12 @@ mod tests {
         // A root Sidecar in a MeshConfig-named root namespace.
         let custom = sidecar("mesh-root", "custom", None, "");
         assert_eq!(
-            applying_with_mesh(&format!("{root}{custom}"), "rootNamespace: mesh-root\n", &reviews)
-                .as_deref(),
+            applying_with_mesh(
+                &format!("{root}{custom}"),
+                "rootNamespace: mesh-root\n",
+                &reviews
+            )
+            .as_deref(),
             Some("mesh-root/custom")
         );
     }
@@ -414,7 +423,11 @@ metadata: {name: own, namespace: default}
 spec: {host: shared.example.com, exportTo: ["."]}
 "#;
         let loaded = load(yaml);
-        let objects: Vec<&Object> = loaded.objects.iter().map(std::borrow::Borrow::borrow).collect();
+        let objects: Vec<&Object> = loaded
+            .objects
+            .iter()
+            .map(std::borrow::Borrow::borrow)
+            .collect();
         let seen = |scope: &SidecarScope<'_>| -> Vec<&str> {
             objects
                 .iter()
@@ -428,7 +441,11 @@ spec: {host: shared.example.com, exportTo: ["."]}
         assert_eq!(seen(&other), ["private", "unset"]);
         // MeshConfig's default applies to objects that set none.
         let loaded = load_with_mesh(yaml, "defaultVirtualServiceExportTo: [\".\"]\n");
-        let objects: Vec<&Object> = loaded.objects.iter().map(std::borrow::Borrow::borrow).collect();
+        let objects: Vec<&Object> = loaded
+            .objects
+            .iter()
+            .map(std::borrow::Borrow::borrow)
+            .collect();
         let default = SidecarScope::new(&objects, "default", &BTreeMap::new(), true);
         let names: Vec<&str> = objects
             .iter()
@@ -455,7 +472,11 @@ spec:
   - hosts: ["./*"]
 "#;
         let loaded = load(yaml);
-        let objects: Vec<&Object> = loaded.objects.iter().map(std::borrow::Borrow::borrow).collect();
+        let objects: Vec<&Object> = loaded
+            .objects
+            .iter()
+            .map(std::borrow::Borrow::borrow)
+            .collect();
         let scope = SidecarScope::new(&objects, "default", &BTreeMap::new(), true);
         let ratings = "ratings.other.svc.cluster.local";
         let reviews = "reviews.default.svc.cluster.local";
@@ -470,7 +491,11 @@ spec:
         // `~/*` alone: nothing is routed.
         let none = yaml.replace("\"./*\"", "\"~/*\"");
         let loaded = load(&none);
-        let objects: Vec<&Object> = loaded.objects.iter().map(std::borrow::Borrow::borrow).collect();
+        let objects: Vec<&Object> = loaded
+            .objects
+            .iter()
+            .map(std::borrow::Borrow::borrow)
+            .collect();
         let scope = SidecarScope::new(&objects, "default", &BTreeMap::new(), true);
         assert!(!scope.captured_imports("default", reviews, 8080));
         assert!(!scope.captured_imports_any("default", reviews));
