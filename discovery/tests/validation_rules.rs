@@ -1910,7 +1910,42 @@ metadata:
 "
         )
     };
+    let workload_sidecar = |name: &str, created: Option<&str>| {
+        let created = created
+            .map(|t| format!("  creationTimestamp: \"{t}\"\n"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: {name}
+  namespace: shop
+{created}spec:
+  workloadSelector: {{labels: {{app: cart}}}}
+  egress: [{{hosts: [\"./*\"]}}]
+"
+        )
+    };
     vec![
+        case(
+            "analysis: two Sidecars for one workload without creation times",
+            documents(&[workload_sidecar("b", None), workload_sidecar("a", None)]),
+        )
+        .warning("policy-conflict", "metadata.name")
+        .message(
+            "policy-conflict",
+            "metadata.name",
+            "Strait uses shop/a (the first by name)",
+        ),
+        case(
+            "analysis: two Sidecars for one workload with creation times",
+            documents(&[
+                workload_sidecar("a", Some("2024-05-02T10:00:00Z")),
+                workload_sidecar("b", Some("2024-05-01T10:00:00Z")),
+            ]),
+        )
+        .info("policy-conflict", "metadata.name")
+        .message("policy-conflict", "metadata.name", "the oldest, shop/b,"),
         case(
             "analysis: a subset no DestinationRule defines",
             virtual_service(

@@ -52,6 +52,15 @@ pub struct SidecarArgs {
     /// Where captured inbound connections arrive.
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,
+    /// How the workload's traffic reaches the sidecar (Istio's interception mode): `REDIRECT`
+    /// (iptables, `strait capture install`) or `NONE` (no capture: Sidecar resource listeners
+    /// with `captureMode: DEFAULT` bind their own ports).
+    #[arg(long, default_value = "REDIRECT", value_parser = ["REDIRECT", "NONE"], ignore_case = true)]
+    pub interception_mode: String,
+    /// The workload's own IP: where a Sidecar ingress listener's `defaultEndpoint:
+    /// 0.0.0.0:PORT` forwards.
+    #[arg(long, value_name = "IP")]
+    pub instance_ip: Option<IpAddr>,
 }
 
 /// The workload a sidecar fronts.
@@ -89,6 +98,8 @@ impl SidecarArgs {
             domain_suffix: domain_suffix.to_owned(),
             outbound: SocketAddr::new(any, self.outbound_port),
             inbound: SocketAddr::new(any, self.inbound_port),
+            captured: !self.interception_mode.eq_ignore_ascii_case("NONE"),
+            instance_ip: self.instance_ip,
         }
     }
 

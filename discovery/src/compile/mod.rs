@@ -19,6 +19,8 @@ pub mod policies;
 mod registry;
 mod routes;
 mod sidecar;
+mod sidecar_listeners;
+mod sidecar_scope;
 
 pub use sidecar::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
 

@@ -505,15 +505,16 @@ fn mode(mode: Option<MtlsMode>) -> Option<Mode> {
     }
 }
 
-/// The one policy of several at a level that applies: the oldest when every one has a distinct
-/// creation time, else the first by namespace/name (`validate` reports such conflicts).
-fn oldest<'a, 'b>(
-    candidates: impl Iterator<Item = &'b (&'a Object, &'a PeerAuthentication)>,
-) -> Option<(&'a Object, &'a PeerAuthentication)>
+/// The one policy (or Sidecar) of several at a level that applies: the oldest when every one
+/// has a distinct creation time, else the first by namespace/name (`validate` reports such
+/// conflicts).
+pub(super) fn oldest<'a, 'b, T: 'a>(
+    candidates: impl Iterator<Item = &'b (&'a Object, &'a T)>,
+) -> Option<(&'a Object, &'a T)>
 where
     'a: 'b,
 {
-    let mut candidates: Vec<(&Object, &PeerAuthentication)> = candidates.copied().collect();
+    let mut candidates: Vec<(&Object, &T)> = candidates.copied().collect();
     candidates.sort_by(|(a, _), (b, _)| (&a.namespace, a.name()).cmp(&(&b.namespace, b.name())));
     let times: Vec<Option<&String>> = candidates
         .iter()

@@ -20,6 +20,12 @@
 //! STRICT and PERMISSIVE; under PERMISSIVE and DISABLE also plaintext, and an application's
 //! own TLS passed through untouched. Traffic reaches the application at its original
 //! destination from 127.0.0.6, so that capture does not take it again.
+//!
+//! The Sidecar resource that applies to the workload (`sidecar_scope`) narrows both sides: its
+//! egress hosts and the `exportTo` of each object decide which services and rules the outbound
+//! side knows, its `outboundTrafficPolicy` replaces MeshConfig's, and its ingress listeners
+//! replace the ports of the services that select the workload. Its listeners that are not
+//! captured become listeners of their own (`sidecar_listeners`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +41,7 @@ use strait_proxy::snapshot::{
 use super::listeners::creation_order;
 use super::registry::Service;
 use super::routes::Client;
+use super::sidecar_scope::SidecarScope;
 use super::{Compiled, Compiler, GatewayOptions};
 use crate::hosts;
 use crate::resources::common::{Port, Protocol};
@@ -74,6 +81,13 @@ pub struct SidecarOptions {
     pub outbound: SocketAddr,
     /// The inbound capture listener (15006).
     pub inbound: SocketAddr,
+    /// Whether iptables sends the workload's traffic to the capture listeners (Istio's
+    /// interception mode REDIRECT); Sidecar listeners with `captureMode: DEFAULT` bind their
+    /// own port when it does not.
+    pub captured: bool,
+    /// The workload's own IP (Istio's instance IP): where an ingress listener's
+    /// `defaultEndpoint: 0.0.0.0:PORT` forwards.
+    pub instance_ip: Option<IpAddr>,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -83,6 +97,18 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
     version: u64,
 ) -> Compiled {
     let objects: Vec<&Object> = objects.iter().map(std::borrow::Borrow::borrow).collect();
+    let scope = SidecarScope::new(
+        &objects,
+        &options.namespace,
+        &options.labels,
+        options.captured,
+    );
+    // What is not exported to the workload's namespace is not there for its outbound side.
+    let visible: Vec<&Object> = objects
+        .iter()
+        .copied()
+        .filter(|o| scope.exported(o))
+        .collect();
     let as_client = GatewayOptions {
         labels: options.labels.clone(),
         namespace: options.namespace.clone(),
@@ -90,14 +116,36 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         mesh_identity: true,
         ..GatewayOptions::default()
     };
-    let mut compiler = Compiler::new(&objects, &as_client);
-    let (outbound, mut route_tables) = compiler.outbound_listener(&objects, options.outbound);
-    let inbound = compiler.inbound_listener(&objects, options.inbound, &mut route_tables);
-    compiler.finish(&objects, version, vec![outbound, inbound], route_tables)
+    let mut compiler = Compiler::new(&visible, &as_client);
+    if let Some(allow_any) = scope.allow_any() {
+        compiler.registry.mesh.allow_any = allow_any;
+    }
+    let (outbound, mut route_tables) =
+        compiler.outbound_listener(&visible, options.outbound, &scope);
+    let inbound = compiler.inbound_listener(
+        &objects,
+        options.inbound,
+        &mut route_tables,
+        &scope,
+        options,
+    );
+    let mut listeners = vec![outbound, inbound];
+    let bound = compiler.bound_listeners(&visible, &scope, options, &mut route_tables);
+    for listener in bound {
+        if listeners.iter().any(|l| l.address == listener.address) {
+            compiler.problem(format!(
+                "listener {} would bind {}, which another listener of this sidecar binds: it is not served",
+                listener.name, listener.address
+            ));
+            continue;
+        }
+        listeners.push(listener);
+    }
+    compiler.finish(&objects, version, listeners, route_tables)
 }
 
 /// Whether a port's traffic is routed as HTTP, and its protocol towards the application.
-fn inbound_protocol(port: &Port) -> Option<UpstreamProtocol> {
+pub(super) fn inbound_protocol(port: &Port) -> Option<UpstreamProtocol> {
     let protocol = port_protocol(port);
     protocol.is_http().then_some(match protocol {
         Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb => UpstreamProtocol::Http2,
@@ -106,14 +154,19 @@ fn inbound_protocol(port: &Port) -> Option<UpstreamProtocol> {
 }
 
 /// How a service port is proxied.
-fn port_protocol(port: &Port) -> Protocol {
+pub(super) fn port_protocol(port: &Port) -> Protocol {
+    declared_protocol(port).unwrap_or(Protocol::Tcp)
+}
+
+/// A port's protocol by `protocol`, else by its name's prefix (`http-web`).
+pub(super) fn declared_protocol(port: &Port) -> Option<Protocol> {
     let declared = port.protocol.as_deref().and_then(Protocol::parse);
     let by_name = || {
         let name = port.name.as_deref()?;
         let prefix = name.split_once('-').map_or(name, |(p, _)| p);
         Protocol::parse(prefix)
     };
-    declared.or_else(by_name).unwrap_or(Protocol::Tcp)
+    declared.or_else(by_name)
 }
 
 impl<'a> Compiler<'a> {
@@ -122,28 +175,19 @@ impl<'a> Compiler<'a> {
         &mut self,
         objects: &[&'a Object],
         address: SocketAddr,
+        scope: &SidecarScope<'_>,
     ) -> (Listener, BTreeMap<String, Arc<RouteTable>>) {
-        let mut bound: Vec<Bound<'a>> = objects
-            .iter()
-            .filter_map(|o| match &o.spec {
-                Spec::VirtualService(vs)
-                    if vs.gateways.is_empty()
-                        || Client::Mesh.named_by(&o.namespace, &vs.gateways) =>
-                {
-                    Some(Bound {
-                        object: o,
-                        spec: vs,
-                        hosts: vs
-                            .hosts
-                            .iter()
-                            .map(|h| self.registry.qualify(h, &o.namespace))
-                            .collect(),
-                    })
-                }
-                _ => None,
+        // The mesh's VirtualServices, those for hosts no captured egress listener imports left
+        // out.
+        let bound: Vec<Bound<'a>> = self
+            .mesh_virtual_services(objects)
+            .into_iter()
+            .filter(|b| {
+                b.hosts
+                    .iter()
+                    .any(|h| scope.captured_imports_any(&b.object.namespace, h))
             })
             .collect();
-        bound.sort_by(|a, b| creation_order(a.object).cmp(&creation_order(b.object)));
 
         let mut http_ports: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
         let mut tls_ports: BTreeMap<u32, Vec<TcpRoute>> = BTreeMap::new();
@@ -151,6 +195,9 @@ impl<'a> Compiler<'a> {
         for (host, service) in self.registry.services() {
             for port in &service.entry.ports {
                 let Some(number) = port.number else { continue };
+                if !scope.captured_imports(&service.object.namespace, &host, number) {
+                    continue;
+                }
                 let protocol = port_protocol(port);
                 if protocol.is_http() {
                     let virtual_host = self.mesh_virtual_host(&host, service, number, &bound);
@@ -226,7 +273,48 @@ impl<'a> Compiler<'a> {
         (listener, tables)
     }
 
-    /// The virtual inbound listener: per port of the workload's services, the chains its
+    /// The mesh's VirtualServices (`gateways` omitted or naming `mesh`), their hosts
+    /// qualified, in creation order.
+    pub(super) fn mesh_virtual_services(&self, objects: &[&'a Object]) -> Vec<Bound<'a>> {
+        let mut bound: Vec<Bound<'a>> = objects
+            .iter()
+            .filter_map(|o| match &o.spec {
+                Spec::VirtualService(vs)
+                    if vs.gateways.is_empty()
+                        || Client::Mesh.named_by(&o.namespace, &vs.gateways) =>
+                {
+                    Some(Bound {
+                        object: o,
+                        spec: vs,
+                        hosts: vs
+                            .hosts
+                            .iter()
+                            .map(|h| self.registry.qualify(h, &o.namespace))
+                            .collect(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        bound.sort_by(|a, b| creation_order(a.object).cmp(&creation_order(b.object)));
+        bound
+    }
+
+    /// The workload's peer authentication (findings about the policies are reported once,
+    /// when the snapshot is finished).
+    pub(super) fn workload_peer_authentication(
+        &self,
+        objects: &[&'a Object],
+    ) -> strait_proxy::snapshot::PeerAuthentication {
+        let workload = super::policies::Workload {
+            namespace: &self.options.namespace,
+            labels: &self.options.labels,
+        };
+        super::policies::compile(objects, workload, &mut Vec::new()).peer_authentication
+    }
+
+    /// The virtual inbound listener: per port of the workload's services (or of the captured
+    /// ingress listeners of its Sidecar, when it has ingress listeners), the chains its
     /// PeerAuthentication mode allows; for other ports the workload-wide mode, to the original
     /// destination.
     fn inbound_listener(
@@ -234,54 +322,59 @@ impl<'a> Compiler<'a> {
         objects: &[&'a Object],
         address: SocketAddr,
         tables: &mut BTreeMap<String, Arc<RouteTable>>,
+        scope: &SidecarScope<'a>,
+        options: &SidecarOptions,
     ) -> Listener {
-        let workload = super::policies::Workload {
-            namespace: &self.options.namespace,
-            labels: &self.options.labels,
-        };
-        // Findings about the policies are reported once, when the snapshot is finished.
-        let peer_authentication =
-            super::policies::compile(objects, workload, &mut Vec::new()).peer_authentication;
-        let mut ports: BTreeMap<u16, Option<UpstreamProtocol>> = BTreeMap::new();
-        for (_, service) in self.registry.services() {
-            let selects = service.object.namespace == self.options.namespace
-                && service.entry.workload_selector.as_ref().is_some_and(|s| {
-                    s.labels
-                        .iter()
-                        .all(|(k, v)| self.options.labels.get(k) == Some(v))
-                });
-            if !selects {
-                continue;
-            }
-            for port in &service.entry.ports {
-                let Some(number) = port.target_port.or(port.number) else {
+        let peer_authentication = self.workload_peer_authentication(objects);
+        // Port -> (protocol to the application, the cluster that reaches it).
+        let mut ports: BTreeMap<u16, (Option<UpstreamProtocol>, String)> = BTreeMap::new();
+        if scope.ingress().is_empty() {
+            for object in objects {
+                let Spec::ServiceEntry(entry) = &object.spec else {
                     continue;
                 };
-                if let Ok(number) = u16::try_from(number) {
+                let selects = object.namespace == self.options.namespace
+                    && entry.workload_selector.as_ref().is_some_and(|s| {
+                        s.labels
+                            .iter()
+                            .all(|(k, v)| self.options.labels.get(k) == Some(v))
+                    });
+                if !selects {
+                    continue;
+                }
+                for port in &entry.ports {
+                    let Some(number) = port.target_port.or(port.number) else {
+                        continue;
+                    };
+                    if let Ok(number) = u16::try_from(number) {
+                        ports.entry(number).or_insert_with(|| {
+                            let protocol = inbound_protocol(port);
+                            let cluster = format!("inbound|{number}||");
+                            self.inbound_cluster(
+                                &cluster,
+                                protocol.unwrap_or(UpstreamProtocol::Http1),
+                            );
+                            (protocol, cluster)
+                        });
+                    }
+                }
+            }
+        } else {
+            for (index, listener) in scope.ingress() {
+                if scope.binds(listener.capture_mode) {
+                    continue;
+                }
+                if let Some(port) = self.ingress_port(scope, index, listener, options, None) {
                     ports
-                        .entry(number)
-                        .or_insert_with(|| inbound_protocol(port));
+                        .entry(port.number)
+                        .or_insert((port.protocol, port.cluster));
                 }
             }
         }
         let mut chains = Vec::new();
-        for (number, protocol) in ports {
-            let cluster = format!("inbound|{number}||");
-            self.inbound_cluster(&cluster, protocol.unwrap_or(UpstreamProtocol::Http1));
-            let application = match protocol {
-                Some(_) => {
-                    let name = format!("inbound|{number}");
-                    tables.insert(name.clone(), Arc::new(inbound_route_table(&name, &cluster)));
-                    Application::Http { route_table: name }
-                }
-                None => Application::Tcp {
-                    routes: vec![TcpRoute {
-                        name: cluster.clone(),
-                        server_names: Vec::new(),
-                        clusters: vec![(cluster.clone(), 100)],
-                    }],
-                },
-            };
+        for (number, (protocol, cluster)) in ports {
+            let application =
+                inbound_application(&format!("inbound|{number}"), protocol, &cluster, tables);
             let mode = peer_authentication.mode_for(number);
             chains.extend(inbound_chains(
                 &format!("inbound_{number}"),
@@ -316,7 +409,7 @@ impl<'a> Compiler<'a> {
 
     /// A cluster to the application at the connection's original destination, from
     /// 127.0.0.6.
-    fn inbound_cluster(&mut self, name: &str, protocol: UpstreamProtocol) {
+    pub(super) fn inbound_cluster(&mut self, name: &str, protocol: UpstreamProtocol) {
         let timeout = self.registry.mesh.connect_timeout;
         self.clusters.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(Cluster {
@@ -337,7 +430,7 @@ impl<'a> Compiler<'a> {
 
     /// The virtual host of `host` on HTTP port `number`: the routes of the mesh's
     /// VirtualServices for the host, else one route to its default cluster.
-    fn mesh_virtual_host(
+    pub(super) fn mesh_virtual_host(
         &mut self,
         host: &str,
         service: Service<'a>,
@@ -397,7 +490,7 @@ impl<'a> Compiler<'a> {
 
     /// A TCP port's chain: by the service's addresses, to its VirtualService's `tcp` routes or
     /// its default cluster.
-    fn tcp_chain(
+    pub(super) fn tcp_chain(
         &mut self,
         host: &str,
         service: Service<'a>,
@@ -570,9 +663,37 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// What an inbound port's connections carry: HTTP routed by the table `name` (added to
+/// `tables`) when `protocol` is set, else TCP, to `cluster`.
+pub(super) fn inbound_application(
+    name: &str,
+    protocol: Option<UpstreamProtocol>,
+    cluster: &str,
+    tables: &mut BTreeMap<String, Arc<RouteTable>>,
+) -> Application {
+    match protocol {
+        Some(_) => {
+            tables.insert(
+                name.to_owned(),
+                Arc::new(inbound_route_table(name, cluster)),
+            );
+            Application::Http {
+                route_table: name.to_owned(),
+            }
+        }
+        None => Application::Tcp {
+            routes: vec![TcpRoute {
+                name: cluster.to_owned(),
+                server_names: Vec::new(),
+                clusters: vec![(cluster.to_owned(), 100)],
+            }],
+        },
+    }
+}
+
 /// The chains of one inbound port (or of all undeclared ports when `port` is `None`) under
 /// `mode`: mesh mTLS by the offered ALPN, the application's own TLS passed through, plaintext.
-fn inbound_chains(
+pub(super) fn inbound_chains(
     name: &str,
     port: Option<u16>,
     mode: MtlsMode,
@@ -806,6 +927,8 @@ spec:
             domain_suffix: "cluster.local".to_owned(),
             outbound: SocketAddr::from(([0, 0, 0, 0], 15001)),
             inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
+            captured: true,
+            instance_ip: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

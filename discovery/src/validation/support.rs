@@ -231,17 +231,7 @@ const UNIMPLEMENTED: &[Entry] = &[
     row(
         Kind::Sidecar,
         "spec.ingress[].tls",
-        "inbound listeners terminate mesh mTLS only",
-    ),
-    row(
-        Kind::Sidecar,
-        "spec.ingress[].captureMode",
-        "capture is set up by `strait capture`, for all ports",
-    ),
-    row(
-        Kind::Sidecar,
-        "spec.egress[].captureMode",
-        "capture is set up by `strait capture`, for all ports",
+        "inbound listeners terminate mesh mTLS only: a listener with tls is not served",
     ),
     row(
         Kind::Sidecar,
