@@ -5,6 +5,7 @@
 //! two-workload mesh (`sleep` in namespace `a` calls `httpbin` in namespace `b`) that several
 //! suites share. Needs root, `ip`, iptables and python3 (scripts/install-test-deps).
 
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -169,55 +170,82 @@ pub fn capture(netns: &Netns, args: &[&str]) -> Run {
     result
 }
 
+/// Runs `command` (a program and its arguments) in `netns` with its stderr to `log`, and waits
+/// until the log has a line with `ready`; panics with the log if it exits first. The program is
+/// stopped (SIGTERM) when the returned [`Process`] is dropped, also when the test process dies:
+/// the shell around it watches the pipe on its stdin.
+pub fn supervise(netns: &Netns, command: &[&OsStr], log: &Path, ready: &str) -> Process {
+    let mut shell = netns.command("sh");
+    shell.arg("-c").arg(format!(
+        "exec 3<&0; : >{log}; \
+         \"$0\" \"$@\" 2>{log} & pid=$!; \
+         (cat <&3 >/dev/null; kill $pid 2>/dev/null) & \
+         while kill -0 $pid 2>/dev/null && ! grep -q '{ready}' {log}; do sleep 0.05; done; \
+         if kill -0 $pid 2>/dev/null; then echo serving; wait $pid; else echo exited; fi",
+        log = log.display(),
+    ));
+    shell.args(command);
+    let mut process = netns.spawn(shell);
+    let state = process.wait_for_line(|l| l == "serving" || l == "exited");
+    assert_eq!(
+        state,
+        "serving",
+        "{:?} exited: {}",
+        command.first(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    process
+}
+
 /// Starts `workload`'s sidecar in `netns` and waits until it serves. It reads its configuration
 /// from `DIR/config` and its identity from `DIR/WORKLOAD`, logs to `DIR/WORKLOAD.log` and writes
 /// its access log to `DIR/WORKLOAD-access.log`; `extra` adds flags.
 pub fn sidecar(netns: &Netns, dir: &TempDir, workload: &str, extra: &[&str]) -> Process {
     let path = |name: &str| -> PathBuf { dir.path().join(name) };
-    let log = path(&format!("{workload}.log"));
-    let mut command = netns.command("sh");
-    command.arg("-c").arg(format!(
-        "\"$0\" \"$@\" 2>{log} & pid=$!; \
-         while kill -0 $pid 2>/dev/null && ! grep -q virtualInbound {log}; do sleep 0.05; done; \
-         if kill -0 $pid 2>/dev/null; then echo serving; wait $pid; else echo exited; cat {log}; fi",
-        log = log.display(),
-    ));
-    command.arg(env!("CARGO_BIN_EXE_strait")).args([
-        "run",
-        "--role",
-        "sidecar",
-        "--workload",
-        &format!("default/{workload}"),
-        "--service-account",
-        workload,
-        "--labels",
-        &format!("app={workload},security.istio.io/tlsMode=istio"),
-        "--socket-mark",
-        MARK,
-        "--drain-period",
-        "0s",
-        "--drain-timeout",
-        "1s",
-    ]);
-    command
-        .arg("--config")
-        .arg(path("config"))
-        .arg("--identity-dir")
-        .arg(path(workload))
-        .arg("--data")
-        .arg(path(&format!("{workload}-data")))
-        .arg("--access-log")
-        .arg(path(&format!("{workload}-access.log")))
-        .args(extra);
-    let mut process = netns.spawn(command);
-    let state = process.wait_for_line(|l| l == "serving" || l == "exited");
-    assert_eq!(
-        state,
-        "serving",
-        "the {workload} sidecar exited: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+    let workload_flag = format!("default/{workload}");
+    let labels = format!("app={workload},security.istio.io/tlsMode=istio");
+    let (config, identity, data, access_log) = (
+        path("config"),
+        path(workload),
+        path(&format!("{workload}-data")),
+        path(&format!("{workload}-access.log")),
     );
-    process
+    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
+    command.extend(
+        [
+            "run",
+            "--role",
+            "sidecar",
+            "--workload",
+            &workload_flag,
+            "--service-account",
+            workload,
+            "--labels",
+            &labels,
+            "--socket-mark",
+            MARK,
+            "--drain-period",
+            "0s",
+            "--drain-timeout",
+            "1s",
+        ]
+        .map(OsStr::new),
+    );
+    for (flag, value) in [
+        ("--config", &config),
+        ("--identity-dir", &identity),
+        ("--data", &data),
+        ("--access-log", &access_log),
+    ] {
+        command.extend([OsStr::new(flag), value.as_os_str()]);
+    }
+    command.extend(extra.iter().map(OsStr::new));
+    supervise(
+        netns,
+        &command,
+        &path(&format!("{workload}.log")),
+        "virtualInbound",
+    )
 }
 
 /// Runs [`CLIENT`] in `netns` and returns what it printed.
