@@ -110,6 +110,7 @@ spec:
   - {{number: 8000, name: http, targetPort: 8080}}
   - {{number: 8001, name: http-guarded, targetPort: 8081}}
   - {{number: 8002, name: http-impostor, targetPort: 8082}}
+  - {{number: 8004, name: http2, targetPort: 8080}}
   - {{number: 9000, name: tcp-echo}}
   resolution: STATIC
   workloadSelector: {{labels: {{app: reviews}}}}
@@ -630,7 +631,7 @@ fn envoy_calls_a_strait_sidecar_over_mesh_mtls_for_http1_h2_and_tcp() {
 }
 
 #[test]
-fn a_strait_sidecar_calls_envoy_over_mesh_mtls_for_http_and_tcp() {
+fn a_strait_sidecar_calls_envoy_over_mesh_mtls_for_http1_h2_and_tcp() {
     let mesh = Mesh::start("strait-to-envoy");
     let (a, b_ip) = (&mesh.pair.a, mesh.pair.b_ip);
     let details = spiffe_id("details");
@@ -656,6 +657,17 @@ fn a_strait_sidecar_calls_envoy_over_mesh_mtls_for_http_and_tcp() {
     );
     assert!(line.contains("code=200"), "{line}");
     mesh.strait_log(&["GET /hello", &format!("outbound|8000||{REVIEWS}")]);
+
+    // An `http2` port: Strait offers `istio-h2, istio, h2` and Envoy's chain speaks HTTP/2.
+    let response = http_get(a, b_ip, 8004, "0", REVIEWS, "");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let line = mesh.envoy_log(&["inbound_8080_mtls", "proto=HTTP/2"]);
+    assert!(line.contains(&format!("peer={details} ")), "{line}");
+    assert!(
+        line.contains(&format!("sni=outbound_.8004_._.{REVIEWS} ")),
+        "{line}"
+    );
+    mesh.strait_log(&["GET /hello", &format!("outbound|8004||{REVIEWS}")]);
 
     // TCP: the chain for `istio-peer-exchange, istio` takes it and proxies to the echo.
     let echoed = call(a, b_ip, 9000, "0", "from-strait\\n");
