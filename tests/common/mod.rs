@@ -8,6 +8,7 @@ pub mod client;
 pub mod control;
 pub mod gateway;
 pub mod grpc;
+pub mod mesh;
 pub mod netns;
 pub mod pki;
 pub mod raw;

@@ -164,7 +164,7 @@ impl Compiler<'_> {
         for problem in problems {
             self.problem(format!("{host}: {problem}"));
         }
-        let protocol = upstream_protocol(service_port.protocol.as_deref(), policy.connection_pool);
+        let protocol = upstream_protocol(service_port.declared_protocol(), policy.connection_pool);
         let tls = match policy.tls {
             Some(tls) if tls.mode == Some(ClientTlsMode::IstioMutual) => mesh.istio_mutual(),
             Some(tls) => self.upstream_tls(tls, host, &service.entry.subject_alt_names),
@@ -398,9 +398,10 @@ impl Compiler<'_> {
     }
 }
 
-/// The protocol to the endpoints: HTTP/2 for HTTP2 and gRPC ports or when upgraded.
+/// The protocol to the endpoints: HTTP/2 for HTTP2 and gRPC ports (declared by the
+/// `protocol` field or the port name, as the listeners read it) or when upgraded.
 fn upstream_protocol(
-    port_protocol: Option<&str>,
+    port_protocol: Option<Protocol>,
     pool: Option<&ConnectionPoolSettings>,
 ) -> UpstreamProtocol {
     let http = pool.and_then(|p| p.http.as_ref());
@@ -410,7 +411,7 @@ fn upstream_protocol(
     if http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
         return UpstreamProtocol::Http2;
     }
-    match port_protocol.and_then(Protocol::parse) {
+    match port_protocol {
         Some(Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb) => UpstreamProtocol::Http2,
         _ => UpstreamProtocol::Http1,
     }

@@ -504,3 +504,32 @@ fn a_credential_caught_half_written_keeps_its_last_good_certificate() {
     assert_eq!(served(&compile_with(&yaml, &fresh)), None);
     std::fs::remove_dir_all(&store).unwrap();
 }
+
+#[test]
+fn a_port_named_for_http2_or_grpc_speaks_http2_to_its_endpoints_without_a_protocol_field() {
+    let service = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: named, namespace: default}
+spec:
+  hosts: [named.default.svc.cluster.local]
+  ports: [{number: 8080, name: http-web}, {number: 8081, name: http2}, {number: 9090, name: grpc-api}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.3}]
+---
+"#;
+    let http = "  - route:\n    - destination: {host: named, port: {number: 8080}}\n      weight: 40\n    - destination: {host: named, port: {number: 8081}}\n      weight: 30\n    - destination: {host: named, port: {number: 9090}}\n      weight: 30";
+    let yaml = format!(
+        "{}{}{service}",
+        gateway(HTTP_SERVER),
+        virtual_service("a", "[named.example.com]", "[istio-system/gw]", http),
+    );
+    let compiled = compile(&yaml);
+    let protocol = |port: u16| {
+        compiled.snapshot.clusters[&format!("outbound|{port}||named.default.svc.cluster.local")]
+            .protocol
+    };
+    assert_eq!(protocol(8080), UpstreamProtocol::Http1);
+    assert_eq!(protocol(8081), UpstreamProtocol::Http2);
+    assert_eq!(protocol(9090), UpstreamProtocol::Http2);
+}

@@ -184,6 +184,22 @@ pub struct Port {
     pub target_port: Option<u32>,
 }
 
+impl Port {
+    /// The protocol the port declares: its `protocol` field, else the prefix of its name
+    /// (`http2`, `grpc-api`), the Kubernetes Service convention. `None` when neither says.
+    pub fn declared_protocol(&self) -> Option<Protocol> {
+        let by_name = || {
+            let name = self.name.as_deref()?;
+            let prefix = name.split_once('-').map_or(name, |(p, _)| p);
+            Protocol::parse(prefix)
+        };
+        self.protocol
+            .as_deref()
+            .and_then(Protocol::parse)
+            .or_else(by_name)
+    }
+}
+
 /// `exact`, `prefix` or `regex` (RE2) on a string; at most one is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -245,6 +261,30 @@ mod tests {
         );
         assert_eq!(parse_go_duration("0"), Some(StdDuration::ZERO));
         assert_eq!(parse_go_duration(".5s"), Some(ms(500)));
+    }
+
+    #[test]
+    fn a_port_declares_its_protocol_by_the_field_else_by_its_name() {
+        let port = |protocol: Option<&str>, name: Option<&str>| Port {
+            protocol: protocol.map(str::to_owned),
+            name: name.map(str::to_owned),
+            ..Port::default()
+        };
+        assert_eq!(
+            port(Some("TCP"), Some("http2")).declared_protocol(),
+            Some(Protocol::Tcp),
+            "the field wins"
+        );
+        assert_eq!(
+            port(None, Some("http2")).declared_protocol(),
+            Some(Protocol::Http2)
+        );
+        assert_eq!(
+            port(None, Some("grpc-api")).declared_protocol(),
+            Some(Protocol::Grpc)
+        );
+        assert_eq!(port(None, Some("echo")).declared_protocol(), None);
+        assert_eq!(port(None, None).declared_protocol(), None);
     }
 
     #[test]
