@@ -109,6 +109,7 @@ def call(host, path, user, timeout):
         connection.close()
 class Bookinfo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes
     def do_GET(self):
         user = self.headers.get("end-user")
         seen = {"service": role, "version": version, "peer": self.client_address[0],
