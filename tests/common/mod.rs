@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
+pub mod bridge;
 pub mod client;
 pub mod control;
 pub mod gateway;

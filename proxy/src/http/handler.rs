@@ -17,7 +17,7 @@ use super::forward::{self, Forward};
 use super::headers;
 use super::local_reply::{LocalReply, Reason, is_grpc, local_reply};
 use super::routing::{RequestFacts, find_route};
-use super::tracked::{Exchange, track_request, track_response};
+use super::tracked::{Exchange, Pending, track_request};
 use crate::authn::{self, Authenticated, Refusal};
 use crate::authz::{self, Attributes, Protocol};
 use crate::runtime::{Active, Downstream, Shared};
@@ -30,7 +30,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
     let logged = shared.telemetry.access_log.enabled();
-    let mut exchange = Exchange::start(
+    let exchange = Exchange::start(
         &request,
         &downstream,
         Instant::now(),
@@ -39,6 +39,8 @@ pub(crate) async fn handle(
     );
     let upgrade = forward::take_upgrade(&mut request);
     let (request, received) = track_request(request);
+    // Reported even when this future is dropped before the response (the client went away).
+    let mut pending = Pending::new(exchange, received, shared.clone());
     let active = shared.active();
     let response = route(
         request,
@@ -46,10 +48,10 @@ pub(crate) async fn handle(
         &downstream,
         &active,
         &shared,
-        &mut exchange,
+        &mut pending.exchange,
     )
     .await;
-    Ok(track_response(response, exchange, received, shared))
+    Ok(pending.respond(response))
 }
 
 async fn route(

@@ -97,6 +97,87 @@ impl Exchange {
         self.flags |= flags;
         self.reason = reason;
     }
+
+    /// Moves the exchange out, leaving one with the same start and addresses and nothing else
+    /// (empty strings do not allocate).
+    fn take(&mut self) -> Exchange {
+        let blank = Exchange {
+            started: self.started,
+            start_time: self.start_time,
+            method: String::new(),
+            path: String::new(),
+            protocol: self.protocol,
+            user_agent: String::new(),
+            forwarded_for: String::new(),
+            downstream_local: self.downstream_local,
+            downstream_remote: self.downstream_remote,
+            server_name: String::new(),
+            peer_principal: String::new(),
+            authority: String::new(),
+            request_id: String::new(),
+            route_name: String::new(),
+            cluster: String::new(),
+            upstream_host: None,
+            upstream_service_time: None,
+            flags: ResponseFlags::NONE,
+            reason: String::new(),
+        };
+        std::mem::replace(self, blank)
+    }
+}
+
+/// An exchange whose response is not made yet. The server drops the request's handler when the
+/// client goes away first (during an injected delay, or while the upstream takes its time);
+/// the exchange is then reported as Envoy reports it: response code 0 and DC, with what
+/// routing had found (route, cluster, flags such as DI).
+pub(crate) struct Pending {
+    pub(crate) exchange: Exchange,
+    received: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    answered: bool,
+}
+
+impl Pending {
+    pub(crate) fn new(exchange: Exchange, received: Arc<AtomicU64>, shared: Arc<Shared>) -> Self {
+        Pending {
+            exchange,
+            received,
+            shared,
+            answered: false,
+        }
+    }
+
+    /// The response is made: it reports the exchange once it has been sent.
+    pub(crate) fn respond(mut self, response: Response<Body>) -> Response<Body> {
+        self.answered = true;
+        let exchange = self.exchange.take();
+        track_response(
+            response,
+            exchange,
+            self.received.clone(),
+            self.shared.clone(),
+        )
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if self.exchange.reason.is_empty() {
+            "the client went away before the response was made"
+                .clone_into(&mut self.exchange.reason);
+        }
+        let finish = Finish {
+            exchange: self.exchange.take(),
+            received: self.received.clone(),
+            status: 0,
+            grpc_status: None,
+            shared: self.shared.clone(),
+        };
+        finish.report(0, false, None);
+    }
 }
 
 fn protocol_name(version: Version) -> &'static str {
@@ -158,7 +239,7 @@ where
 }
 
 /// Wraps the response body so that the exchange is reported once the response is complete.
-pub(crate) fn track_response(
+fn track_response(
     response: Response<Body>,
     mut exchange: Exchange,
     received: Arc<AtomicU64>,
@@ -323,5 +404,104 @@ impl Drop for Tracked {
             let complete = self.inner.is_end_stream();
             finish.report(self.sent, complete, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::runtime::ProxyOptions;
+    use crate::telemetry::Telemetry;
+    use crate::telemetry::access_log::AccessLog;
+    use crate::telemetry::metrics::Metrics;
+
+    fn shared() -> Arc<Shared> {
+        let telemetry = Telemetry::new(AccessLog::disabled(), Metrics::new(Vec::new()));
+        Arc::new(Shared::new(telemetry, ProxyOptions::default()))
+    }
+
+    fn exchange(cluster: &str, flags: ResponseFlags) -> Exchange {
+        let address = SocketAddr::from(([10, 0, 0, 1], 15001));
+        let mut exchange = Exchange {
+            started: Instant::now(),
+            start_time: SystemTime::now(),
+            method: "GET".into(),
+            path: "/ratings/0".into(),
+            protocol: "HTTP/1.1",
+            user_agent: String::new(),
+            forwarded_for: String::new(),
+            downstream_local: address,
+            downstream_remote: address,
+            server_name: String::new(),
+            peer_principal: String::new(),
+            authority: "ratings".into(),
+            request_id: String::new(),
+            route_name: "default".into(),
+            cluster: String::new(),
+            upstream_host: None,
+            upstream_service_time: None,
+            flags: ResponseFlags::NONE,
+            reason: String::new(),
+        };
+        exchange.cluster = cluster.to_owned();
+        exchange.flags = flags;
+        exchange
+    }
+
+    /// The `istio_requests_total` samples, one per line.
+    fn requests(shared: &Shared) -> Vec<String> {
+        shared
+            .telemetry
+            .metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn an_exchange_dropped_before_its_response_is_reported_with_code_0_and_dc() {
+        let shared = shared();
+        let mut pending = Pending::new(
+            exchange("outbound|9080|v1|ratings", ResponseFlags::NONE),
+            Arc::new(AtomicU64::new(0)),
+            shared.clone(),
+        );
+        // Routing got as far as an injected delay, then the client went away.
+        pending.exchange.flags |= ResponseFlags::DELAY_INJECTED;
+        drop(pending);
+        let requests = requests(&shared);
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert!(requests[0].contains("response_code=\"0\""), "{requests:?}");
+        assert!(
+            requests[0].contains("response_flags=\"DC,DI\""),
+            "{requests:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answered_exchange_is_reported_once_with_its_status() {
+        let shared = shared();
+        let pending = Pending::new(
+            exchange("outbound|9080|v1|ratings", ResponseFlags::NONE),
+            Arc::new(AtomicU64::new(0)),
+            shared.clone(),
+        );
+        let response = pending.respond(Response::new(body::full("stars")));
+        assert!(requests(&shared).is_empty(), "reported before it was sent");
+        let sent = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&sent[..], b"stars");
+        let requests = requests(&shared);
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert!(
+            requests[0].contains("response_code=\"200\""),
+            "{requests:?}"
+        );
+        assert!(requests[0].contains("response_flags=\"-\""), "{requests:?}");
     }
 }
