@@ -59,6 +59,54 @@ fn http_and_tcp_between_sidecars_go_over_mtls_and_carry_the_caller_s_identity() 
         "{tcp}"
     );
 
+    // Istio's metrics on both sides, labelled from the verified identities: httpbin's sidecar
+    // reports as the destination with sleep as the mTLS source, sleep's as the source.
+    let metrics = |netns: &common::netns::Netns| {
+        netns.ok("curl", &["-s", "http://127.0.0.1:15020/stats/prometheus"])
+    };
+    let has = |text: &str, name: &str, labels: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+    };
+    let inbound = metrics(b);
+    for (name, extra) in [
+        ("istio_requests_total", "response_code=\"200\""),
+        ("istio_tcp_connections_opened_total", ""),
+    ] {
+        assert!(
+            has(
+                &inbound,
+                name,
+                &[
+                    "reporter=\"destination\"",
+                    "source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\"",
+                    "source_workload_namespace=\"default\"",
+                    "destination_workload=\"httpbin\"",
+                    "destination_principal=\"spiffe://cluster.local/ns/default/sa/httpbin\"",
+                    "connection_security_policy=\"mutual_tls\"",
+                    extra,
+                ]
+            ),
+            "{name} in httpbin's metrics:\n{inbound}"
+        );
+    }
+    let outbound = metrics(a);
+    assert!(
+        has(
+            &outbound,
+            "istio_requests_total",
+            &[
+                "reporter=\"source\"",
+                "source_workload=\"sleep\"",
+                "source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\"",
+                "destination_principal=\"spiffe://cluster.local/ns/default/sa/httpbin\"",
+                "destination_service=\"httpbin.default.svc.cluster.local\"",
+                "destination_app=\"httpbin\"",
+            ]
+        ),
+        "sleep's metrics:\n{outbound}"
+    );
+
     // The iptables counters prove the capture: outbound in a, inbound in b.
     assert!(counter(&capture(a, &["show"]).stdout, "ISTIO_REDIRECT") > before_out);
     assert!(counter(&capture(b, &["show"]).stdout, "ISTIO_IN_REDIRECT") > before_in);

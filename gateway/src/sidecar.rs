@@ -100,6 +100,8 @@ impl SidecarArgs {
             inbound: SocketAddr::new(any, self.inbound_port),
             captured: !self.interception_mode.eq_ignore_ascii_case("NONE"),
             instance_ip: self.instance_ip,
+            workload_name: workload.name.clone(),
+            service_account: self.service_account.clone(),
         }
     }
 

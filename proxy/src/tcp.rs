@@ -73,7 +73,9 @@ pub(crate) async fn proxy<IO>(
     let base = shared
         .telemetry
         .metrics
-        .base(cluster_name, || config.telemetry.clone());
+        .base(cluster_name, downstream.peer_principal(), || {
+            config.telemetry.clone()
+        });
     shared.telemetry.metrics.tcp_opened(&base);
     let mut tried = Vec::new();
     let mut upstream = None;

@@ -152,6 +152,38 @@ impl Compiler<'_> {
             total: found.len(),
             peer_authentication: self.destination_mtls(service, &service_port, &found),
         };
+        // What every endpoint agrees on describes the destination in the metrics.
+        let agreed = |name: &str| {
+            let mut values = found.iter().map(|e| e.labels.get(name));
+            let first = values.next().flatten()?;
+            values.all(|v| v == Some(first)).then(|| first.clone())
+        };
+        let mut telemetry = vec![
+            ("destination_service".to_owned(), host.to_owned()),
+            (
+                "destination_service_name".to_owned(),
+                host.split('.').next().unwrap_or(host).to_owned(),
+            ),
+            (
+                "destination_service_namespace".to_owned(),
+                service.object.namespace.clone(),
+            ),
+        ];
+        for (label, value) in [
+            ("destination_app", agreed("app")),
+            ("destination_version", agreed("version")),
+        ] {
+            if let Some(value) = value {
+                telemetry.push((label.to_owned(), value));
+            }
+        }
+        if let [principal] = mesh.subject_alt_names.as_slice() {
+            telemetry.push(("destination_principal".to_owned(), principal.clone()));
+            telemetry.push((
+                "destination_workload_namespace".to_owned(),
+                service.object.namespace.clone(),
+            ));
+        }
         let endpoints = found
             .into_iter()
             .map(|e| Endpoint {
@@ -207,17 +239,7 @@ impl Compiler<'_> {
             endpoints,
             original_destination,
             upstream_bind: None,
-            telemetry: vec![
-                ("destination_service".to_owned(), host.to_owned()),
-                (
-                    "destination_service_name".to_owned(),
-                    host.split('.').next().unwrap_or(host).to_owned(),
-                ),
-                (
-                    "destination_service_namespace".to_owned(),
-                    service.object.namespace.clone(),
-                ),
-            ],
+            telemetry,
         };
         self.clusters
             .insert(name.clone(), std::sync::Arc::new(cluster));

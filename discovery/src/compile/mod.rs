@@ -113,6 +113,8 @@ pub(crate) struct Compiler<'a> {
     /// Whole-value regexes compiled so far, by source: the same regex in many routes is
     /// compiled once and shared (a compiled regex takes kilobytes).
     patterns: HashMap<String, Pattern>,
+    /// The destination labels a sidecar's inbound clusters report (empty elsewhere).
+    inbound_telemetry: Vec<(String, String)>,
 }
 
 impl<'a> Compiler<'a> {
@@ -126,6 +128,7 @@ impl<'a> Compiler<'a> {
             findings: Vec::new(),
             at: None,
             patterns: HashMap::new(),
+            inbound_telemetry: Vec::new(),
         }
     }
 

@@ -88,6 +88,9 @@ pub struct SidecarOptions {
     /// The workload's own IP (Istio's instance IP): where an ingress listener's
     /// `defaultEndpoint: 0.0.0.0:PORT` forwards.
     pub instance_ip: Option<IpAddr>,
+    /// The workload's name and service account, for the metrics its inbound side reports.
+    pub workload_name: String,
+    pub service_account: String,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -117,6 +120,7 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         ..GatewayOptions::default()
     };
     let mut compiler = Compiler::new(&visible, &as_client);
+    compiler.inbound_telemetry = compiler.inbound_telemetry_of(&objects, options);
     if let Some(allow_any) = scope.allow_any() {
         compiler.registry.mesh.allow_any = allow_any;
     }
@@ -423,9 +427,72 @@ impl<'a> Compiler<'a> {
                 endpoints: Vec::new(),
                 original_destination: true,
                 upstream_bind: Some(INBOUND_SOURCE),
-                telemetry: Vec::new(),
+                telemetry: self.inbound_telemetry.clone(),
             })
         });
+    }
+
+    /// What the inbound side reports as the destination, Istio's way: this workload (its
+    /// name, namespace, SPIFFE ID, `app` and `version` labels) and the first service that
+    /// selects it.
+    fn inbound_telemetry_of(
+        &self,
+        objects: &[&'a Object],
+        options: &SidecarOptions,
+    ) -> Vec<(String, String)> {
+        let label = |name: &str| {
+            options
+                .labels
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_owned())
+        };
+        let mut telemetry = vec![
+            ("reporter".to_owned(), "destination".to_owned()),
+            (
+                "destination_workload".to_owned(),
+                options.workload_name.clone(),
+            ),
+            (
+                "destination_workload_namespace".to_owned(),
+                options.namespace.clone(),
+            ),
+            (
+                "destination_principal".to_owned(),
+                format!(
+                    "spiffe://{}/ns/{}/sa/{}",
+                    self.registry.mesh.trust_domain, options.namespace, options.service_account
+                ),
+            ),
+            ("destination_app".to_owned(), label("app")),
+            ("destination_version".to_owned(), label("version")),
+        ];
+        let service = objects.iter().find_map(|object| match &object.spec {
+            Spec::ServiceEntry(entry)
+                if object.namespace == options.namespace
+                    && entry.workload_selector.as_ref().is_some_and(|s| {
+                        s.labels
+                            .iter()
+                            .all(|(k, v)| options.labels.get(k) == Some(v))
+                    }) =>
+            {
+                let host = entry.hosts.iter().flatten().next()?;
+                Some((
+                    self.registry.qualify(host, &object.namespace),
+                    object.namespace.clone(),
+                ))
+            }
+            _ => None,
+        });
+        if let Some((host, namespace)) = service {
+            telemetry.push((
+                "destination_service_name".to_owned(),
+                host.split('.').next().unwrap_or(&host).to_owned(),
+            ));
+            telemetry.push(("destination_service".to_owned(), host));
+            telemetry.push(("destination_service_namespace".to_owned(), namespace));
+        }
+        telemetry
     }
 
     /// The virtual host of `host` on HTTP port `number`: the routes of the mesh's
@@ -929,6 +996,8 @@ spec:
             inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
             captured: true,
             instance_ip: None,
+            workload_name: "productpage-v1".to_owned(),
+            service_account: "bookinfo-productpage".to_owned(),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

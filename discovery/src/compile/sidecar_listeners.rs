@@ -203,7 +203,7 @@ impl<'a> Compiler<'a> {
                 }],
                 original_destination: false,
                 upstream_bind,
-                telemetry: Vec::new(),
+                telemetry: self.inbound_telemetry.clone(),
             }),
         );
     }
@@ -519,6 +519,8 @@ spec:
             inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
             captured,
             instance_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+            workload_name: app.to_owned(),
+            service_account: app.to_owned(),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

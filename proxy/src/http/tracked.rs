@@ -80,7 +80,7 @@ impl Exchange {
             downstream_local: downstream.local,
             downstream_remote: downstream.peer,
             server_name: copy(&|| downstream.sni.clone().unwrap_or_default()),
-            peer_principal: copy(&|| downstream.peer_principal().unwrap_or_default().to_owned()),
+            peer_principal: downstream.peer_principal().unwrap_or_default().to_owned(),
             authority: String::new(),
             request_id: String::new(),
             route_name: String::new(),
@@ -299,6 +299,7 @@ impl Finish {
         let shared = &self.shared;
         let outcome = RequestOutcome {
             cluster: &exchange.cluster,
+            peer: Some(exchange.peer_principal.as_str()).filter(|p| !p.is_empty()),
             response_code: self.status,
             flags: exchange.flags,
             grpc_status: self.grpc_status.or(trailer_grpc_status),

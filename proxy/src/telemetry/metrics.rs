@@ -194,8 +194,17 @@ pub struct Metrics {
     tcp_closed: Family<BaseLabels, Counter>,
     tcp_sent: Family<BaseLabels, Counter>,
     tcp_received: Family<BaseLabels, Counter>,
-    /// Base label sets by cluster, built once.
-    bases: Mutex<BTreeMap<String, Arc<Base>>>,
+    /// Base label sets by cluster (and, for a sidecar's inbound, by the verified caller),
+    /// built once.
+    bases: Mutex<BTreeMap<String, ClusterBases>>,
+}
+
+/// A cluster's base label sets: one for callers without a verified identity, one per mesh
+/// caller.
+#[derive(Debug, Default)]
+struct ClusterBases {
+    anonymous: Option<Arc<Base>>,
+    by_peer: BTreeMap<String, Arc<Base>>,
 }
 
 impl Metrics {
@@ -262,27 +271,72 @@ impl Metrics {
         }
     }
 
-    /// The base labels for requests to `cluster`: this proxy's labels, then the cluster's
-    /// destination labels; computed once per cluster.
+    /// The base labels for requests to `cluster` from `peer` (the caller's verified SPIFFE ID,
+    /// if any): this proxy's labels, then the cluster's destination labels; computed once per
+    /// cluster and caller. A cluster whose labels say `reporter: destination` (a sidecar's
+    /// inbound) reports as the destination: the source labels describe the verified caller
+    /// and the destination labels this workload, as Istio's do.
     pub fn base(
         &self,
         cluster: &str,
+        peer: Option<&str>,
         destination: impl FnOnce() -> Vec<(String, String)>,
     ) -> Arc<Base> {
-        let build = |destination: Vec<(String, String)>| {
-            let mut labels = self.proxy_labels.clone();
-            labels.extend(destination_labels(&destination));
+        let build = |known: Vec<(String, String)>| {
+            let inbound = known
+                .iter()
+                .any(|(k, v)| k == "reporter" && v == "destination");
+            let mut labels = if inbound {
+                self.caller_labels(peer)
+            } else {
+                self.proxy_labels.clone()
+            };
+            let mut known = known;
+            if inbound {
+                let policy = if peer.is_some() { "mutual_tls" } else { "none" };
+                known.push(("connection_security_policy".to_owned(), policy.to_owned()));
+            }
+            labels.extend(destination_labels(&known));
             Arc::new(Base::new(BaseLabels(labels)))
         };
         let Ok(mut bases) = self.bases.lock() else {
             return build(destination());
         };
-        if let Some(base) = bases.get(cluster) {
-            return base.clone();
+        let cached = bases.get(cluster).and_then(|c| match peer {
+            None => c.anonymous.clone(),
+            Some(peer) => c.by_peer.get(peer).cloned(),
+        });
+        if let Some(base) = cached {
+            return base;
         }
         let base = build(destination());
-        bases.insert(cluster.to_owned(), base.clone());
+        let entry = bases.entry(cluster.to_owned()).or_default();
+        match peer {
+            None => entry.anonymous = Some(base.clone()),
+            Some(peer) => {
+                entry.by_peer.insert(peer.to_owned(), base.clone());
+            }
+        }
         base
+    }
+
+    /// The reporter and source labels of a request this proxy received as the destination:
+    /// the caller's principal and namespace from its verified SPIFFE ID, the rest unknown
+    /// (Istio learns them by exchanging metadata, which Strait does not do).
+    fn caller_labels(&self, peer: Option<&str>) -> Vec<(String, String)> {
+        let namespace = peer.and_then(|p| p.split("/ns/").nth(1)?.split('/').next());
+        self.proxy_labels
+            .iter()
+            .map(|(name, _)| {
+                let value = match name.as_str() {
+                    "reporter" => "destination",
+                    "source_principal" => peer.unwrap_or("unknown"),
+                    "source_workload_namespace" => namespace.unwrap_or("unknown"),
+                    _ => "unknown",
+                };
+                (name.clone(), value.to_owned())
+            })
+            .collect()
     }
 
     /// Forgets cached label sets (a new snapshot may change a cluster's destination labels).
@@ -376,5 +430,84 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_labels() -> Vec<(String, String)> {
+        [
+            ("reporter", "source"),
+            ("source_workload", "httpbin"),
+            ("source_workload_namespace", "default"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/default/sa/httpbin",
+            ),
+            ("source_app", "httpbin"),
+            ("source_version", "unknown"),
+            ("source_cluster", "unknown"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    fn label<'b>(base: &'b Base, name: &str) -> &'b str {
+        base.labels()
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn inbound_series_describe_the_verified_caller_and_this_workload() {
+        let metrics = Metrics::new(proxy_labels());
+        let inbound = || {
+            vec![
+                ("reporter".to_owned(), "destination".to_owned()),
+                ("destination_workload".to_owned(), "httpbin".to_owned()),
+            ]
+        };
+        let sleep = "spiffe://cluster.local/ns/apps/sa/sleep";
+        let from_sleep = metrics.base("inbound|8080||", Some(sleep), inbound);
+        assert_eq!(label(&from_sleep, "reporter"), "destination");
+        assert_eq!(label(&from_sleep, "source_principal"), sleep);
+        assert_eq!(label(&from_sleep, "source_workload_namespace"), "apps");
+        assert_eq!(label(&from_sleep, "source_workload"), "unknown");
+        assert_eq!(label(&from_sleep, "destination_workload"), "httpbin");
+        assert_eq!(
+            label(&from_sleep, "connection_security_policy"),
+            "mutual_tls"
+        );
+        // A plaintext caller is another series, and so is another caller.
+        let plaintext = metrics.base("inbound|8080||", None, inbound);
+        assert_eq!(label(&plaintext, "source_principal"), "unknown");
+        assert_eq!(label(&plaintext, "connection_security_policy"), "none");
+        let other = metrics.base(
+            "inbound|8080||",
+            Some("spiffe://cluster.local/ns/b/sa/x"),
+            inbound,
+        );
+        assert!(!Arc::ptr_eq(&from_sleep, &other));
+        assert!(Arc::ptr_eq(
+            &from_sleep,
+            &metrics.base("inbound|8080||", Some(sleep), inbound)
+        ));
+    }
+
+    #[test]
+    fn outbound_series_keep_this_proxy_as_the_source() {
+        let metrics = Metrics::new(proxy_labels());
+        let base = metrics.base("outbound|80||a.example.com", None, || {
+            vec![("destination_service".to_owned(), "a.example.com".to_owned())]
+        });
+        assert_eq!(label(&base, "reporter"), "source");
+        assert_eq!(label(&base, "source_workload"), "httpbin");
+        assert_eq!(label(&base, "destination_service"), "a.example.com");
+        assert_eq!(label(&base, "connection_security_policy"), "unknown");
     }
 }

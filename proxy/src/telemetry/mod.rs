@@ -33,7 +33,9 @@ impl Telemetry {
         outcome: &RequestOutcome<'_>,
         destination: impl FnOnce() -> Vec<(String, String)>,
     ) {
-        let base = self.metrics.base(outcome.cluster, destination);
+        let base = self
+            .metrics
+            .base(outcome.cluster, outcome.peer, destination);
         let protocol = if outcome.grpc_status.is_some() {
             "grpc"
         } else {
@@ -57,6 +59,8 @@ impl Telemetry {
 pub(crate) struct RequestOutcome<'a> {
     /// The upstream cluster, empty when there was none.
     pub(crate) cluster: &'a str,
+    /// The caller's verified SPIFFE ID (mesh mTLS).
+    pub(crate) peer: Option<&'a str>,
     pub(crate) response_code: u16,
     pub(crate) flags: ResponseFlags,
     pub(crate) grpc_status: Option<u16>,
