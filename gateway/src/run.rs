@@ -224,7 +224,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     let (target, mesh) = match args.role {
         Role::Sidecar => {
             let workload = args.sidecar.workload()?;
-            let mesh = args.sidecar.identity(&workload).await?;
+            let mesh = args.sidecar.identity(&workload, args.socket_mark).await?;
             let options = args
                 .sidecar
                 .options(&workload, labels.clone(), &args.domain_suffix);

@@ -107,9 +107,13 @@ impl SidecarArgs {
 
     /// The mesh identity: from the CA (and kept renewed by a task), or from the identity
     /// folder, checked against the workload's expected ID.
-    pub async fn identity(&self, workload: &Workload) -> anyhow::Result<MeshIdentity> {
+    pub async fn identity(
+        &self,
+        workload: &Workload,
+        socket_mark: Option<u32>,
+    ) -> anyhow::Result<MeshIdentity> {
         if let Some(address) = &self.ca_address {
-            return self.identity_from_ca(address, workload).await;
+            return self.identity_from_ca(address, workload, socket_mark).await;
         }
         let Some(dir) = &self.identity_dir else {
             bail!(
@@ -143,6 +147,7 @@ impl SidecarArgs {
         &self,
         address: &str,
         workload: &Workload,
+        socket_mark: Option<u32>,
     ) -> anyhow::Result<MeshIdentity> {
         let trust_domain = TrustDomain::new(&self.trust_domain)
             .with_context(|| format!("--trust-domain {}", self.trust_domain))?;
@@ -150,7 +155,7 @@ impl SidecarArgs {
             .context("the workload's SPIFFE ID")?;
         let bundle = self.read_bundle(&trust_domain)?;
         let server = control_id(&trust_domain).context("the CA's SPIFFE ID")?;
-        let client = IdentityClient::connect(address, bundle, server)
+        let client = IdentityClient::connect_marked(address, bundle, server, socket_mark)
             .await
             .with_context(|| format!("the CA at {address}"))?;
         let Some(token_file) = &self.bootstrap_token_file else {

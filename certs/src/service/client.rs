@@ -100,6 +100,8 @@ pub struct IdentityClient {
     server: Authorizer,
     trust_domain: crate::spiffe::TrustDomain,
     connect_timeout: Duration,
+    /// `SO_MARK` on the connections to the CA.
+    socket_mark: Option<u32>,
     /// Calls without a client certificate (bootstrap, bundles); connects on first use.
     anonymous: Channel,
 }
@@ -113,6 +115,17 @@ impl IdentityClient {
         trust_bundle: TrustBundle,
         expected_server_id: SpiffeId,
     ) -> Result<Self, ClientError> {
+        Self::connect_marked(ca_address, trust_bundle, expected_server_id, None).await
+    }
+
+    /// [`Self::connect`], with `SO_MARK` `socket_mark` on every connection to the CA (a proxy
+    /// running as root under capture rules that exclude its mark).
+    pub async fn connect_marked(
+        ca_address: &str,
+        trust_bundle: TrustBundle,
+        expected_server_id: SpiffeId,
+        socket_mark: Option<u32>,
+    ) -> Result<Self, ClientError> {
         let trust_domain = expected_server_id.trust_domain();
         let bundles = TrustBundleSet::from_bundles([trust_bundle])?.into_shared();
         let server = Authorizer::ids([expected_server_id]);
@@ -123,18 +136,25 @@ impl IdentityClient {
             server.clone(),
             GRPC_ALPN,
         )?;
-        let anonymous = tls::channel(ca_address, Arc::new(config), connect_timeout, true)
-            .await
-            .map_err(|source| ClientError::Address {
-                address: ca_address.to_owned(),
-                source,
-            })?;
+        let anonymous = tls::channel(
+            ca_address,
+            Arc::new(config),
+            connect_timeout,
+            true,
+            socket_mark,
+        )
+        .await
+        .map_err(|source| ClientError::Address {
+            address: ca_address.to_owned(),
+            source,
+        })?;
         Ok(Self {
             address: ca_address.to_owned(),
             bundles,
             server,
             trust_domain,
             connect_timeout,
+            socket_mark,
             anonymous,
         })
     }
@@ -205,12 +225,18 @@ impl IdentityClient {
             self.server.clone(),
             GRPC_ALPN,
         )?;
-        let channel = tls::channel(&self.address, Arc::new(config), self.connect_timeout, false)
-            .await
-            .map_err(|source| ClientError::Connect {
-                address: self.address.clone(),
-                source,
-            })?;
+        let channel = tls::channel(
+            &self.address,
+            Arc::new(config),
+            self.connect_timeout,
+            false,
+            self.socket_mark,
+        )
+        .await
+        .map_err(|source| ClientError::Connect {
+            address: self.address.clone(),
+            source,
+        })?;
         let mut call = tonic::Request::new(csr_request(request, ttl));
         call.set_timeout(CALL_TIMEOUT);
         let answer = grpc(channel)

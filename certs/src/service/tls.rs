@@ -165,6 +165,7 @@ pub(crate) async fn channel(
     config: Arc<ClientConfig>,
     connect_timeout: Duration,
     lazy: bool,
+    mark: Option<u32>,
 ) -> Result<Channel, tonic::transport::Error> {
     // No request timeout here: the bundle stream lives as long as the connection. Unary calls
     // set their own deadline.
@@ -182,10 +183,9 @@ pub(crate) async fn channel(
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(15012);
-            let tcp =
-                tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            let tcp = tokio::time::timeout(connect_timeout, connect_tcp(&host, port, mark))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(host)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -198,4 +198,27 @@ pub(crate) async fn channel(
     } else {
         endpoint.connect_with_connector(connector).await
     }
+}
+
+/// Connects to `host:port`, with `SO_MARK` set first when asked (so that a sidecar's capture
+/// rules leave the proxy's own connection to its CA alone).
+async fn connect_tcp(host: &str, port: u16, mark: Option<u32>) -> io::Result<TcpStream> {
+    let Some(mark) = mark else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket2::SockRef::from(&socket)
+            .set_mark(mark)
+            .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {mark}: {e}")))?;
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }
