@@ -297,3 +297,80 @@ spec:
     let refused = mesh.call(a, b_ip, 9000, MARK, "out\\n");
     assert!(!refused.contains("echo=out"), "{refused}");
 }
+
+/// A TLS application server: answers one line per connection with what it read.
+const TLS_APP: &str = r#"
+import socket, ssl, sys
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", 9443))
+server.listen()
+print("ready", flush=True)
+while True:
+    connection, _ = server.accept()
+    try:
+        with context.wrap_socket(connection, server_side=True) as tls:
+            line = tls.recv(1024).strip()
+            tls.sendall(b"tls-app saw " + line + b"\n")
+    except Exception as error:
+        print("handshake failed:", error, flush=True)
+"#;
+
+/// A TLS client that trusts only the application's own certificate.
+const TLS_CLIENT: &str = r#"
+import socket, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[3])
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as raw:
+    with context.wrap_socket(raw, server_hostname="app.example.com") as tls:
+        tls.sendall(b"hello\n")
+        print(tls.recv(1024).decode().strip())
+"#;
+
+/// PERMISSIVE passes an application's own TLS through untouched: the client's handshake is
+/// with the application's certificate, not the sidecar's.
+#[test]
+fn permissive_passes_an_application_s_own_tls_through_untouched() {
+    let mesh = Mesh::start("mesh-apptls");
+    let dir = &mesh.dir;
+    let (cert, key) = (dir.path().join("app.crt"), dir.path().join("app.key"));
+    let made = run(std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=app.example.com"])
+        .args(["-addext", "subjectAltName=DNS:app.example.com"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let mut app = mesh.pair.b.spawn({
+        let mut command = mesh.pair.b.command("python3");
+        command.args(["-u", "-c", TLS_APP]).arg(&cert).arg(&key);
+        command
+    });
+    app.wait_for_line(|l| l == "ready");
+    // From sleep, whose sidecar passes the unknown destination through, into httpbin's inbound
+    // capture, which tells an application's TLS (no Istio ALPN) from mesh mTLS.
+    let answer = mesh.pair.a.ok(
+        "python3",
+        &[
+            "-c",
+            TLS_CLIENT,
+            &mesh.pair.b_ip.to_string(),
+            "9443",
+            &cert.display().to_string(),
+        ],
+    );
+    assert_eq!(answer.trim(), "tls-app saw hello");
+    let line = mesh.wait_for_log("httpbin", &["InboundPassthroughCluster", "app.example.com"]);
+    assert!(!line.contains("peer="), "not mesh mTLS: {line}");
+}
