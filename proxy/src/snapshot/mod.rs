@@ -19,7 +19,7 @@ pub use cluster::{
     TcpKeepalive, UpstreamProtocol, UpstreamTls,
 };
 pub use listener::{
-    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, Listener, ServerTls,
+    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, HttpProxy, Listener, ServerTls,
     TcpRoute, TlsVersion, Transport, TransportProtocol,
 };
 pub use matcher::{Pattern, StringMatcher};
