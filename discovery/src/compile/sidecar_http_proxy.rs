@@ -153,9 +153,7 @@ mod tests {
 
     use strait_proxy::snapshot::{Application, HttpProxy, Listener, RouteAction, UpstreamTls};
 
-    use crate::compile::{
-        Compiled, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar,
-    };
+    use crate::compile::{Compiled, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
     use crate::resources::{LoadOptions, Loaded, load_text};
 
     /// `vm` (no capture) and `httpbin` in `b` (meshed: HTTP on 9080, TCP on 9000), and an
@@ -255,9 +253,8 @@ spec:
 
     #[test]
     fn an_http_proxy_egress_port_routes_each_imported_port_by_its_own_table_and_tunnels() {
-        let config = format!(
-            "{MESH}{PROXY_SIDECAR}  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
-        );
+        let config =
+            format!("{MESH}{PROXY_SIDECAR}  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n");
         let compiled = compile(&config, None);
         let (listener, proxy) = http_proxy(&compiled, "127.0.0.1_15080");
         assert_eq!(listener.address, SocketAddr::from(([127, 0, 0, 1], 15080)));
@@ -278,7 +275,10 @@ spec:
         let RouteAction::Forward { clusters, .. } = &httpbin.routes[0].action else {
             panic!()
         };
-        assert_eq!(clusters[0].cluster, "outbound|9080||httpbin.b.svc.cluster.local");
+        assert_eq!(
+            clusters[0].cluster,
+            "outbound|9080||httpbin.b.svc.cluster.local"
+        );
         // TCP port 9000: a tunnel route named by httpbin's names, over mesh mTLS.
         let tunnel = &proxy.tunnels[&9000];
         assert_eq!(tunnel.len(), 1);

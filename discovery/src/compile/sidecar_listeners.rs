@@ -312,9 +312,8 @@ impl<'a> Compiler<'a> {
             }
         };
         if egress.listener.port.as_ref().and_then(declared_protocol) == Some(Protocol::HttpProxy) {
-            let imports = |namespace: &str, host: &str, _: Option<u32>| {
-                egress.imports(namespace, host)
-            };
+            let imports =
+                |namespace: &str, host: &str, _: Option<u32>| egress.imports(namespace, host);
             let address = SocketAddr::new(bind, port16);
             return Some(self.http_proxy_listener(visible, &imports, address, tables));
         }

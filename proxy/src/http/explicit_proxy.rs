@@ -111,7 +111,10 @@ pub(crate) fn target_of<B>(request: &Request<B>) -> Result<Target, String> {
             uri.path_and_query().map_or("", |p| p.as_str())
         ));
     };
-    if !uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http")) {
+    if !uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+    {
         return Err(format!(
             "{uri}: only http:// targets are forwarded; HTTPS goes through a CONNECT tunnel"
         ));
@@ -156,7 +159,10 @@ pub(crate) fn not_imported(target: &Target, listener: &str) -> String {
 
 /// The connection's downstream with the resolved target as its original destination, for a
 /// cluster that connects to the original destination (ALLOW_ANY's passthrough).
-pub(crate) async fn towards(target: &Target, downstream: &Downstream) -> Result<Downstream, String> {
+pub(crate) async fn towards(
+    target: &Target,
+    downstream: &Downstream,
+) -> Result<Downstream, String> {
     let address = target.resolve().await?;
     if address == downstream.local
         || (address.port() == downstream.local.port() && address.ip().is_loopback())
@@ -326,7 +332,16 @@ mod tests {
         assert_eq!(parse("[FE80::1]"), Ok(target("[fe80::1]", 80)));
         assert_eq!(parse("10.0.0.1:9000"), Ok(target("10.0.0.1", 9000)));
         for bad in [
-            "", ":80", "[::1", "[::1]x", "[nope]:80", "a:b", "a:0", "a:70000", "user@a:80", "::1",
+            "",
+            ":80",
+            "[::1",
+            "[::1]x",
+            "[nope]:80",
+            "a:b",
+            "a:0",
+            "a:70000",
+            "user@a:80",
+            "::1",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -373,10 +388,7 @@ mod tests {
             ],
         );
         let name = |t: &Target, p: &HttpProxy| tunnel_route(p, t).map(|r| r.name.clone());
-        assert_eq!(
-            name(&target("echo", 9000), &proxy).as_deref(),
-            Some("echo")
-        );
+        assert_eq!(name(&target("echo", 9000), &proxy).as_deref(), Some("echo"));
         assert_eq!(
             name(&target("db.default.svc.cluster.local", 9000), &proxy).as_deref(),
             Some("db")
