@@ -61,6 +61,11 @@ pub struct SidecarArgs {
     /// 0.0.0.0:PORT` forwards.
     #[arg(long, value_name = "IP")]
     pub instance_ip: Option<IpAddr>,
+    /// Serve an explicit HTTP proxy on 127.0.0.1:PORT for applications that set `HTTP_PROXY`
+    /// (absolute-form requests and CONNECT tunnels to the services the outbound side sees), as
+    /// a Sidecar egress listener of protocol `HTTP_PROXY` does.
+    #[arg(long, value_name = "PORT")]
+    pub http_proxy_port: Option<u16>,
 }
 
 /// The workload a sidecar fronts.
@@ -102,6 +107,9 @@ impl SidecarArgs {
             instance_ip: self.instance_ip,
             workload_name: workload.name.clone(),
             service_account: self.service_account.clone(),
+            http_proxy: self
+                .http_proxy_port
+                .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
         }
     }
 

@@ -134,8 +134,9 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     let io = Prefixed::new(read.freeze(), stream);
     let route_table = match &application {
         Application::Http { route_table } => route_table.clone(),
-        Application::Tcp { .. } => String::new(),
+        Application::Tcp { .. } | Application::HttpProxy(_) => String::new(),
     };
+    let http_proxy = matches!(application, Application::HttpProxy(_));
     let downstream = |mesh_peer| {
         Arc::new(Downstream {
             peer,
@@ -148,6 +149,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
             peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
             mesh_peer,
+            http_proxy,
         })
     };
     match server_tls.clone() {
@@ -206,7 +208,9 @@ async fn serve<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     match application {
-        Application::Http { .. } => server::serve(io, downstream, shared).await,
+        Application::Http { .. } | Application::HttpProxy(_) => {
+            server::serve(io, downstream, shared).await;
+        }
         Application::Tcp { routes } => tcp::proxy(io, &routes, &downstream, &shared).await,
     }
 }

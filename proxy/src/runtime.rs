@@ -115,6 +115,9 @@ pub(crate) struct Downstream {
     pub(crate) peer_ip: http::HeaderValue,
     /// The verified peer of a mesh mTLS connection.
     pub(crate) mesh_peer: Option<MeshPeer>,
+    /// Whether the listener is an explicit HTTP proxy: requests are routed by their target
+    /// through the listener's `HttpProxy` (read from the snapshot for each request).
+    pub(crate) http_proxy: bool,
 }
 
 impl Downstream {
@@ -355,17 +358,22 @@ impl Shared {
     }
 }
 
-/// The clusters TCP routes send to: their mesh mTLS offers Istio's TCP ALPN list.
+/// The clusters TCP routes (and CONNECT tunnels) send to: their mesh mTLS offers Istio's TCP ALPN list.
 fn tcp_clusters(snapshot: &Snapshot) -> std::collections::HashSet<&str> {
     snapshot
         .listeners
         .iter()
         .flat_map(|l| &l.filter_chains)
-        .filter_map(|c| match &c.application {
-            Application::Tcp { routes } => Some(routes),
-            Application::Http { .. } => None,
+        .flat_map(|c| match &c.application {
+            Application::Tcp { routes } => routes.iter().collect(),
+            Application::HttpProxy(proxy) => proxy
+                .tunnels
+                .values()
+                .flatten()
+                .chain(&proxy.default_tunnel)
+                .collect(),
+            Application::Http { .. } => Vec::new(),
         })
-        .flatten()
         .flat_map(|r| r.clusters.iter().map(|(name, _)| name.as_str()))
         .collect()
 }

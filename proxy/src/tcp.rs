@@ -209,7 +209,7 @@ fn finish(
     shared.telemetry.access_log.log(entry);
 }
 
-fn sni_matches(names: &[String], sni: Option<&str>) -> bool {
+pub(crate) fn sni_matches(names: &[String], sni: Option<&str>) -> bool {
     if names.is_empty() {
         return true;
     }

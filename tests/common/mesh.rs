@@ -449,6 +449,23 @@ impl Mesh {
     /// The mesh with identities from `identity`, `config` added to the configuration, and
     /// `extra` flags for both sidecars.
     pub fn start_full(label: &str, identity: Identity, config_extra: &str, extra: &[&str]) -> Mesh {
+        Mesh::start_sidecars(label, identity, config_extra, extra, None)
+    }
+
+    /// The mesh with `config` added, where `sleep` is not captured: its sidecar runs with
+    /// `--interception-mode NONE` and `sleep_extra`; httpbin is captured as usual.
+    pub fn start_uncaptured_caller(label: &str, config_extra: &str, sleep_extra: &[&str]) -> Mesh {
+        Mesh::start_sidecars(label, Identity::Files, config_extra, &[], Some(sleep_extra))
+    }
+
+    /// `uncaptured`: `sleep` runs without capture, with these flags instead of `extra`.
+    fn start_sidecars(
+        label: &str,
+        identity: Identity,
+        config_extra: &str,
+        extra: &[&str],
+        uncaptured: Option<&[&str]>,
+    ) -> Mesh {
         let dir = TempDir::new(label);
         let ca = Ca::init(&dir, "ca-data");
         for sa in ["sleep", "httpbin"] {
@@ -478,6 +495,12 @@ impl Mesh {
         let ca_address = format!("{}:{CA_PORT}", pair.b_ip);
         let bundle = dir.path().join("bundle.pem").display().to_string();
         for (netns, workload) in [(&pair.a, "sleep"), (&pair.b, "httpbin")] {
+            if let (Some(sleep_extra), "sleep") = (uncaptured, workload) {
+                let mut flags = vec!["--interception-mode", "NONE"];
+                flags.extend_from_slice(sleep_extra);
+                sidecars.push(sidecar(netns, &dir, workload, &flags));
+                continue;
+            }
             capture(
                 netns,
                 // The CA is a server outside the mesh; the sidecars' own connections to it carry

@@ -19,6 +19,7 @@ pub mod policies;
 mod registry;
 mod routes;
 mod sidecar;
+mod sidecar_http_proxy;
 mod sidecar_listeners;
 mod sidecar_scope;
 

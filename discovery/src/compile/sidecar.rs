@@ -25,7 +25,8 @@
 //! egress hosts and the `exportTo` of each object decide which services and rules the outbound
 //! side knows, its `outboundTrafficPolicy` replaces MeshConfig's, and its ingress listeners
 //! replace the ports of the services that select the workload. Its listeners that are not
-//! captured become listeners of their own (`sidecar_listeners`).
+//! captured become listeners of their own (`sidecar_listeners`), and an explicit HTTP proxy
+//! listener serves applications that set `HTTP_PROXY` (`sidecar_http_proxy`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -91,6 +92,9 @@ pub struct SidecarOptions {
     /// The workload's name and service account, for the metrics its inbound side reports.
     pub workload_name: String,
     pub service_account: String,
+    /// An explicit HTTP proxy listener (`--http-proxy-port`) for what the outbound side sees,
+    /// as a Sidecar egress listener of protocol `HTTP_PROXY` adds one.
+    pub http_proxy: Option<SocketAddr>,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -134,7 +138,14 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         options,
     );
     let mut listeners = vec![outbound, inbound];
-    let bound = compiler.bound_listeners(&visible, &scope, options, &mut route_tables);
+    let mut bound = compiler.bound_listeners(&visible, &scope, options, &mut route_tables);
+    if let Some(address) = options.http_proxy {
+        let imports = |namespace: &str, host: &str, port: Option<u32>| match port {
+            Some(port) => scope.captured_imports(namespace, host, port),
+            None => scope.captured_imports_any(namespace, host),
+        };
+        bound.push(compiler.http_proxy_listener(&visible, &imports, address, &mut route_tables));
+    }
     for listener in bound {
         if listeners.iter().any(|l| l.address == listener.address) {
             compiler.problem(format!(
@@ -634,7 +645,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// Where requests for hosts outside the registry go.
-    fn fallback_virtual_host(&mut self) -> VirtualHost {
+    pub(super) fn fallback_virtual_host(&mut self) -> VirtualHost {
         let action = if self.registry.mesh.allow_any {
             self.passthrough_cluster();
             RouteAction::Forward {
@@ -683,7 +694,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// The TCP route for connections to destinations outside the registry.
-    fn fallback_tcp_route(&mut self) -> TcpRoute {
+    pub(super) fn fallback_tcp_route(&mut self) -> TcpRoute {
         let cluster = if self.registry.mesh.allow_any {
             self.passthrough_cluster();
             PASSTHROUGH_CLUSTER
@@ -847,7 +858,7 @@ fn inbound_route_table(name: &str, cluster: &str) -> RouteTable {
 /// Kubernetes-style name in the client's namespace its short forms (`reviews`,
 /// `reviews.default`, `reviews.default.svc`), each with and without the port; and the
 /// service's addresses.
-fn domains(
+pub(super) fn domains(
     host: &str,
     port: u32,
     service: Service<'_>,
@@ -998,6 +1009,7 @@ spec:
             instance_ip: None,
             workload_name: "productpage-v1".to_owned(),
             service_account: "bookinfo-productpage".to_owned(),
+            http_proxy: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

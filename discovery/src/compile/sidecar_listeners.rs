@@ -14,7 +14,9 @@
 //! - Egress: a listener on `bind:port` (default `127.0.0.1`) for the hosts it imports on that
 //!   port: HTTP routed by `Host` through the mesh's VirtualServices (an unknown host gets 404
 //!   NR: a listener that is not captured has no original destination to pass through to), TLS
-//!   by SNI, TCP to the one imported service on the port.
+//!   by SNI, TCP to the one imported service on the port. A port whose protocol is
+//!   `HTTP_PROXY` is an explicit HTTP proxy for the hosts it imports on every port
+//!   (`sidecar_http_proxy`).
 //!
 //! The captured ingress listeners are chains of the virtual inbound listener (`sidecar`); the
 //! captured egress listeners scope the virtual outbound listener (`sidecar_scope`).
@@ -309,6 +311,12 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
+        if egress.listener.port.as_ref().and_then(declared_protocol) == Some(Protocol::HttpProxy) {
+            let imports =
+                |namespace: &str, host: &str, _: Option<u32>| egress.imports(namespace, host);
+            let address = SocketAddr::new(bind, port16);
+            return Some(self.http_proxy_listener(visible, &imports, address, tables));
+        }
         let name = format!("{bind}_{number}");
         let services: Vec<(String, super::registry::Service<'a>, Port)> = self
             .registry
@@ -521,6 +529,7 @@ spec:
             instance_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
             workload_name: app.to_owned(),
             service_account: app.to_owned(),
+            http_proxy: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -36,6 +36,7 @@ flags! {
     INVALID_REQUEST = 12, "DPE", "The request was malformed.";
     UPSTREAM_PROTOCOL_ERROR = 13, "UPE", "The upstream sent a malformed response.";
     UNAUTHENTICATED = 14, "UAUTHN", "A request token failed verification (Strait's flag: Envoy reports this only as the response code detail jwt_authn_access_denied).";
+    DNS_RESOLUTION_FAILED = 15, "DF", "Resolving the name of the destination an explicit proxy request named failed.";
 }
 
 impl ResponseFlags {

@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::body::{self, Body};
+use super::explicit_proxy;
 use super::flags::ResponseFlags;
 use super::forward::{self, Forward};
 use super::headers;
@@ -37,7 +38,11 @@ pub(crate) async fn handle(
         SystemTime::now(),
         logged,
     );
-    let upgrade = forward::take_upgrade(&mut request);
+    let upgrade = if downstream.http_proxy && request.method() == Method::CONNECT {
+        Some(hyper::upgrade::on(&mut request))
+    } else {
+        forward::take_upgrade(&mut request)
+    };
     let (request, received) = track_request(request);
     // Reported even when this future is dropped before the response (the client went away).
     let mut pending = Pending::new(exchange, received, shared.clone());
@@ -63,11 +68,44 @@ async fn route(
     exchange: &mut Exchange,
 ) -> Response<Body> {
     let grpc = is_grpc(request.headers());
-    let Some(router) = active.routers.get(&downstream.route_table) else {
+    // An explicit proxy routes by the request's target: its port picks the route table.
+    let mut route_table = downstream.route_table.as_str();
+    let target = if downstream.http_proxy {
+        let target = match explicit_proxy::target_of(&request) {
+            Ok(target) => target,
+            Err(problem) => {
+                exchange.authority = authority_of(&request);
+                return local_reply(
+                    StatusCode::BAD_REQUEST,
+                    ResponseFlags::INVALID_REQUEST,
+                    problem,
+                    grpc,
+                );
+            }
+        };
+        exchange.authority = target.authority();
+        if request.method() == Method::CONNECT {
+            return explicit_proxy::connect(&target, upgrade, downstream, active, shared, exchange)
+                .await;
+        }
+        let table = explicit_proxy::settings(active, &downstream.listener)
+            .ok_or_else(|| format!("listener {} is not an HTTP proxy", downstream.listener))
+            .and_then(|proxy| explicit_proxy::route_table(proxy, &target, &downstream.listener));
+        match table {
+            Ok(table) => route_table = table,
+            Err(reason) => {
+                return local_reply(StatusCode::NOT_FOUND, ResponseFlags::NO_ROUTE, reason, grpc);
+            }
+        }
+        Some(target)
+    } else {
+        None
+    };
+    let Some(router) = active.routers.get(route_table) else {
         return local_reply(
             StatusCode::NOT_FOUND,
             ResponseFlags::NO_ROUTE,
-            format!("route table {} is not configured", downstream.route_table),
+            format!("route table {route_table} is not configured"),
             grpc,
         );
     };
@@ -111,15 +149,14 @@ async fn route(
         return denied;
     }
     let Some(host) = router.virtual_host(&authority) else {
-        return local_reply(
-            StatusCode::NOT_FOUND,
-            ResponseFlags::NO_ROUTE,
-            format!(
+        let reason = match &target {
+            Some(target) => explicit_proxy::not_imported(target, &downstream.listener),
+            None => format!(
                 "no virtual host for authority {authority:?} on {}",
                 downstream.listener
             ),
-            grpc,
-        );
+        };
+        return local_reply(StatusCode::NOT_FOUND, ResponseFlags::NO_ROUTE, reason, grpc);
     };
     if host.require_tls && !downstream.tls {
         return https_redirect(&request, &authority);
@@ -129,7 +166,8 @@ async fn route(
         parts: &parts,
         authority: &authority,
         scheme: downstream.scheme(),
-        port: downstream.local.port(),
+        // A VirtualService's `port` match is the target's port on an explicit proxy.
+        port: target.as_ref().map_or(downstream.local.port(), |t| t.port),
     };
     let Some(route) = find_route(host, &facts) else {
         return local_reply(
@@ -182,6 +220,28 @@ async fn route(
             if let Some(rewrite) = rewrite {
                 forward::rewrite(&mut request, rewrite, route);
             }
+            // ALLOW_ANY on an explicit proxy: the original destination is the named target.
+            let to_original_destination = active
+                .clusters
+                .get(&choice.cluster)
+                .is_some_and(|c| c.config().original_destination);
+            let passthrough = match &target {
+                Some(target) if to_original_destination => {
+                    match explicit_proxy::towards(target, downstream).await {
+                        Ok(passthrough) => Some(passthrough),
+                        Err(reason) => {
+                            return local_reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                ResponseFlags::DNS_RESOLUTION_FAILED,
+                                reason,
+                                grpc,
+                            );
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let downstream = passthrough.as_ref().unwrap_or(downstream);
             let target = Forward {
                 route,
                 cluster: &choice.cluster,

@@ -1,6 +1,7 @@
 //! HTTP: serving connections (HTTP/1.1 and HTTP/2), routing requests, and forwarding them.
 
 pub(crate) mod body;
+pub(crate) mod explicit_proxy;
 pub mod flags;
 pub(crate) mod forward;
 pub(crate) mod handler;

@@ -2,6 +2,7 @@
 //! (SNI), how a connection is handled: terminated and routed as HTTP, passed through by SNI, or
 //! proxied as TCP.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
@@ -85,6 +86,29 @@ pub enum Application {
     Http { route_table: String },
     /// Opaque bytes to the first matching route.
     Tcp { routes: Vec<TcpRoute> },
+    /// An explicit HTTP proxy (Istio's `HTTP_PROXY` egress port) for applications that set
+    /// `HTTP_PROXY`: HTTP served as for `Http`, routed by the request target instead.
+    HttpProxy(HttpProxy),
+}
+
+/// Where an explicit HTTP proxy sends requests, by their target (`GET http://host:port/path`
+/// and `CONNECT host:port`): the target's port picks the route table or the tunnels, its host
+/// the virtual host or the tunnel's route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HttpProxy {
+    /// Absolute-form requests: the route table of the target's port.
+    pub route_tables: BTreeMap<u16, String>,
+    /// Absolute-form requests to a port no table is for: a table sending them to the named
+    /// host and port (outboundTrafficPolicy ALLOW_ANY); none refuses them (REGISTRY_ONLY).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_route_table: Option<String>,
+    /// CONNECT: by the target's port, routes whose `server_names` are the names of the
+    /// service the tunnel is for (a route without names takes any host).
+    pub tunnels: BTreeMap<u16, Vec<TcpRoute>>,
+    /// CONNECT to a host and port no tunnel route is for: a route to the named host and port
+    /// (ALLOW_ANY); none refuses it (REGISTRY_ONLY).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_tunnel: Option<TcpRoute>,
 }
 
 /// A TCP (or passthrough TLS) route.

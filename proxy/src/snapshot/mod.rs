@@ -19,8 +19,8 @@ pub use cluster::{
     TcpKeepalive, UpstreamProtocol, UpstreamTls,
 };
 pub use listener::{
-    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, Listener, ServerTls,
-    TcpRoute, TlsVersion, Transport, TransportProtocol,
+    Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, HttpProxy, Listener,
+    ServerTls, TcpRoute, TlsVersion, Transport, TransportProtocol,
 };
 pub use matcher::{Pattern, StringMatcher};
 pub use policy::{
