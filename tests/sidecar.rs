@@ -42,6 +42,8 @@ fn http_and_tcp_between_sidecars_go_over_mtls_and_carry_the_caller_s_identity() 
         inbound.contains("peer=\"spiffe://cluster.local/ns/default/sa/sleep\""),
         "{inbound}"
     );
+    // The local address logged is where sleep meant to connect, not the capture port.
+    assert!(!inbound.contains(":15006"), "{inbound}");
     mesh.wait_for_log(
         "sleep",
         &[

@@ -125,6 +125,12 @@ impl Downstream {
         if self.tls { "https" } else { "http" }
     }
 
+    /// Where the client connected, as Envoy logs `DOWNSTREAM_LOCAL_ADDRESS`: the original
+    /// destination under capture, not the capture port.
+    pub(crate) fn local_address(&self) -> SocketAddr {
+        self.original_destination.unwrap_or(self.local)
+    }
+
     /// The verified SPIFFE ID of a mesh peer.
     pub(crate) fn peer_principal(&self) -> Option<&str> {
         self.mesh_peer.as_ref().map(|p| p.principal.as_str())
@@ -136,11 +142,7 @@ impl Downstream {
         Attributes {
             source_principal: self.peer_principal(),
             sni: self.sni.as_deref(),
-            ..Attributes::connection(
-                protocol,
-                self.peer.ip(),
-                self.original_destination.unwrap_or(self.local),
-            )
+            ..Attributes::connection(protocol, self.peer.ip(), self.local_address())
         }
     }
 }

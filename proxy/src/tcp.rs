@@ -34,7 +34,7 @@ pub(crate) async fn proxy<IO>(
     let mut entry = AccessLogEntry {
         start_time: Some(SystemTime::now()),
         protocol: "TCP".to_owned(),
-        downstream_local_address: Some(downstream.local),
+        downstream_local_address: Some(downstream.local_address()),
         downstream_remote_address: Some(downstream.peer),
         requested_server_name: downstream.sni.clone().unwrap_or_default(),
         downstream_peer_principal: downstream.peer_principal().unwrap_or_default().to_owned(),

@@ -77,7 +77,7 @@ impl Exchange {
             protocol: protocol_name(request.version()),
             user_agent: copy(&|| header("user-agent")),
             forwarded_for: copy(&|| header("x-forwarded-for")),
-            downstream_local: downstream.local,
+            downstream_local: downstream.local_address(),
             downstream_remote: downstream.peer,
             server_name: copy(&|| downstream.sni.clone().unwrap_or_default()),
             peer_principal: downstream.peer_principal().unwrap_or_default().to_owned(),
