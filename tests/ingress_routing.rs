@@ -1474,9 +1474,12 @@ async fn fault_aborts_and_delays_follow_their_percentages() {
     )
     .await;
     assert_eq!(aborted.status, 418);
-    assert_eq!(
-        status_and_flags(&log_line(&gateway, &id)),
-        (418, "FI".to_owned())
+    let line = log_line(&gateway, &id);
+    assert_eq!(status_and_flags(&line), (418, "FI".to_owned()));
+    // Envoy names the cluster the aborted request would have gone to.
+    assert!(
+        line.contains(" outbound|8080||abort.default.svc.cluster.local "),
+        "{line}"
     );
     assert_eq!(backends.get("abort").requests(), 0);
 

@@ -191,6 +191,15 @@ async fn route(
     {
         return preflight;
     }
+    // The destination is chosen with the route, so that a fault's access log line names the
+    // cluster the request would have gone to, as Envoy's does.
+    let choice = match &route.action {
+        RouteAction::Forward { clusters, .. } => forward::choose_cluster(clusters),
+        RouteAction::Redirect(_) | RouteAction::DirectResponse(_) => None,
+    };
+    if let Some(choice) = choice {
+        exchange.cluster.clone_from(&choice.cluster);
+    }
     if let Some(reply) = inject_fault(route, grpc, exchange).await {
         return reply;
     }
@@ -204,8 +213,8 @@ async fn route(
             *response.status_mut() = StatusCode::from_u16(direct.status).unwrap_or(StatusCode::OK);
             response
         }
-        RouteAction::Forward { clusters, rewrite } => {
-            let Some(choice) = forward::choose_cluster(clusters) else {
+        RouteAction::Forward { rewrite, .. } => {
+            let Some(choice) = choice else {
                 return local_reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ResponseFlags::NO_CLUSTER_FOUND,
