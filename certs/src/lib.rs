@@ -77,7 +77,9 @@ pub use bundle::{BundleError, SharedBundles, TrustBundle, TrustBundleSet};
 
 pub use rotation::{IdentityCell, mesh_client_config, mesh_server_config};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
-pub use svid::{CertificateRequest, Svid, SvidError, renew_at, xfcc_value};
+pub use svid::{
+    CertificateRequest, Svid, SvidError, client_certificate_xfcc, renew_at, xfcc_value,
+};
 pub use tokens::{TokenError, TokenLedger};
 pub use verify::{
     Authorizer, ClientAuth, MeshClientVerifier, MeshServerVerifier, VerifyError, peer_identity,

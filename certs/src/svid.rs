@@ -248,12 +248,46 @@ pub fn random_jitter() -> f64 {
 /// The `X-Forwarded-Client-Cert` element Envoy writes for Istio:
 /// `By=<own ID>;Hash=<hex SHA-256 of the peer leaf DER>;Subject="";URI=<peer ID>`.
 pub fn xfcc_value(own: &SpiffeId, peer_leaf_der: &[u8], peer: &SpiffeId) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, peer_leaf_der);
+    format!(
+        "By={own};Hash={};Subject=\"\";URI={peer}",
+        sha256_hex(peer_leaf_der)
+    )
+}
+
+/// The `X-Forwarded-Client-Cert` element a gateway sets for a client certificate it verified
+/// (Envoy's SANITIZE_SET with Istio's subject, URI and DNS details):
+/// `Hash=<hex SHA-256>;Subject="<RFC 2253 subject>";URI=<each URI SAN>;DNS=<each DNS SAN>`.
+/// `None` when the certificate does not parse.
+pub fn client_certificate_xfcc(leaf_der: &[u8]) -> Option<String> {
+    let cert = crate::x509::parse_cert(leaf_der)?;
+    let mut element = format!(
+        "Hash={};Subject=\"{}\"",
+        sha256_hex(leaf_der),
+        crate::x509::rfc2253_subject(&cert).replace('"', "\\\"")
+    );
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::URI(uri) => {
+                    element.push_str(&format!(";URI={uri}"));
+                }
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    element.push_str(&format!(";DNS={dns}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(element)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut hash = String::with_capacity(64);
     for byte in digest.as_ref() {
         hash.push_str(&format!("{byte:02x}"));
     }
-    format!("By={own};Hash={hash};Subject=\"\";URI={peer}")
+    hash
 }
 
 #[cfg(test)]
@@ -375,5 +409,32 @@ mod tests {
              Hash=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad;\
              Subject=\"\";URI=spiffe://cluster.local/ns/default/sa/client"
         );
+    }
+
+    #[test]
+    fn a_gateway_client_certificate_element_has_hash_subject_uri_and_dns() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["client.example.com".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme, Inc");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("spiffe://example.org/ns/a/sa/b").unwrap(),
+        ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let element = client_certificate_xfcc(cert.der()).unwrap();
+        let hash = sha256_hex(cert.der());
+        assert_eq!(
+            element,
+            format!(
+                "Hash={hash};Subject=\"CN=client,O=Acme\\, Inc\";DNS=client.example.com;URI=spiffe://example.org/ns/a/sa/b"
+            )
+        );
+        assert_eq!(client_certificate_xfcc(b"not a certificate"), None);
     }
 }

@@ -100,3 +100,41 @@ pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Result<Vec<&'a str>
         Err(_) => Err(()),
     }
 }
+
+/// The subject as RFC 2253 writes it (and Envoy logs it): the last RDN first, attributes by
+/// their short names, `,` between RDNs, special characters escaped.
+pub(crate) fn rfc2253_subject(cert: &X509Certificate<'_>) -> String {
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attribute| {
+                    let oid = attribute.attr_type();
+                    let name =
+                        x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|_| oid.to_id_string());
+                    let value = attribute.as_str().map(escape_rfc2253).unwrap_or_default();
+                    format!("{name}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn escape_rfc2253(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for (index, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (index == 0 && (c == '#' || c == ' '))
+            || (index + 1 == value.chars().count() && c == ' ');
+        if special {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

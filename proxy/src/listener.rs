@@ -137,7 +137,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         Application::Tcp { .. } | Application::HttpProxy(_) => String::new(),
     };
     let http_proxy = matches!(application, Application::HttpProxy(_));
-    let downstream = |mesh_peer| {
+    let downstream = |mesh_peer, client_certificate| {
         Arc::new(Downstream {
             peer,
             local,
@@ -149,6 +149,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
             peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
             mesh_peer,
+            client_certificate,
             http_proxy,
         })
     };
@@ -179,9 +180,26 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                 }
                 _ => None,
             };
-            serve(tls, application, downstream(mesh_peer), shared).await;
+            // A client certificate verified by a gateway's MUTUAL or OPTIONAL_MUTUAL server.
+            let client_certificate = if mesh_terminated {
+                None
+            } else {
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certificates| certificates.first())
+                    .and_then(|leaf| strait_certs::client_certificate_xfcc(leaf.as_ref()))
+                    .and_then(|element| http::HeaderValue::from_str(&element).ok())
+            };
+            serve(
+                tls,
+                application,
+                downstream(mesh_peer, client_certificate),
+                shared,
+            )
+            .await;
         }
-        None => serve(io, application, downstream(None), shared).await,
+        None => serve(io, application, downstream(None, None), shared).await,
     }
 }
 

@@ -115,6 +115,8 @@ pub(crate) struct Downstream {
     pub(crate) peer_ip: http::HeaderValue,
     /// The verified peer of a mesh mTLS connection.
     pub(crate) mesh_peer: Option<MeshPeer>,
+    /// The `x-forwarded-client-cert` element for a client certificate a gateway verified.
+    pub(crate) client_certificate: Option<http::HeaderValue>,
     /// Whether the listener is an explicit HTTP proxy: requests are routed by their target
     /// through the listener's `HttpProxy` (read from the snapshot for each request).
     pub(crate) http_proxy: bool,

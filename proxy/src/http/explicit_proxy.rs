@@ -183,6 +183,7 @@ pub(crate) async fn towards(
         sni: None,
         peer_ip: downstream.peer_ip.clone(),
         mesh_peer: downstream.mesh_peer.clone(),
+        client_certificate: downstream.client_certificate.clone(),
         http_proxy: true,
     })
 }
@@ -276,6 +277,7 @@ pub(crate) async fn connect(
             route_table: String::new(),
             peer_ip: downstream.peer_ip.clone(),
             mesh_peer: downstream.mesh_peer.clone(),
+            client_certificate: downstream.client_certificate.clone(),
             ..*downstream
         }
     };

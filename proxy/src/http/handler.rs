@@ -114,6 +114,9 @@ async fn route(
     headers::remove_internal(headers, downstream.mesh_peer.is_some());
     if let Some(peer) = &downstream.mesh_peer {
         headers::append_client_cert(headers, &peer.xfcc);
+    } else if let Some(element) = &downstream.client_certificate {
+        // Envoy's SANITIZE_SET at gateways: what the client sent was removed; this is set.
+        headers.insert("x-forwarded-client-cert", element.clone());
     }
     exchange.request_id = headers::ensure_request_id(headers);
     headers::set_forwarded(
