@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
+use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::LoadOptions;
 use strait_discovery::source::DirectorySource;
@@ -104,6 +105,17 @@ pub struct Args {
     /// poll catches what notifications miss.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
+    /// A DNS server `resolution: DNS` hosts are resolved with, as HOST:PORT (repeatable);
+    /// none: the servers of /etc/resolv.conf.
+    #[arg(long = "dns-server", value_name = "HOST:PORT")]
+    dns_servers: Vec<std::net::SocketAddr>,
+    /// Overrides MeshConfig `dnsRefreshRate` (default 60s): the least time between two lookups
+    /// of a name. Lower values are for tests.
+    #[arg(long, value_parser = parse_duration)]
+    dns_refresh_rate: Option<Duration>,
+    /// How long a name that resolved before may answer NXDOMAIN before its endpoints go.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    dns_nxdomain_grace: Duration,
     /// How long a change must settle before it is read.
     #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     reload_debounce: Duration,
@@ -219,15 +231,17 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| parse_port_map(p))
         .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
+    let dns = DnsCache::default();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let (target, mesh) = match args.role {
         Role::Sidecar => {
             let workload = args.sidecar.workload()?;
             let mesh = args.sidecar.identity(&workload, args.socket_mark).await?;
-            let options = args
+            let mut options = args
                 .sidecar
                 .options(&workload, labels.clone(), &args.domain_suffix);
+            options.dns = dns.clone();
             (Target::Sidecar(options), Some(mesh))
         }
         _ => (
@@ -240,6 +254,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 ports,
                 last_good: Default::default(),
                 mesh_identity: false,
+                dns: dns.clone(),
             }),
             None,
         ),
@@ -264,6 +279,17 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     watched.extend(args.sidecar.identity_dir.iter().cloned());
     let mut watch = (!args.no_watch)
         .then(|| ConfigWatch::new(watched, args.watch_interval, args.reload_debounce));
+    let dns_options = DnsOptions {
+        servers: args.dns_servers.clone(),
+        refresh_rate: args.dns_refresh_rate,
+        nxdomain_grace: args.dns_nxdomain_grace,
+    };
+    let resolver_cache = dns.clone();
+    tokio::spawn(async move {
+        if let Err(error) = run_resolver(resolver_cache, dns_options).await {
+            tracing::error!("{error}; DNS names in the configuration get no endpoints");
+        }
+    });
     let mut reloader = Reloader {
         proxy: proxy.clone(),
         target,
@@ -306,6 +332,13 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                     watch.mark_seen();
                 }
                 refresh_identity(&args, mesh.as_ref());
+                if let Err(error) = reloader.reload(&mut source).await {
+                    tracing::error!("{error:#}");
+                }
+            }
+            () = dns.changed() => {
+                // A DNS answer changed: the snapshot is compiled again with the new endpoints;
+                // clusters keep the live state of endpoints whose address stays.
                 if let Err(error) = reloader.reload(&mut source).await {
                     tracing::error!("{error:#}");
                 }
