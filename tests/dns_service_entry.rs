@@ -166,6 +166,11 @@ async fn traffic_follows_the_dns_answer_keeps_the_last_good_one_and_stops_after_
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    assert!(
+        gateway.metric("strait_dns_lookup_failures_total", &[]) > 0.0,
+        "failed lookups are counted"
+    );
+
     // The server is back and the name is gone: NXDOMAIN keeps the answer for the grace, then
     // the cluster empties and says why.
     write_hosts(&hosts, "127.0.0.9 other.mesh.test");

@@ -23,7 +23,7 @@ use clap::ValueEnum;
 use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::findings::{Finding, Level};
-use strait_discovery::resources::LoadOptions;
+use strait_discovery::resources::{LoadOptions, Object};
 use strait_discovery::source::DirectorySource;
 use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
@@ -270,7 +270,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         },
     );
     let proxy = Arc::new(Proxy::new(
-        telemetry(&args, &labels, mesh.as_ref())?,
+        telemetry(&args, &labels, mesh.as_ref(), &dns)?,
         proxy_options(&args, mesh.clone()),
     ));
 
@@ -295,6 +295,8 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         target,
         version: 0,
         last_findings: Vec::new(),
+        objects: Vec::new(),
+        read_findings: Vec::new(),
     };
     reloader
         .reload(&mut source)
@@ -337,9 +339,10 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 }
             }
             () = dns.changed() => {
-                // A DNS answer changed: the snapshot is compiled again with the new endpoints;
-                // clusters keep the live state of endpoints whose address stays.
-                if let Err(error) = reloader.reload(&mut source).await {
+                // A DNS answer changed: the configuration last read is compiled again with
+                // the new endpoints (nothing is read); clusters keep the live state of
+                // endpoints whose address stays, and unchanged listeners are not touched.
+                if let Err(error) = reloader.recompile().await {
                     tracing::error!("{error:#}");
                 }
             }
@@ -403,18 +406,37 @@ struct Reloader {
     version: u64,
     /// Findings logged last time, so that a reload logs only what changed.
     last_findings: Vec<String>,
+    /// The objects in force and the findings of reading them, as last read: a changed DNS
+    /// answer compiles them again without reading the configuration.
+    objects: Vec<Arc<Object>>,
+    read_findings: Vec<Finding>,
 }
 
 impl Reloader {
+    /// Reads the configuration, then compiles and installs it.
     async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
         let revision = source.read();
+        for object in &revision.kept {
+            tracing::warn!(object = %object, "rejected; its last good version stays in force");
+        }
+        for object in &revision.rejected {
+            tracing::error!(object = %object, "rejected");
+        }
+        self.objects = revision.objects;
+        self.read_findings = revision.findings;
+        self.recompile().await
+    }
+
+    /// Compiles the configuration last read (with the latest DNS answers) and installs it when
+    /// it differs from the snapshot in force.
+    async fn recompile(&mut self) -> anyhow::Result<()> {
         let version = self.version + 1;
         let compiled = match &self.target {
-            Target::Gateway(options) => compile_gateway(&revision.objects, options, version),
-            Target::Sidecar(options) => compile_sidecar(&revision.objects, options, version),
+            Target::Gateway(options) => compile_gateway(&self.objects, options, version),
+            Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
         };
-        let findings: Vec<&Finding> = revision
-            .findings
+        let findings: Vec<&Finding> = self
+            .read_findings
             .iter()
             .chain(&compiled.findings)
             .filter(|f| f.level != Level::Info)
@@ -428,12 +450,6 @@ impl Reloader {
                 }
             }
             self.last_findings = lines;
-        }
-        for object in &revision.kept {
-            tracing::warn!(object = %object, "rejected; its last good version stays in force");
-        }
-        for object in &revision.rejected {
-            tracing::error!(object = %object, "rejected");
         }
         let current = self.proxy.snapshot();
         let mut snapshot = compiled.snapshot;
@@ -468,6 +484,7 @@ fn telemetry(
     args: &Args,
     labels: &BTreeMap<String, String>,
     mesh: Option<&MeshIdentity>,
+    dns: &DnsCache,
 ) -> anyhow::Result<Telemetry> {
     let format = match args.access_log_format {
         LogFormat::Text => AccessLogFormat::Text,
@@ -501,6 +518,11 @@ fn telemetry(
         ("source_version".to_owned(), "unknown".to_owned()),
         ("source_cluster".to_owned(), "unknown".to_owned()),
     ]);
+    metrics.register_counter(
+        "strait_dns_lookup_failures",
+        "DNS lookups of ServiceEntry hosts that failed (timeout, SERVFAIL, no server); the last answer stays",
+        dns.failures(),
+    );
     Ok(Telemetry::new(access_log, metrics))
 }
 

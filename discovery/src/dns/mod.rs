@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use strait_proxy::telemetry::metrics::Counter;
 use tokio::sync::Notify;
 
 /// Istio's default `dnsRefreshRate`.
@@ -156,6 +157,8 @@ struct Shared {
     changed: Notify,
     /// Signalled when compilation asked for a name the cache had not been asked for.
     wanted: Notify,
+    /// Lookups that failed (timeout, SERVFAIL, unreachable server).
+    failures: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -165,8 +168,6 @@ struct State {
     wanted: BTreeSet<String>,
     /// MeshConfig `dnsRefreshRate`, as the last compilation read it.
     mesh_refresh_rate: Option<Duration>,
-    /// Lookups that failed (timeout, SERVFAIL, unreachable server).
-    failures: u64,
 }
 
 /// The addresses of a name as compilation sees them.
@@ -208,9 +209,10 @@ impl DnsCache {
         }
     }
 
-    /// How many lookups have failed (timeout, SERVFAIL, unreachable server).
-    pub fn failures(&self) -> u64 {
-        self.inner.state.lock().map(|s| s.failures).unwrap_or(0)
+    /// The count of lookups that failed (timeout, SERVFAIL, unreachable server), for the
+    /// metrics.
+    pub fn failures(&self) -> Counter {
+        self.inner.failures.clone()
     }
 
     /// Waits until an answer changes what compilation would read.
@@ -245,12 +247,12 @@ impl DnsCache {
     }
 
     /// Stores the outcome of a lookup; signals `changed` when the addresses or reason changed.
-    fn record(&self, name: &str, outcome: Outcome, now: Instant, timing: Timing) {
+    pub(crate) fn record(&self, name: &str, outcome: Outcome, now: Instant, timing: Timing) {
         let Ok(mut state) = self.inner.state.lock() else {
             return;
         };
         if let Outcome::Failed(error) = &outcome {
-            state.failures += 1;
+            self.inner.failures.inc();
             tracing::warn!(name, %error, "DNS lookup failed; the last answer stays");
         }
         let previous = state.answers.get(name);

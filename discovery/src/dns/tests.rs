@@ -138,7 +138,7 @@ fn the_cache_answers_waiting_until_resolved_and_signals_changes() {
         now,
         TIMING,
     );
-    assert_eq!(cache.failures(), 1);
+    assert_eq!(cache.failures().get(), 1);
     assert_eq!(
         cache.resolve("svc.example"),
         Resolved::Addresses(vec![ip("10.0.0.7")])
