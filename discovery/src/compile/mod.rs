@@ -150,6 +150,7 @@ impl<'a> Compiler<'a> {
             labels: &self.options.labels,
         };
         let policies = policies::compile(objects, workload, &mut self.findings);
+        self.registry.end_dns_compile();
         Compiled {
             snapshot: Snapshot {
                 version,

@@ -116,6 +116,7 @@ impl<'a> Registry<'a> {
         domain_suffix: &'a str,
         dns: &DnsCache,
     ) -> Registry<'a> {
+        dns.begin_compile();
         let mut registry = Registry {
             domain_suffix,
             mesh: MeshDefaults::from(None),
@@ -160,6 +161,11 @@ impl<'a> Registry<'a> {
             }
         }
         registry
+    }
+
+    /// The compilation is over: DNS names it did not ask for are no longer looked up.
+    pub(crate) fn end_dns_compile(&self) {
+        self.dns.end_compile();
     }
 
     /// Every service by its qualified host: exact hosts in order of name, then wildcard hosts

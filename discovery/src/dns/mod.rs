@@ -164,8 +164,10 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     answers: HashMap<String, Answer>,
-    /// Every name compilation asked for.
+    /// Every name the last compilation asked for (and those asked outside one).
     wanted: BTreeSet<String>,
+    /// The names the compilation under way has asked for.
+    asked: Option<BTreeSet<String>>,
     /// MeshConfig `dnsRefreshRate`, as the last compilation read it.
     mesh_refresh_rate: Option<Duration>,
 }
@@ -186,6 +188,9 @@ impl DnsCache {
         let Ok(mut state) = self.inner.state.lock() else {
             return Resolved::Empty(format!("waiting for DNS: {name} has not been resolved yet"));
         };
+        if let Some(asked) = &mut state.asked {
+            asked.insert(name.clone());
+        }
         if state.wanted.insert(name.clone()) {
             self.inner.wanted.notify_one();
         }
@@ -199,6 +204,26 @@ impl DnsCache {
                 }))
             }
             None => Resolved::Empty(format!("waiting for DNS: {name} has not been resolved yet")),
+        }
+    }
+
+    /// A compilation starts: the names it asks for are the ones looked up from its end on, and
+    /// MeshConfig `dnsRefreshRate` is what it reads.
+    pub(crate) fn begin_compile(&self) {
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.asked = Some(BTreeSet::new());
+            state.mesh_refresh_rate = None;
+        }
+    }
+
+    /// A compilation ended: names it did not ask for are no longer looked up, and their
+    /// answers are forgotten.
+    pub(crate) fn end_compile(&self) {
+        if let Ok(mut state) = self.inner.state.lock()
+            && let Some(asked) = state.asked.take()
+        {
+            state.answers.retain(|name, _| asked.contains(name));
+            state.wanted = asked;
         }
     }
 

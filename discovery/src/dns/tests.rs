@@ -132,6 +132,12 @@ fn the_cache_answers_waiting_until_resolved_and_signals_changes() {
     let (due, next) = cache.due(now);
     assert!(due.is_empty());
     assert_eq!(next, Some(now + TIMING.floor));
+    // A compilation that no longer asks for the name: it is not looked up any more.
+    cache.begin_compile();
+    cache.end_compile();
+    assert_eq!(cache.due(now + TIMING.floor), (Vec::new(), None));
+    cache.resolve("svc.example");
+    cache.record("svc.example", resolved(&["10.0.0.7"], 30), now, TIMING);
     cache.record(
         "svc.example",
         Outcome::Failed("timeout".into()),
