@@ -1,6 +1,7 @@
 //! `resolution: DNS` ServiceEntries end to end, against a real DNS server (dnsmasq on loopback)
-//! whose records the test changes: traffic follows the answer, survives the server going away,
-//! and stops (with the reason in the access log) only after NXDOMAIN outlasts its grace.
+//! whose records the test changes: no answer yet is a 503 that says it waits for DNS; traffic
+//! follows the answer, survives the server going away, and stops (with the reason in the access
+//! log) only after NXDOMAIN outlasts its grace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -132,7 +133,6 @@ async fn traffic_follows_the_dns_answer_keeps_the_last_good_one_and_stops_after_
     let hosts = dir.path().join("hosts");
     write_hosts(&hosts, "127.0.0.1 web.mesh.test");
     let dns_port = free_port();
-    let dns = Dnsmasq::start(dns_port, &hosts);
 
     let gateway = Gateway::builder()
         .config("web.yaml", &config(port))
@@ -146,7 +146,17 @@ async fn traffic_follows_the_dns_answer_keeps_the_last_good_one_and_stops_after_
         .start();
     let address = gateway.addr(80);
 
-    // The answer's address takes the traffic.
+    // No DNS server yet: the name has no answer, and the cluster says it is waiting.
+    let response = client::get(address, "web.example.com", "/").await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    let line = gateway.access_log_line(|l| l.contains(" 503 UH "));
+    assert!(
+        line.contains("waiting for DNS") && line.contains("web.mesh.test"),
+        "{line}"
+    );
+
+    // The server answers: the answer's address takes the traffic.
+    let dns = Dnsmasq::start(dns_port, &hosts);
     until_backend(address, "web-1").await;
 
     // The record moves to another backend: so does the traffic.
@@ -185,9 +195,9 @@ async fn traffic_follows_the_dns_answer_keeps_the_last_good_one_and_stops_after_
         assert!(Instant::now() < deadline, "the cluster never emptied");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let line = gateway.access_log_line(|l| l.contains(" 503 UH "));
+    let line = gateway.access_log_line(|l| l.contains(" 503 UH ") && !l.contains("waiting"));
     assert!(
-        line.contains("NXDOMAIN") && line.contains("web.mesh.test"),
+        line.contains("NXDOMAIN") && line.contains("grace") && line.contains("web.mesh.test"),
         "{line}"
     );
 }
