@@ -8,6 +8,7 @@
 //! proxy serves traffic. It depends on `strait-proxy` (for the `Snapshot` it produces) and below.
 
 pub mod compile;
+pub mod dns;
 pub mod findings;
 pub mod hosts;
 pub mod resources;

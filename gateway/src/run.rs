@@ -21,8 +21,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
+use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::findings::{Finding, Level};
-use strait_discovery::resources::LoadOptions;
+use strait_discovery::resources::{LoadOptions, Object};
 use strait_discovery::source::DirectorySource;
 use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
@@ -104,6 +105,17 @@ pub struct Args {
     /// poll catches what notifications miss.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
+    /// A DNS server `resolution: DNS` hosts are resolved with, as HOST:PORT (repeatable);
+    /// none: the servers of /etc/resolv.conf.
+    #[arg(long = "dns-server", value_name = "HOST:PORT")]
+    dns_servers: Vec<std::net::SocketAddr>,
+    /// Overrides MeshConfig `dnsRefreshRate` (default 60s): the least time between two lookups
+    /// of a name. Lower values are for tests.
+    #[arg(long, value_parser = parse_duration)]
+    dns_refresh_rate: Option<Duration>,
+    /// How long a name that resolved before may answer NXDOMAIN before its endpoints go.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    dns_nxdomain_grace: Duration,
     /// How long a change must settle before it is read.
     #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     reload_debounce: Duration,
@@ -219,15 +231,17 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| parse_port_map(p))
         .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
+    let dns = DnsCache::default();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let (target, mesh) = match args.role {
         Role::Sidecar => {
             let workload = args.sidecar.workload()?;
             let mesh = args.sidecar.identity(&workload, args.socket_mark).await?;
-            let options = args
+            let mut options = args
                 .sidecar
                 .options(&workload, labels.clone(), &args.domain_suffix);
+            options.dns = dns.clone();
             (Target::Sidecar(options), Some(mesh))
         }
         _ => (
@@ -240,6 +254,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 ports,
                 last_good: Default::default(),
                 mesh_identity: false,
+                dns: dns.clone(),
             }),
             None,
         ),
@@ -255,7 +270,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         },
     );
     let proxy = Arc::new(Proxy::new(
-        telemetry(&args, &labels, mesh.as_ref())?,
+        telemetry(&args, &labels, mesh.as_ref(), &dns)?,
         proxy_options(&args, mesh.clone()),
     ));
 
@@ -264,11 +279,24 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     watched.extend(args.sidecar.identity_dir.iter().cloned());
     let mut watch = (!args.no_watch)
         .then(|| ConfigWatch::new(watched, args.watch_interval, args.reload_debounce));
+    let dns_options = DnsOptions {
+        servers: args.dns_servers.clone(),
+        refresh_rate: args.dns_refresh_rate,
+        nxdomain_grace: args.dns_nxdomain_grace,
+    };
+    let resolver_cache = dns.clone();
+    tokio::spawn(async move {
+        if let Err(error) = run_resolver(resolver_cache, dns_options).await {
+            tracing::error!("{error}; DNS names in the configuration get no endpoints");
+        }
+    });
     let mut reloader = Reloader {
         proxy: proxy.clone(),
         target,
         version: 0,
         last_findings: Vec::new(),
+        objects: Vec::new(),
+        read_findings: Vec::new(),
     };
     reloader
         .reload(&mut source)
@@ -307,6 +335,14 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 }
                 refresh_identity(&args, mesh.as_ref());
                 if let Err(error) = reloader.reload(&mut source).await {
+                    tracing::error!("{error:#}");
+                }
+            }
+            () = dns.changed() => {
+                // A DNS answer changed: the configuration last read is compiled again with
+                // the new endpoints (nothing is read); clusters keep the live state of
+                // endpoints whose address stays, and unchanged listeners are not touched.
+                if let Err(error) = reloader.recompile().await {
                     tracing::error!("{error:#}");
                 }
             }
@@ -370,18 +406,37 @@ struct Reloader {
     version: u64,
     /// Findings logged last time, so that a reload logs only what changed.
     last_findings: Vec<String>,
+    /// The objects in force and the findings of reading them, as last read: a changed DNS
+    /// answer compiles them again without reading the configuration.
+    objects: Vec<Arc<Object>>,
+    read_findings: Vec<Finding>,
 }
 
 impl Reloader {
+    /// Reads the configuration, then compiles and installs it.
     async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
         let revision = source.read();
+        for object in &revision.kept {
+            tracing::warn!(object = %object, "rejected; its last good version stays in force");
+        }
+        for object in &revision.rejected {
+            tracing::error!(object = %object, "rejected");
+        }
+        self.objects = revision.objects;
+        self.read_findings = revision.findings;
+        self.recompile().await
+    }
+
+    /// Compiles the configuration last read (with the latest DNS answers) and installs it when
+    /// it differs from the snapshot in force.
+    async fn recompile(&mut self) -> anyhow::Result<()> {
         let version = self.version + 1;
         let compiled = match &self.target {
-            Target::Gateway(options) => compile_gateway(&revision.objects, options, version),
-            Target::Sidecar(options) => compile_sidecar(&revision.objects, options, version),
+            Target::Gateway(options) => compile_gateway(&self.objects, options, version),
+            Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
         };
-        let findings: Vec<&Finding> = revision
-            .findings
+        let findings: Vec<&Finding> = self
+            .read_findings
             .iter()
             .chain(&compiled.findings)
             .filter(|f| f.level != Level::Info)
@@ -395,12 +450,6 @@ impl Reloader {
                 }
             }
             self.last_findings = lines;
-        }
-        for object in &revision.kept {
-            tracing::warn!(object = %object, "rejected; its last good version stays in force");
-        }
-        for object in &revision.rejected {
-            tracing::error!(object = %object, "rejected");
         }
         let current = self.proxy.snapshot();
         let mut snapshot = compiled.snapshot;
@@ -435,6 +484,7 @@ fn telemetry(
     args: &Args,
     labels: &BTreeMap<String, String>,
     mesh: Option<&MeshIdentity>,
+    dns: &DnsCache,
 ) -> anyhow::Result<Telemetry> {
     let format = match args.access_log_format {
         LogFormat::Text => AccessLogFormat::Text,
@@ -468,6 +518,11 @@ fn telemetry(
         ("source_version".to_owned(), "unknown".to_owned()),
         ("source_cluster".to_owned(), "unknown".to_owned()),
     ]);
+    metrics.register_counter(
+        "strait_dns_lookup_failures",
+        "DNS lookups of ServiceEntry hosts that failed (timeout, SERVFAIL, no server); the last answer stays",
+        dns.failures(),
+    );
     Ok(Telemetry::new(access_log, metrics))
 }
 

@@ -110,6 +110,7 @@ impl SidecarArgs {
             http_proxy: self
                 .http_proxy_port
                 .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+            dns: Default::default(),
         }
     }
 

@@ -84,7 +84,7 @@ pub(crate) async fn proxy<IO>(
             Ok(endpoint) => endpoint,
             Err(why) => {
                 flags |= ResponseFlags::NO_HEALTHY_UPSTREAM;
-                entry.reason = why.reason(cluster_name);
+                entry.reason = why.reason(&cluster.config());
                 break;
             }
         };

@@ -15,7 +15,7 @@ use strait_proxy::snapshot::{
 
 use super::Compiler;
 use super::credentials;
-use super::registry::{EndpointInfo, Service};
+use super::registry::{DNS_PREFIX, EndpointInfo, Service};
 use crate::resources::common::Protocol;
 use crate::resources::destination_rule::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule,
@@ -145,6 +145,15 @@ impl Compiler<'_> {
         let found = self
             .registry
             .endpoints(service, &service_port, subset_spec, &mut problems);
+        // Names the DNS cache has no addresses for are not configuration problems: they are
+        // the cluster's reason to be empty.
+        let (dns_waits, problems): (Vec<String>, Vec<String>) = problems
+            .into_iter()
+            .partition(|p| p.starts_with(DNS_PREFIX));
+        let dns_waits: Vec<String> = dns_waits
+            .into_iter()
+            .map(|p| p.trim_start_matches(DNS_PREFIX).to_owned())
+            .collect();
         let mesh = MeshDestination {
             sni: format!("outbound_.{number}_.{}_.{host}", subset.unwrap_or_default()),
             subject_alt_names: self.mesh_names(service, &found),
@@ -184,7 +193,7 @@ impl Compiler<'_> {
                 service.object.namespace.clone(),
             ));
         }
-        let endpoints = found
+        let endpoints: Vec<Endpoint> = found
             .into_iter()
             .map(|e| Endpoint {
                 address: e.address,
@@ -223,6 +232,9 @@ impl Compiler<'_> {
             return None;
         }
         let (lb, original_destination) = lb_policy(policy.load_balancer);
+        // A cluster whose DNS names have no addresses (yet, or any more) says why.
+        let empty_reason =
+            (endpoints.is_empty() && !dns_waits.is_empty()).then(|| dns_waits.join("; "));
         let cluster = Cluster {
             name: name.clone(),
             lb,
@@ -240,6 +252,7 @@ impl Compiler<'_> {
             original_destination,
             upstream_bind: None,
             telemetry,
+            empty_reason,
         };
         self.clusters
             .insert(name.clone(), std::sync::Arc::new(cluster));

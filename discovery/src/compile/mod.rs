@@ -61,6 +61,8 @@ pub struct GatewayOptions {
     /// Whether the proxy has a mesh identity: without one, auto-mTLS sends plaintext and a
     /// destination that requires `ISTIO_MUTUAL` cannot be served.
     pub mesh_identity: bool,
+    /// The latest DNS answers for `resolution: DNS` hosts (read, never waited on).
+    pub dns: crate::dns::DnsCache,
 }
 
 impl Default for GatewayOptions {
@@ -74,6 +76,7 @@ impl Default for GatewayOptions {
             ports: BTreeMap::new(),
             last_good: credentials::LastGood::default(),
             mesh_identity: false,
+            dns: crate::dns::DnsCache::default(),
         }
     }
 }
@@ -122,7 +125,7 @@ impl<'a> Compiler<'a> {
     fn new(objects: &[&'a Object], options: &'a GatewayOptions) -> Compiler<'a> {
         Compiler {
             objects: objects.to_vec(),
-            registry: Registry::new(objects, &options.domain_suffix),
+            registry: Registry::new(objects, &options.domain_suffix, &options.dns),
             options,
             clusters: BTreeMap::new(),
             missing_clusters: BTreeMap::new(),
@@ -147,6 +150,7 @@ impl<'a> Compiler<'a> {
             labels: &self.options.labels,
         };
         let policies = policies::compile(objects, workload, &mut self.findings);
+        self.registry.end_dns_compile();
         Compiled {
             snapshot: Snapshot {
                 version,

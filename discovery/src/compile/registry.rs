@@ -3,9 +3,10 @@
 //! mesh defaults from MeshConfig.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::dns::{DnsCache, Resolved};
 use crate::hosts;
 use crate::resources::common::Port;
 use crate::resources::destination_rule::{DestinationRule, Subset};
@@ -105,10 +106,17 @@ pub(crate) struct Registry<'a> {
     rules: HashMap<String, Vec<(&'a Object, &'a DestinationRule)>>,
     /// DestinationRules for wildcard hosts, in declaration order.
     wildcard_rules: Vec<(String, &'a Object, &'a DestinationRule)>,
+    /// The latest answers for DNS names.
+    dns: DnsCache,
 }
 
 impl<'a> Registry<'a> {
-    pub(crate) fn new(objects: &[&'a Object], domain_suffix: &'a str) -> Registry<'a> {
+    pub(crate) fn new(
+        objects: &[&'a Object],
+        domain_suffix: &'a str,
+        dns: &DnsCache,
+    ) -> Registry<'a> {
+        dns.begin_compile();
         let mut registry = Registry {
             domain_suffix,
             mesh: MeshDefaults::from(None),
@@ -117,6 +125,7 @@ impl<'a> Registry<'a> {
             workloads: Vec::new(),
             rules: HashMap::new(),
             wildcard_rules: Vec::new(),
+            dns: dns.clone(),
         };
         for object in objects {
             match &object.spec {
@@ -144,11 +153,19 @@ impl<'a> Registry<'a> {
                         }
                     }
                 }
-                Spec::MeshConfig(mesh) => registry.mesh = MeshDefaults::from(Some(mesh)),
+                Spec::MeshConfig(mesh) => {
+                    registry.mesh = MeshDefaults::from(Some(mesh));
+                    dns.set_mesh_refresh_rate(mesh.dns_refresh_rate.as_ref().and_then(|d| d.value));
+                }
                 _ => {}
             }
         }
         registry
+    }
+
+    /// The compilation is over: DNS names it did not ask for are no longer looked up.
+    pub(crate) fn end_dns_compile(&self) {
+        self.dns.end_compile();
     }
 
     /// Every service by its qualified host: exact hosts in order of name, then wildcard hosts
@@ -230,8 +247,10 @@ impl<'a> Registry<'a> {
             .map(|(_, object, rule)| (*object, *rule))
     }
 
-    /// The endpoints of `service` on `port`, with `subset`'s labels applied. DNS names are
-    /// resolved now (a plain lookup); what cannot be used is described in `problems`.
+    /// The endpoints of `service` on `port`, with `subset`'s labels applied. DNS names take
+    /// the latest answer of the DNS cache (never waited on); what cannot be used is described
+    /// in `problems`, and a DNS name without addresses there by a problem starting with
+    /// [`DNS_PREFIX`].
     pub(crate) fn endpoints(
         &self,
         service: Service<'a>,
@@ -289,7 +308,12 @@ impl<'a> Registry<'a> {
             let Ok(number) = u16::try_from(number) else {
                 continue;
             };
-            for resolved in resolve(&address, number, problems) {
+            let mut addresses = resolve(&self.dns, &address, number, problems);
+            if entry.resolution == Some(Resolution::DnsRoundRobin) {
+                // LOGICAL_DNS: one endpoint, the first address of the latest answer.
+                addresses.truncate(1);
+            }
+            for resolved in addresses {
                 endpoints.push(EndpointInfo {
                     address: resolved,
                     weight: workload.weight.unwrap_or(1).max(1),
@@ -314,10 +338,17 @@ static NO_WORKLOAD: WorkloadEntry = WorkloadEntry {
     service_account: None,
 };
 
-/// An endpoint's address: an IP, or a DNS name resolved now to all its addresses. IPv6
-/// addresses are left out when the name also has IPv4 ones, so an IPv4-only host never gets
-/// endpoints that always fail.
-fn resolve(address: &str, port: u16, problems: &mut Vec<String>) -> Vec<SocketAddr> {
+/// Starts the problem that says a DNS name has no addresses in the cache, and why.
+pub(crate) const DNS_PREFIX: &str = "dns: ";
+
+/// An endpoint's address: an IP, or a DNS name's latest answer in the cache (IPv6 left out
+/// when the name also has IPv4 addresses).
+fn resolve(
+    dns: &DnsCache,
+    address: &str,
+    port: u16,
+    problems: &mut Vec<String>,
+) -> Vec<SocketAddr> {
     if address.starts_with("unix://") {
         problems.push(format!(
             "{address}: unix socket endpoints are not supported"
@@ -327,17 +358,13 @@ fn resolve(address: &str, port: u16, problems: &mut Vec<String>) -> Vec<SocketAd
     if let Ok(ip) = address.parse::<IpAddr>() {
         return vec![SocketAddr::new(ip, port)];
     }
-    match (address, port).to_socket_addrs() {
-        Ok(found) => {
-            let all: Vec<SocketAddr> = found.collect();
-            if all.iter().any(SocketAddr::is_ipv4) {
-                all.into_iter().filter(SocketAddr::is_ipv4).collect()
-            } else {
-                all
-            }
-        }
-        Err(error) => {
-            problems.push(format!("resolving {address}: {error}"));
+    match dns.resolve(address) {
+        Resolved::Addresses(ips) => ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+        Resolved::Empty(why) => {
+            problems.push(format!("{DNS_PREFIX}{why}"));
             Vec::new()
         }
     }

@@ -95,6 +95,8 @@ pub struct SidecarOptions {
     /// An explicit HTTP proxy listener (`--http-proxy-port`) for what the outbound side sees,
     /// as a Sidecar egress listener of protocol `HTTP_PROXY` adds one.
     pub http_proxy: Option<SocketAddr>,
+    /// The latest DNS answers for `resolution: DNS` hosts (read, never waited on).
+    pub dns: crate::dns::DnsCache,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -121,6 +123,7 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         namespace: options.namespace.clone(),
         domain_suffix: options.domain_suffix.clone(),
         mesh_identity: true,
+        dns: options.dns.clone(),
         ..GatewayOptions::default()
     };
     let mut compiler = Compiler::new(&visible, &as_client);
@@ -439,6 +442,7 @@ impl<'a> Compiler<'a> {
                 original_destination: true,
                 upstream_bind: Some(INBOUND_SOURCE),
                 telemetry: self.inbound_telemetry.clone(),
+                empty_reason: None,
             })
         });
     }
@@ -729,6 +733,7 @@ impl<'a> Compiler<'a> {
                         "destination_service".to_owned(),
                         PASSTHROUGH_CLUSTER.to_owned(),
                     )],
+                    empty_reason: None,
                 })
             });
     }
@@ -1010,6 +1015,7 @@ spec:
             workload_name: "productpage-v1".to_owned(),
             service_account: "bookinfo-productpage".to_owned(),
             http_proxy: None,
+            dns: Default::default(),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

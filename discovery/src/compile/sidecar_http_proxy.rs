@@ -228,6 +228,7 @@ spec:
             http_proxy,
             workload_name: "vm".to_owned(),
             service_account: "vm".to_owned(),
+            dns: Default::default(),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -206,6 +206,7 @@ impl<'a> Compiler<'a> {
                 original_destination: false,
                 upstream_bind,
                 telemetry: self.inbound_telemetry.clone(),
+                empty_reason: None,
             }),
         );
     }
@@ -530,6 +531,7 @@ spec:
             workload_name: app.to_owned(),
             service_account: app.to_owned(),
             http_proxy: None,
+            dns: Default::default(),
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -533,3 +533,69 @@ spec:
     assert_eq!(protocol(8081), UpstreamProtocol::Http2);
     assert_eq!(protocol(9090), UpstreamProtocol::Http2);
 }
+
+fn dns_service(resolution: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: default}}\nspec:\n  hosts: [api.default.svc.cluster.local]\n  ports: [{{number: 8080, name: http, protocol: HTTP}}]\n  resolution: {resolution}\n  endpoints: [{{address: backend.example.test}}]\n---\n"
+    )
+}
+
+#[test]
+fn dns_endpoints_come_from_the_cache_and_wait_for_the_first_answer() {
+    use crate::dns::{Outcome, Timing};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    let options = GatewayOptions::default();
+    let yaml = format!(
+        "{}{}{}",
+        gateway(HTTP_SERVER),
+        virtual_service("api", "[\"*\"]", "[istio-system/gw]", ROUTE_API),
+        dns_service("DNS")
+    );
+    let name = "outbound|8080||api.default.svc.cluster.local";
+    // Not resolved yet: the cluster is there, empty, and says why; it is not a finding.
+    let compiled = compile_with(&yaml, &options);
+    let cluster = &compiled.snapshot.clusters[name];
+    assert!(cluster.endpoints.is_empty());
+    let reason = cluster.empty_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("waiting for DNS") && reason.contains("backend.example.test"),
+        "{reason}"
+    );
+    assert!(compiled.findings.is_empty(), "{:?}", compiled.findings);
+
+    let timing = Timing {
+        floor: Duration::from_secs(60),
+        nxdomain_grace: Duration::from_secs(300),
+    };
+    let answer = Outcome::Resolved {
+        addresses: vec![
+            "fd00::1".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+        ],
+        ttl: Duration::from_secs(30),
+    };
+    options
+        .dns
+        .record("backend.example.test", answer, Instant::now(), timing);
+    let compiled = compile_with(&yaml, &options);
+    let cluster = &compiled.snapshot.clusters[name];
+    let addresses: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
+    assert_eq!(
+        addresses,
+        vec![
+            SocketAddr::from(([10, 0, 0, 1], 8080)),
+            SocketAddr::from(([10, 0, 0, 2], 8080))
+        ]
+    );
+    assert_eq!(cluster.empty_reason, None);
+
+    // DNS_ROUND_ROBIN: one logical endpoint, the first address of the answer.
+    let yaml = yaml.replace("resolution: DNS\n", "resolution: DNS_ROUND_ROBIN\n");
+    let compiled = compile_with(&yaml, &options);
+    let cluster = &compiled.snapshot.clusters[name];
+    let addresses: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
+    assert_eq!(addresses, vec![SocketAddr::from(([10, 0, 0, 1], 8080))]);
+}

@@ -385,7 +385,7 @@ async fn forward_with_retries(
         let endpoint = match cluster.pick(hash, &tried, target.downstream.original_destination) {
             Ok(endpoint) => endpoint,
             Err(why) => {
-                let reason = why.reason(&config.name);
+                let reason = why.reason(&config);
                 let flags = if attempt > 0 {
                     ResponseFlags::NO_HEALTHY_UPSTREAM
                         | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED

@@ -25,6 +25,10 @@ pub struct Cluster {
     pub upstream_bind: Option<IpAddr>,
     /// Labels added to the metrics of requests to this cluster (`destination_service`, ...).
     pub telemetry: Vec<(String, String)>,
+    /// Why the cluster has no endpoints when it has none (a DNS name not resolved yet, or gone):
+    /// requests get 503 UH with this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_reason: Option<String>,
 }
 
 /// How an endpoint is chosen.

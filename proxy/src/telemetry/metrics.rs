@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -421,6 +421,14 @@ impl Metrics {
         series.closed.inc();
         series.sent.inc_by(sent);
         series.received.inc_by(received);
+    }
+
+    /// Exposes a counter kept elsewhere (DNS lookups that failed, ...) with the proxy's
+    /// metrics; `name` gets the `_total` suffix.
+    pub fn register_counter(&self, name: &str, help: &str, counter: Counter) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register(name, help, counter);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -93,9 +93,15 @@ pub(crate) enum NoEndpoint {
 
 impl NoEndpoint {
     /// Why, for the access log.
-    pub(crate) fn reason(self, cluster: &str) -> String {
+    pub(crate) fn reason(self, config: &Cluster) -> String {
+        let cluster = &config.name;
         match self {
-            NoEndpoint::Empty => format!("no healthy upstream: cluster {cluster} has no endpoints"),
+            NoEndpoint::Empty => match &config.empty_reason {
+                Some(why) => {
+                    format!("no healthy upstream: cluster {cluster} has no endpoints: {why}")
+                }
+                None => format!("no healthy upstream: cluster {cluster} has no endpoints"),
+            },
             NoEndpoint::AllEjected => format!(
                 "no healthy upstream: every endpoint of cluster {cluster} is ejected by outlier detection"
             ),
@@ -415,6 +421,7 @@ mod tests {
             original_destination: false,
             upstream_bind: None,
             telemetry: Vec::new(),
+            empty_reason: None,
         })
     }
 

@@ -1,0 +1,203 @@
+//! `resolution: DNS` ServiceEntries end to end, against a real DNS server (dnsmasq on loopback)
+//! whose records the test changes: no answer yet is a 503 that says it waits for DNS; traffic
+//! follows the answer, survives the server going away, and stops (with the reason in the access
+//! log) only after NXDOMAIN outlasts its grace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use common::backend::Backend;
+use common::client;
+use common::gateway::{Gateway, free_port};
+
+/// A dnsmasq answering for `mesh.test` from a hosts file; stops when dropped.
+struct Dnsmasq {
+    child: Child,
+}
+
+impl Dnsmasq {
+    fn start(port: u16, hosts: &Path) -> Dnsmasq {
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local=/mesh.test/",
+                "--local-ttl=1",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq runs (scripts/install-test-deps installs it)");
+        // Ready once it answers on its port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dnsmasq { child }
+    }
+
+    fn reload(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.example.com]
+  gateways: [istio-system/web]
+  http:
+  - route:
+    - destination: {{host: web.mesh.test, port: {{number: {port}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.mesh.test]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: DNS
+"#
+    )
+}
+
+/// Sends requests until one is answered by `backend` (or the deadline passes).
+async fn until_backend(gateway: SocketAddr, backend: &str) -> client::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = client::get(gateway, "web.example.com", "/").await;
+        if response.status == 200 && response.backend() == Some(backend) {
+            return response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached {backend}: last {} {}",
+            response.status,
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn write_hosts(path: &PathBuf, line: &str) {
+    std::fs::write(path, format!("{line}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_follows_the_dns_answer_keeps_the_last_good_one_and_stops_after_nxdomain_grace() {
+    let first = Backend::start("web-1").await;
+    let port = first.addr.port();
+    let second = Backend::start_on("web-2", SocketAddr::from(([127, 0, 0, 2], port))).await;
+
+    let dir = TempDir::new("dns");
+    let hosts = dir.path().join("hosts");
+    write_hosts(&hosts, "127.0.0.1 web.mesh.test");
+    let dns_port = free_port();
+
+    let gateway = Gateway::builder()
+        .config("web.yaml", &config(port))
+        .server_port(80)
+        .arg("--dns-server")
+        .arg(format!("127.0.0.1:{dns_port}"))
+        .arg("--dns-refresh-rate")
+        .arg("1s")
+        .arg("--dns-nxdomain-grace")
+        .arg("3s")
+        .start();
+    let address = gateway.addr(80);
+
+    // No DNS server yet: the name has no answer, and the cluster says it is waiting.
+    let response = client::get(address, "web.example.com", "/").await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    let line = gateway.access_log_line(|l| l.contains(" 503 UH "));
+    assert!(
+        line.contains("waiting for DNS") && line.contains("web.mesh.test"),
+        "{line}"
+    );
+
+    // The server answers: the answer's address takes the traffic.
+    let dns = Dnsmasq::start(dns_port, &hosts);
+    until_backend(address, "web-1").await;
+
+    // The record moves to another backend: so does the traffic.
+    write_hosts(&hosts, "127.0.0.2 web.mesh.test");
+    dns.reload();
+    until_backend(address, "web-2").await;
+    assert!(second.requests() > 0);
+
+    // The DNS server goes away: lookups fail, the last good answer stays, for longer than the
+    // NXDOMAIN grace too (a failure is not NXDOMAIN).
+    drop(dns);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let response = client::get(address, "web.example.com", "/").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.backend(), Some("web-2"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    assert!(
+        gateway.metric("strait_dns_lookup_failures_total", &[]) > 0.0,
+        "failed lookups are counted"
+    );
+
+    // The server is back and the name is gone: NXDOMAIN keeps the answer for the grace, then
+    // the cluster empties and says why.
+    write_hosts(&hosts, "127.0.0.9 other.mesh.test");
+    let _dns = Dnsmasq::start(dns_port, &hosts);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client::get(address, "web.example.com", "/").await;
+        if response.status == 503 {
+            break;
+        }
+        assert_eq!(response.backend(), Some("web-2"));
+        assert!(Instant::now() < deadline, "the cluster never emptied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let line = gateway.access_log_line(|l| l.contains(" 503 UH ") && !l.contains("waiting"));
+    assert!(
+        line.contains("NXDOMAIN") && line.contains("grace") && line.contains("web.mesh.test"),
+        "{line}"
+    );
+}
