@@ -10,9 +10,11 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use common::mesh::supervise;
 use common::netns::{Netns, Pair, Process};
 use common::{TempDir, run, strait};
 
@@ -212,7 +214,8 @@ impl Mesh {
     }
 }
 
-/// Starts `workload`'s sidecar in `netns` and waits until its log names `listener`.
+/// Starts `workload`'s sidecar in `netns` and waits until its log names `listener`; it is
+/// stopped when the returned process is dropped, also when the test process dies.
 fn sidecar(
     netns: &Netns,
     dir: &TempDir,
@@ -222,50 +225,43 @@ fn sidecar(
     listener: &str,
 ) -> Process {
     let path = |name: &str| -> PathBuf { dir.path().join(name) };
-    let log = path(&format!("{workload}.log"));
-    let mut command = netns.command("sh");
-    command.arg("-c").arg(format!(
-        "\"$0\" \"$@\" 2>{log} & pid=$!; \
-         while kill -0 $pid 2>/dev/null && ! grep -q 'listener={listener}' {log}; do sleep 0.05; done; \
-         if kill -0 $pid 2>/dev/null; then echo serving; wait $pid; else echo exited; cat {log}; fi",
-        log = log.display(),
-    ));
-    command
-        .arg(env!("CARGO_BIN_EXE_strait"))
-        .args([
+    let workload_flag = format!("{namespace}/{workload}");
+    let labels = format!("app={workload},security.istio.io/tlsMode=istio");
+    let files = [
+        ("--config", path("config")),
+        ("--identity-dir", path(workload)),
+        ("--data", path(&format!("{workload}-data"))),
+        ("--access-log", path(&format!("{workload}-access.log"))),
+    ];
+    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
+    command.extend(
+        [
             "run",
             "--role",
             "sidecar",
             "--workload",
-            &format!("{namespace}/{workload}"),
+            &workload_flag,
             "--service-account",
             workload,
             "--labels",
-            &format!("app={workload},security.istio.io/tlsMode=istio"),
+            &labels,
             "--drain-period",
             "0s",
             "--drain-timeout",
             "1s",
-        ])
-        .args(extra);
-    command
-        .arg("--config")
-        .arg(path("config"))
-        .arg("--identity-dir")
-        .arg(path(workload))
-        .arg("--data")
-        .arg(path(&format!("{workload}-data")))
-        .arg("--access-log")
-        .arg(path(&format!("{workload}-access.log")));
-    let mut process = netns.spawn(command);
-    let state = process.wait_for_line(|l| l == "serving" || l == "exited");
-    assert_eq!(
-        state,
-        "serving",
-        "the {workload} sidecar exited: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        ]
+        .map(OsStr::new),
     );
-    process
+    command.extend(extra.iter().map(OsStr::new));
+    for (flag, value) in &files {
+        command.extend([OsStr::new(flag), value.as_os_str()]);
+    }
+    supervise(
+        netns,
+        &command,
+        &path(&format!("{workload}.log")),
+        &format!("listener={listener}"),
+    )
 }
 
 fn json_body(response: &str) -> serde_json::Value {
