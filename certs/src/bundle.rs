@@ -154,6 +154,15 @@ impl TrustBundle {
         Ok(serde_json::to_string_pretty(&Value::Object(doc))?)
     }
 
+    /// A bundle file as operators hand it over: SPIFFE bundle JSON, or PEM certificates.
+    pub fn parse(trust_domain: TrustDomain, text: &str) -> Result<Self, BundleError> {
+        if text.trim_start().starts_with('{') {
+            Self::from_spiffe_json(trust_domain, text.as_bytes())
+        } else {
+            Self::from_pem(trust_domain, text)
+        }
+    }
+
     /// Reads roots from PEM (`CERTIFICATE` blocks), with sequence 0 and no refresh hint.
     pub fn from_pem(trust_domain: TrustDomain, pem: &str) -> Result<Self, BundleError> {
         let roots = parse_pem_certs(pem)?;

@@ -183,8 +183,25 @@ fn leaf_identity(
     Ok(id)
 }
 
-/// Steps 1 to 5 for one side (`usage`): the verified SPIFFE ID, not yet authorized.
+/// Every step for one side (`usage`): the verified SPIFFE ID, if `authorizer` allows it.
 fn verify_svid(
+    bundles: &TrustBundleSet,
+    algs: &WebPkiSupportedAlgorithms,
+    authorizer: &Authorizer,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<SpiffeId, VerifyError> {
+    let id = verify_chain(bundles, algs, end_entity, intermediates, now, usage)?;
+    if !authorizer.allows(&id) {
+        return Err(VerifyError::NotAuthorized(id));
+    }
+    Ok(id)
+}
+
+/// Steps 1 to 5 for one side (`usage`): the verified SPIFFE ID, not yet authorized.
+fn verify_chain(
     bundles: &TrustBundleSet,
     algs: &WebPkiSupportedAlgorithms,
     end_entity: &CertificateDer<'_>,
@@ -273,19 +290,15 @@ impl MeshServerVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<SpiffeId, VerifyError> {
-        let bundles = self.bundles.load();
-        let id = verify_svid(
-            &bundles,
+        verify_svid(
+            &self.bundles.load(),
             &self.algs,
+            &self.authorizer,
             end_entity,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
-        )?;
-        if !self.authorizer.allows(&id) {
-            return Err(VerifyError::NotAuthorized(id));
-        }
-        Ok(id)
+        )
     }
 }
 
@@ -359,19 +372,15 @@ impl MeshClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<SpiffeId, VerifyError> {
-        let bundles = self.bundles.load();
-        let id = verify_svid(
-            &bundles,
+        verify_svid(
+            &self.bundles.load(),
             &self.algs,
+            &self.authorizer,
             end_entity,
             intermediates,
             now,
             webpki::KeyUsage::client_auth(),
-        )?;
-        if !self.authorizer.allows(&id) {
-            return Err(VerifyError::NotAuthorized(id));
-        }
-        Ok(id)
+        )
     }
 }
 

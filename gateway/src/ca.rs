@@ -244,12 +244,8 @@ async fn request(args: &Request<'_>) -> Result<()> {
     let trust_domain = id.trust_domain();
     let text = std::fs::read_to_string(args.trust_bundle)
         .with_context(|| format!("reading {}", args.trust_bundle.display()))?;
-    let bundle = if text.trim_start().starts_with('{') {
-        TrustBundle::from_spiffe_json(trust_domain.clone(), text.as_bytes())
-    } else {
-        TrustBundle::from_pem(trust_domain.clone(), &text)
-    }
-    .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
+    let bundle = TrustBundle::parse(trust_domain.clone(), &text)
+        .with_context(|| format!("reading the trust bundle {}", args.trust_bundle.display()))?;
     let token = std::fs::read_to_string(args.token_file)
         .with_context(|| format!("reading {}", args.token_file.display()))?;
     let server_id = match args.ca_identity {

@@ -207,7 +207,7 @@ impl SidecarArgs {
         };
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        parse_bundle(trust_domain.clone(), &text)
+        TrustBundle::parse(trust_domain.clone(), &text)
             .with_context(|| format!("the trust bundle {}", path.display()))
     }
 
@@ -247,20 +247,8 @@ impl SidecarArgs {
             .clone()
             .unwrap_or_else(|| dir.join("root-cert.pem"));
         let text = read(&bundle_path)?;
-        let bundle = parse_bundle(svid.id().trust_domain(), &text)
+        let bundle = TrustBundle::parse(svid.id().trust_domain(), &text)
             .with_context(|| format!("the trust bundle {}", bundle_path.display()))?;
         Ok((svid, bundle))
-    }
-}
-
-/// A trust bundle in PEM or in the SPIFFE bundle JSON format.
-fn parse_bundle(
-    trust_domain: TrustDomain,
-    text: &str,
-) -> Result<TrustBundle, strait_certs::BundleError> {
-    if text.trim_start().starts_with('{') {
-        TrustBundle::from_spiffe_json(trust_domain, text.as_bytes())
-    } else {
-        TrustBundle::from_pem(trust_domain, text)
     }
 }

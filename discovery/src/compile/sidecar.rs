@@ -35,8 +35,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use strait_proxy::snapshot::{
     Application, ChainMatch, Cluster, FilterChain, HeaderOps, LbPolicy, Listener, MtlsMode,
-    PoolLimits, Route, RouteAction, RouteTable, TcpRoute, Transport, TransportProtocol,
-    UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
+    PoolLimits, RetryPolicy, Route, RouteAction, RouteTable, TcpRoute, Transport,
+    TransportProtocol, UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
 };
 
 use super::listeners::creation_order;
@@ -46,6 +46,7 @@ use super::sidecar_scope::SidecarScope;
 use super::{Compiled, Compiler, GatewayOptions};
 use crate::hosts;
 use crate::resources::common::{Port, Protocol};
+use crate::resources::service_entry::ServiceEntry;
 use crate::resources::{Object, Spec};
 use crate::yaml::FieldPath;
 
@@ -171,20 +172,49 @@ pub(super) fn inbound_protocol(port: &Port) -> Option<UpstreamProtocol> {
     })
 }
 
-/// How a service port is proxied.
+/// How a service port is proxied: as it declares (`protocol`, else its name's prefix), TCP
+/// when it does not say.
 pub(super) fn port_protocol(port: &Port) -> Protocol {
-    declared_protocol(port).unwrap_or(Protocol::Tcp)
+    port.declared_protocol().unwrap_or(Protocol::Tcp)
 }
 
-/// A port's protocol by `protocol`, else by its name's prefix (`http-web`).
-pub(super) fn declared_protocol(port: &Port) -> Option<Protocol> {
-    let declared = port.protocol.as_deref().and_then(Protocol::parse);
-    let by_name = || {
-        let name = port.name.as_deref()?;
-        let prefix = name.split_once('-').map_or(name, |(p, _)| p);
-        Protocol::parse(prefix)
-    };
-    declared.or_else(by_name)
+/// Whether a ServiceEntry's `workloadSelector` selects the workload in `namespace` with
+/// `labels` (a service of this workload).
+fn selects_workload(
+    object: &Object,
+    entry: &ServiceEntry,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    object.namespace == namespace
+        && entry
+            .workload_selector
+            .as_ref()
+            .is_some_and(|s| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// A route sending every request to `cluster`.
+fn route_to(name: &str, cluster: String, retry: Option<RetryPolicy>) -> Route {
+    Route {
+        name: name.to_owned(),
+        matches: Vec::new(),
+        action: RouteAction::Forward {
+            clusters: vec![WeightedCluster {
+                cluster,
+                weight: 100,
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+            }],
+            rewrite: None,
+        },
+        timeout: None,
+        retry,
+        fault: None,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+        mirrors: Vec::new(),
+        cors: None,
+    }
 }
 
 impl<'a> Compiler<'a> {
@@ -351,13 +381,7 @@ impl<'a> Compiler<'a> {
                 let Spec::ServiceEntry(entry) = &object.spec else {
                     continue;
                 };
-                let selects = object.namespace == self.options.namespace
-                    && entry.workload_selector.as_ref().is_some_and(|s| {
-                        s.labels
-                            .iter()
-                            .all(|(k, v)| self.options.labels.get(k) == Some(v))
-                    });
-                if !selects {
+                if !selects_workload(object, entry, &self.options.namespace, &self.options.labels) {
                     continue;
                 }
                 for port in &entry.ports {
@@ -484,12 +508,7 @@ impl<'a> Compiler<'a> {
         ];
         let service = objects.iter().find_map(|object| match &object.spec {
             Spec::ServiceEntry(entry)
-                if object.namespace == options.namespace
-                    && entry.workload_selector.as_ref().is_some_and(|s| {
-                        s.labels
-                            .iter()
-                            .all(|(k, v)| options.labels.get(k) == Some(v))
-                    }) =>
+                if selects_workload(object, entry, &options.namespace, &options.labels) =>
             {
                 let host = entry.hosts.iter().flatten().next()?;
                 Some((
@@ -534,26 +553,8 @@ impl<'a> Compiler<'a> {
         if routes.is_empty() {
             let namespace = self.options.namespace.clone();
             if let Some(cluster) = self.cluster(host, Some(number), None, &namespace) {
-                routes.push(Route {
-                    name: "default".to_owned(),
-                    matches: Vec::new(),
-                    action: RouteAction::Forward {
-                        clusters: vec![WeightedCluster {
-                            cluster,
-                            weight: 100,
-                            request_headers: HeaderOps::default(),
-                            response_headers: HeaderOps::default(),
-                        }],
-                        rewrite: None,
-                    },
-                    timeout: None,
-                    retry: self.retry_policy(None),
-                    fault: None,
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                    mirrors: Vec::new(),
-                    cors: None,
-                });
+                let retry = self.retry_policy(None);
+                routes.push(route_to("default", cluster, retry));
             }
         }
         VirtualHost {
@@ -650,49 +651,17 @@ impl<'a> Compiler<'a> {
 
     /// Where requests for hosts outside the registry go.
     pub(super) fn fallback_virtual_host(&mut self) -> VirtualHost {
-        let action = if self.registry.mesh.allow_any {
+        let (name, cluster) = if self.registry.mesh.allow_any {
             self.passthrough_cluster();
-            RouteAction::Forward {
-                clusters: vec![WeightedCluster {
-                    cluster: PASSTHROUGH_CLUSTER.to_owned(),
-                    weight: 100,
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                }],
-                rewrite: None,
-            }
+            ("allow_any", PASSTHROUGH_CLUSTER)
         } else {
             self.blackhole_cluster();
-            RouteAction::Forward {
-                clusters: vec![WeightedCluster {
-                    cluster: BLACKHOLE_CLUSTER.to_owned(),
-                    weight: 100,
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                }],
-                rewrite: None,
-            }
-        };
-        let name = if self.registry.mesh.allow_any {
-            "allow_any"
-        } else {
-            "block_all"
+            ("block_all", BLACKHOLE_CLUSTER)
         };
         VirtualHost {
             name: name.to_owned(),
             domains: vec!["*".to_owned()],
-            routes: vec![Route {
-                name: name.to_owned(),
-                matches: Vec::new(),
-                action,
-                timeout: None,
-                retry: None,
-                fault: None,
-                request_headers: HeaderOps::default(),
-                response_headers: HeaderOps::default(),
-                mirrors: Vec::new(),
-                cors: None,
-            }],
+            routes: vec![route_to(name, cluster.to_owned(), None)],
             require_tls: false,
         }
     }
@@ -834,26 +803,7 @@ fn inbound_route_table(name: &str, cluster: &str) -> RouteTable {
         virtual_hosts: vec![VirtualHost {
             name: name.to_owned(),
             domains: vec!["*".to_owned()],
-            routes: vec![Route {
-                name: "default".to_owned(),
-                matches: Vec::new(),
-                action: RouteAction::Forward {
-                    clusters: vec![WeightedCluster {
-                        cluster: cluster.to_owned(),
-                        weight: 100,
-                        request_headers: HeaderOps::default(),
-                        response_headers: HeaderOps::default(),
-                    }],
-                    rewrite: None,
-                },
-                timeout: None,
-                retry: None,
-                fault: None,
-                request_headers: HeaderOps::default(),
-                response_headers: HeaderOps::default(),
-                mirrors: Vec::new(),
-                cors: None,
-            }],
+            routes: vec![route_to("default", cluster.to_owned(), None)],
             require_tls: false,
         }],
     }

@@ -33,8 +33,8 @@ use strait_proxy::snapshot::{
 use super::Compiler;
 use super::routes::Client;
 use super::sidecar::{
-    INBOUND_SOURCE, SidecarOptions, declared_protocol, inbound_application, inbound_chains,
-    inbound_protocol, port_protocol,
+    INBOUND_SOURCE, SidecarOptions, inbound_application, inbound_chains, inbound_protocol,
+    port_protocol,
 };
 use super::sidecar_scope::{EgressScope, SidecarScope};
 use crate::resources::Object;
@@ -312,7 +312,13 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
-        if egress.listener.port.as_ref().and_then(declared_protocol) == Some(Protocol::HttpProxy) {
+        if egress
+            .listener
+            .port
+            .as_ref()
+            .and_then(Port::declared_protocol)
+            == Some(Protocol::HttpProxy)
+        {
             let imports =
                 |namespace: &str, host: &str, _: Option<u32>| egress.imports(namespace, host);
             let address = SocketAddr::new(bind, port16);
@@ -333,7 +339,7 @@ impl<'a> Compiler<'a> {
             .listener
             .port
             .as_ref()
-            .and_then(declared_protocol)
+            .and_then(Port::declared_protocol)
             .or_else(|| {
                 let all_http = !services.is_empty()
                     && services.iter().all(|(_, _, p)| port_protocol(p).is_http());
