@@ -154,12 +154,22 @@ impl Compiler<'_> {
             .into_iter()
             .map(|p| p.trim_start_matches(DNS_PREFIX).to_owned())
             .collect();
+        let meshed = found.iter().filter(|e| is_meshed(&e.labels)).count();
+        // The destination's PeerAuthentication matters only where auto-mTLS could apply.
+        let auto_mtls_applies = policy.tls.is_none()
+            && self.options.mesh_identity
+            && self.registry.mesh.auto_mtls
+            && meshed > 0;
         let mesh = MeshDestination {
             sni: format!("outbound_.{number}_.{}_.{host}", subset.unwrap_or_default()),
             subject_alt_names: self.mesh_names(service, &found),
-            meshed: found.iter().filter(|e| is_meshed(&e.labels)).count(),
+            meshed,
             total: found.len(),
-            peer_authentication: self.destination_mtls(service, &service_port, &found),
+            peer_authentication: if auto_mtls_applies {
+                self.destination_mtls(service, &service_port, &found)
+            } else {
+                None
+            },
         };
         // What every endpoint agrees on describes the destination in the metrics.
         let agreed = |name: &str| {
@@ -411,13 +421,17 @@ impl Compiler<'_> {
     }
 
     /// The PeerAuthentication mode of the destination's workloads on the port, when all its
-    /// endpoints agree.
+    /// endpoints agree; `None` when the configuration has no PeerAuthentication (the mode is
+    /// then PERMISSIVE everywhere).
     fn destination_mtls(
         &self,
         service: Service<'_>,
         port: &crate::resources::common::Port,
         endpoints: &[EndpointInfo],
     ) -> Option<MtlsMode> {
+        if !self.has_peer_authentication {
+            return None;
+        }
         let target = u16::try_from(port.target_port.or(port.number)?).ok()?;
         let mut modes = endpoints.iter().map(|e| {
             let workload = super::policies::Workload {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use strait_proxy::snapshot::{Cluster, Listener, Pattern, RouteTable, Snapshot};
 
 use crate::findings::{Finding, Level};
-use crate::resources::Object;
+use crate::resources::{Object, Spec};
 use crate::validation::check::Check;
 use crate::yaml::FieldPath;
 use registry::Registry;
@@ -106,6 +106,8 @@ pub fn compile_gateway<O: Borrow<Object>>(
 pub(crate) struct Compiler<'a> {
     /// Everything being compiled (the destination's policies decide auto-mTLS).
     objects: Vec<&'a Object>,
+    /// Whether any PeerAuthentication is among them.
+    has_peer_authentication: bool,
     registry: Registry<'a>,
     options: &'a GatewayOptions,
     clusters: BTreeMap<String, Arc<Cluster>>,
@@ -125,6 +127,9 @@ impl<'a> Compiler<'a> {
     fn new(objects: &[&'a Object], options: &'a GatewayOptions) -> Compiler<'a> {
         Compiler {
             objects: objects.to_vec(),
+            has_peer_authentication: objects
+                .iter()
+                .any(|o| matches!(o.spec, Spec::PeerAuthentication(_))),
             registry: Registry::new(objects, &options.domain_suffix, &options.dns),
             options,
             clusters: BTreeMap::new(),
