@@ -9,6 +9,7 @@
 
 pub mod compile;
 pub mod dns;
+pub mod dns_proxy;
 pub mod findings;
 pub mod hosts;
 pub mod resources;

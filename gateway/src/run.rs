@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
+use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::{LoadOptions, Object};
 use strait_discovery::source::DirectorySource;
@@ -105,8 +106,8 @@ pub struct Args {
     /// poll catches what notifications miss.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     watch_interval: Duration,
-    /// A DNS server `resolution: DNS` hosts are resolved with, as HOST:PORT (repeatable);
-    /// none: the servers of /etc/resolv.conf.
+    /// A DNS server `resolution: DNS` hosts are resolved with, and the sidecar's DNS proxy
+    /// forwards to, as HOST:PORT (repeatable); none: the servers of /etc/resolv.conf.
     #[arg(long = "dns-server", value_name = "HOST:PORT")]
     dns_servers: Vec<std::net::SocketAddr>,
     /// Overrides MeshConfig `dnsRefreshRate` (default 60s): the least time between two lookups
@@ -290,6 +291,11 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
             tracing::error!("{error}; DNS names in the configuration get no endpoints");
         }
     });
+    let names = SharedNames::default();
+    let dns_proxy = match args.role {
+        Role::Sidecar => start_dns_proxy(&args, &names).await?,
+        _ => None,
+    };
     let mut reloader = Reloader {
         proxy: proxy.clone(),
         target,
@@ -297,11 +303,15 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         last_findings: Vec::new(),
         objects: Vec::new(),
         read_findings: Vec::new(),
+        names,
     };
     reloader
         .reload(&mut source)
         .await
         .context("serving the initial configuration")?;
+    if let Some(dns_proxy) = dns_proxy {
+        tokio::spawn(dns_proxy.run());
+    }
 
     let state = Arc::new(AdminState {
         proxy: proxy.clone(),
@@ -358,6 +368,26 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Binds the sidecar's DNS proxy (unless `--dns-proxy off`); it serves once spawned.
+async fn start_dns_proxy(args: &Args, names: &SharedNames) -> anyhow::Result<Option<DnsProxy>> {
+    let Some(listen) = args.sidecar.dns_proxy()? else {
+        return Ok(None);
+    };
+    let options = DnsProxyOptions {
+        listen,
+        upstreams: args.dns_servers.clone(),
+        socket_mark: args.socket_mark,
+        timeout: Duration::from_secs(5),
+    };
+    let proxy = DnsProxy::bind(&options, names.clone()).await?;
+    tracing::info!(
+        address = %proxy.local_addr().unwrap_or(listen),
+        upstreams = ?proxy.upstreams(),
+        "DNS proxy ready"
+    );
+    Ok(Some(proxy))
+}
+
 /// Reads the identity files again; a bad file keeps the identity in force.
 fn refresh_identity(args: &Args, mesh: Option<&MeshIdentity>) {
     if let Some(mesh) = mesh
@@ -410,6 +440,8 @@ struct Reloader {
     /// answer compiles them again without reading the configuration.
     objects: Vec<Arc<Object>>,
     read_findings: Vec<Finding>,
+    /// The names the sidecar's DNS proxy answers, replaced with every compilation.
+    names: SharedNames,
 }
 
 impl Reloader {
@@ -435,6 +467,10 @@ impl Reloader {
             Target::Gateway(options) => compile_gateway(&self.objects, options, version),
             Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
         };
+        if *self.names.load_full() != compiled.names {
+            tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
+            self.names.store(Arc::new(compiled.names));
+        }
         let findings: Vec<&Finding> = self
             .read_findings
             .iter()

@@ -66,6 +66,11 @@ pub struct SidecarArgs {
     /// a Sidecar egress listener of protocol `HTTP_PROXY` does.
     #[arg(long, value_name = "PORT")]
     pub http_proxy_port: Option<u16>,
+    /// The DNS proxy's address (UDP and TCP): it answers the mesh's names (and, under
+    /// capture, the VIPs of address-less ServiceEntry hosts) and forwards the rest to the
+    /// upstream resolvers (`--dns-server`, else /etc/resolv.conf); `off` disables it.
+    #[arg(long, value_name = "ADDR|off", default_value = strait_discovery::dns_proxy::DEFAULT_DNS_PROXY)]
+    pub dns_proxy: String,
 }
 
 /// The workload a sidecar fronts.
@@ -87,6 +92,17 @@ impl SidecarArgs {
             }),
             _ => bail!("--workload {text:?} is not NAMESPACE/NAME"),
         }
+    }
+
+    /// Where the DNS proxy listens; `None` when it is off.
+    pub fn dns_proxy(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.dns_proxy.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.dns_proxy
+            .parse()
+            .map(Some)
+            .with_context(|| format!("--dns-proxy {:?} is not IP:PORT or off", self.dns_proxy))
     }
 
     /// What the sidecar's snapshot is compiled for.

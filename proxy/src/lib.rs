@@ -37,6 +37,7 @@ use runtime::Shared;
 pub use runtime::{InstallError, ProxyOptions};
 use snapshot::Snapshot;
 use telemetry::Telemetry;
+pub use upstream::connect::set_socket_mark;
 
 /// A running proxy: the listeners of the snapshot installed last, and what outlives snapshots.
 #[derive(Debug)]

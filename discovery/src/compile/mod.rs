@@ -22,6 +22,7 @@ mod sidecar;
 mod sidecar_http_proxy;
 mod sidecar_listeners;
 mod sidecar_scope;
+pub mod vips;
 
 pub use sidecar::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
 
@@ -87,6 +88,8 @@ pub struct Compiled {
     pub snapshot: Snapshot,
     /// Warnings about what was left out; the snapshot serves everything else.
     pub findings: Vec<Finding>,
+    /// The names a sidecar's DNS proxy answers (empty for gateways).
+    pub names: crate::dns_proxy::NameTable,
 }
 
 /// Compiles the snapshot of a gateway: `objects` should be valid (objects with validation errors
@@ -121,6 +124,8 @@ pub(crate) struct Compiler<'a> {
     patterns: HashMap<String, Pattern>,
     /// The destination labels a sidecar's inbound clusters report (empty elsewhere).
     inbound_telemetry: Vec<(String, String)>,
+    /// The VIPs allocated to address-less hosts (a captured sidecar's; empty elsewhere).
+    vips: vips::Vips,
 }
 
 impl<'a> Compiler<'a> {
@@ -138,6 +143,7 @@ impl<'a> Compiler<'a> {
             at: None,
             patterns: HashMap::new(),
             inbound_telemetry: Vec::new(),
+            vips: vips::Vips::default(),
         }
     }
 
@@ -166,6 +172,7 @@ impl<'a> Compiler<'a> {
                 policies: Arc::new(policies),
             },
             findings: self.findings,
+            names: crate::dns_proxy::NameTable::default(),
         }
     }
 

@@ -43,10 +43,12 @@ use super::listeners::creation_order;
 use super::registry::Service;
 use super::routes::Client;
 use super::sidecar_scope::SidecarScope;
+use super::vips::Vips;
 use super::{Compiled, Compiler, GatewayOptions};
+use crate::dns_proxy::NameTable;
 use crate::hosts;
 use crate::resources::common::{Port, Protocol};
-use crate::resources::service_entry::ServiceEntry;
+use crate::resources::service_entry::{Resolution, ServiceEntry};
 use crate::resources::{Object, Spec};
 use crate::yaml::FieldPath;
 
@@ -129,6 +131,11 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
     };
     let mut compiler = Compiler::new(&visible, &as_client);
     compiler.inbound_telemetry = compiler.inbound_telemetry_of(&objects, options);
+    if options.captured {
+        // From every ServiceEntry, not only those this workload sees: a host's VIP then does
+        // not depend on the workload's scope.
+        compiler.vips = Vips::of_service_entries(&objects, &options.domain_suffix);
+    }
     if let Some(allow_any) = scope.allow_any() {
         compiler.registry.mesh.allow_any = allow_any;
     }
@@ -160,7 +167,10 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         }
         listeners.push(listener);
     }
-    compiler.finish(&objects, version, listeners, route_tables)
+    let names = compiler.name_table(&scope, options);
+    let mut compiled = compiler.finish(&objects, version, listeners, route_tables);
+    compiled.names = names;
+    compiled
 }
 
 /// Whether a port's traffic is routed as HTTP, and its protocol towards the application.
@@ -191,6 +201,37 @@ fn selects_workload(
             .workload_selector
             .as_ref()
             .is_some_and(|s| s.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// The chain for HTTP connections to a host's VIP on port `number`, and its route table: every
+/// request on it is that host's, whatever its Host header says (or when it has none), since
+/// the address already named the service. Its routes are the host's own (`virtual_host`).
+fn vip_http_chain(
+    vip: &super::vips::Vip,
+    number: u32,
+    virtual_host: &VirtualHost,
+) -> (FilterChain, RouteTable) {
+    let name = format!("{}_{number}", vip.v4);
+    let mut catch_all = virtual_host.clone();
+    catch_all.domains = vec!["*".to_owned()];
+    let chain = FilterChain {
+        name: name.clone(),
+        server_names: Vec::new(),
+        matches: ChainMatch {
+            destination_port: u16::try_from(number).ok(),
+            prefix_ranges: vip.addresses().map(IpNet::from).to_vec(),
+            ..ChainMatch::default()
+        },
+        transport: Transport::Plaintext,
+        application: Application::Http {
+            route_table: name.clone(),
+        },
+    };
+    let table = RouteTable {
+        name,
+        virtual_hosts: vec![catch_all],
+    };
+    (chain, table)
 }
 
 /// A route sending every request to `cluster`.
@@ -240,6 +281,7 @@ impl<'a> Compiler<'a> {
         let mut http_ports: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
         let mut tls_ports: BTreeMap<u32, Vec<TcpRoute>> = BTreeMap::new();
         let mut chains = Vec::new();
+        let mut tables_for_vips = BTreeMap::new();
         for (host, service) in self.registry.services() {
             for port in &service.entry.ports {
                 let Some(number) = port.number else { continue };
@@ -249,6 +291,11 @@ impl<'a> Compiler<'a> {
                 let protocol = port_protocol(port);
                 if protocol.is_http() {
                     let virtual_host = self.mesh_virtual_host(&host, service, number, &bound);
+                    if let Some(vip) = self.vips.get(&service.object.namespace, &host) {
+                        let (chain, table) = vip_http_chain(&vip, number, &virtual_host);
+                        tables_for_vips.insert(table.name.clone(), Arc::new(table));
+                        chains.push(chain);
+                    }
                     http_ports.entry(number).or_default().push(virtual_host);
                 } else if protocol.is_tls() {
                     if let Some(cluster) =
@@ -265,7 +312,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let mut tables = BTreeMap::new();
+        let mut tables = tables_for_vips;
         for (number, mut virtual_hosts) in http_ports {
             let name = number.to_string();
             virtual_hosts.push(self.fallback_virtual_host());
@@ -597,7 +644,7 @@ impl<'a> Compiler<'a> {
                 clusters: vec![(cluster, 100)],
             });
         }
-        let prefix_ranges = self.service_addresses(service, number);
+        let prefix_ranges = self.service_addresses(host, service, number);
         if prefix_ranges.is_empty() {
             self.problem(format!(
                 "{host}:{number} is TCP and has no addresses nor endpoint IPs: a captured connection cannot be told to be for it"
@@ -618,8 +665,8 @@ impl<'a> Compiler<'a> {
     }
 
     /// The IPs a connection to the service is made to: its `addresses` (VIPs or CIDRs), else
-    /// the IPs of its endpoints on `number`.
-    fn service_addresses(&mut self, service: Service<'a>, number: u32) -> Vec<IpNet> {
+    /// its allocated VIPs and the IPs of its endpoints on `number`.
+    fn service_addresses(&mut self, host: &str, service: Service<'a>, number: u32) -> Vec<IpNet> {
         let declared: Vec<IpNet> = service
             .entry
             .addresses
@@ -644,9 +691,56 @@ impl<'a> Compiler<'a> {
             .into_iter()
             .map(|e| IpNet::from(e.address.ip()))
             .collect();
+        if let Some(vip) = self.vips.get(&service.object.namespace, host) {
+            ips.extend(vip.addresses().map(IpNet::from));
+        }
         ips.sort();
         ips.dedup();
         ips
+    }
+
+    /// The names the sidecar's DNS proxy answers: the non-wildcard hosts its outbound side
+    /// sees, with their `addresses`, else their VIP, else (STATIC) their endpoints' IPs; see
+    /// `dns_proxy::names`.
+    fn name_table(&mut self, scope: &SidecarScope<'_>, options: &SidecarOptions) -> NameTable {
+        let mut table = NameTable::new(&options.namespace, &options.domain_suffix);
+        for (host, service) in self.registry.services() {
+            let namespace = &service.object.namespace;
+            if host.contains('*') || !scope.imports_any(namespace, &host) {
+                continue;
+            }
+            let declared: Vec<IpAddr> = service
+                .entry
+                .addresses
+                .iter()
+                .flatten()
+                .filter_map(|a| {
+                    a.parse::<IpAddr>().ok().or_else(|| {
+                        // A CIDR is an address only when it holds one.
+                        let net = a.parse::<IpNet>().ok()?;
+                        (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+                    })
+                })
+                .collect();
+            if !declared.is_empty() {
+                table.insert(&host, declared);
+            } else if let Some(vip) = self.vips.get(namespace, &host) {
+                table.insert(&host, vip.addresses());
+            } else if service.entry.resolution == Some(Resolution::Static) {
+                let mut problems = Vec::new();
+                let mut ips = Vec::new();
+                for port in &service.entry.ports {
+                    ips.extend(
+                        self.registry
+                            .endpoints(service, port, None, &mut problems)
+                            .into_iter()
+                            .map(|e| e.address.ip()),
+                    );
+                }
+                table.insert(&host, ips);
+            }
+        }
+        table
     }
 
     /// Where requests for hosts outside the registry go.
@@ -935,6 +1029,10 @@ spec:
     }
 
     fn compile_with_mesh(yaml: &str, mesh: &str) -> Compiled {
+        compile_full(yaml, mesh, true)
+    }
+
+    fn compile_full(yaml: &str, mesh: &str, captured: bool) -> Compiled {
         let mut loaded = Loaded::default();
         load_text(
             &Arc::from("test.yaml"),
@@ -960,7 +1058,7 @@ spec:
             domain_suffix: "cluster.local".to_owned(),
             outbound: SocketAddr::from(([0, 0, 0, 0], 15001)),
             inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
-            captured: true,
+            captured,
             instance_ip: None,
             workload_name: "productpage-v1".to_owned(),
             service_account: "bookinfo-productpage".to_owned(),
@@ -1054,6 +1152,142 @@ spec:
         assert!(snapshot.clusters[PASSTHROUGH_CLUSTER].original_destination);
     }
 
+    const EXTERNAL: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: default}
+spec:
+  hosts: ["*.wild.example.com"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: none, namespace: default}
+spec:
+  hosts: [none.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: other}
+spec:
+  hosts: [db.other.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: tcp-postgres}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.4}]
+"#;
+
+    fn vip(namespace: &str, host: &str) -> super::super::vips::Vip {
+        let hosts = [
+            ("default", "web.example.com"),
+            ("other", "db.other.svc.cluster.local"),
+            ("default", "ratings.default.svc.cluster.local"),
+            ("default", "reviews.default.svc.cluster.local"),
+            ("default", "db.default.svc.cluster.local"),
+            ("default", "api.example.com"),
+        ];
+        Vips::allocate(hosts.map(|(n, h)| (n.to_owned(), h.to_owned())))
+            .get(namespace, host)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_http_vip_has_its_own_chain_where_every_request_is_its_hosts() {
+        let compiled = compile(EXTERNAL);
+        let listener = &compiled.snapshot.listeners[0];
+        let web = vip("default", "web.example.com");
+        let name = format!("{}_80", web.v4);
+        let vip_chain = chain(listener, &name);
+        assert_eq!(vip_chain.matches.destination_port, Some(80));
+        assert_eq!(
+            vip_chain.matches.prefix_ranges,
+            [
+                IpNet::from(IpAddr::V4(web.v4)),
+                IpNet::from(IpAddr::V6(web.v6))
+            ]
+        );
+        let table = &compiled.snapshot.route_tables[&name];
+        assert_eq!(table.virtual_hosts.len(), 1);
+        assert_eq!(table.virtual_hosts[0].domains, ["*"]);
+        assert_eq!(
+            clusters_of(&table.virtual_hosts[0].routes[0]),
+            ["outbound|80||web.example.com"]
+        );
+        // By Host on the port's shared chain, as before.
+        assert!(
+            compiled.snapshot.route_tables["80"]
+                .virtual_hosts
+                .iter()
+                .any(|h| h.domains.contains(&"web.example.com".to_owned()))
+        );
+        // The TCP service's chain matches its VIP as well as its endpoint.
+        let db = chain(listener, "db.other.svc.cluster.local:5432");
+        let other = vip("other", "db.other.svc.cluster.local");
+        assert!(
+            db.matches
+                .prefix_ranges
+                .contains(&IpNet::from(IpAddr::V4(other.v4)))
+        );
+    }
+
+    #[test]
+    fn the_name_table_answers_addresses_then_vips_and_leaves_wildcards_and_none_out() {
+        let compiled = compile(&format!("{BOOKINFO}---\n{EXTERNAL}"));
+        let names = &compiled.names;
+        let web = vip("default", "web.example.com");
+        let entry = names.lookup("web.example.com").unwrap();
+        assert_eq!(
+            (entry.v4.as_slice(), entry.v6.as_slice()),
+            (&[web.v4][..], &[web.v6][..])
+        );
+        // Declared addresses win over a VIP.
+        let cache = names.lookup("cache").unwrap();
+        assert_eq!(
+            cache.v4,
+            ["240.0.0.7".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert!(cache.v6.is_empty());
+        // Short names within the namespace; another namespace's with its namespace.
+        assert_eq!(names.lookup("reviews"), names.lookup("reviews.default.svc"));
+        assert!(names.lookup("reviews").is_some());
+        assert!(names.lookup("db.other").is_some());
+        assert!(names.lookup("x.wild.example.com").is_none());
+        assert!(names.lookup("*.wild.example.com").is_none());
+        assert!(names.lookup("none.example.com").is_none());
+    }
+
+    #[test]
+    fn without_capture_there_are_no_vips_and_static_services_answer_their_endpoints() {
+        let compiled = compile_full(&format!("{BOOKINFO}---\n{EXTERNAL}"), "", false);
+        let names = &compiled.names;
+        let ratings = names.lookup("ratings").unwrap();
+        assert_eq!(
+            ratings.v4,
+            ["10.0.0.3".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert!(ratings.v6.is_empty());
+        // A DNS host without addresses is left to the upstream resolvers.
+        assert!(names.lookup("web.example.com").is_none());
+        let listener = &compiled.snapshot.listeners[0];
+        assert!(
+            listener
+                .filter_chains
+                .iter()
+                .flat_map(|c| &c.matches.prefix_ranges)
+                .all(|net| !"240.240.0.0/16".parse::<IpNet>().unwrap().contains(net))
+        );
+    }
+
     #[test]
     fn tcp_ports_are_chosen_by_the_service_addresses_else_its_endpoint_ips() {
         let compiled = compile(BOOKINFO);
@@ -1067,7 +1301,22 @@ spec:
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(ips, ["10.0.0.4/32", "10.0.0.5/32"]);
+        // Its endpoints' IPs, and (capture being on) its allocated VIPs.
+        let vip = super::super::vips::Vips::allocate([(
+            "default".to_owned(),
+            "db.default.svc.cluster.local".to_owned(),
+        )])
+        .get("default", "db.default.svc.cluster.local")
+        .unwrap();
+        assert_eq!(
+            ips,
+            [
+                "10.0.0.4/32".to_owned(),
+                "10.0.0.5/32".to_owned(),
+                format!("{}/32", vip.v4),
+                format!("{}/128", vip.v6)
+            ]
+        );
         let cache = chain(listener, "cache.default.svc.cluster.local:6379");
         let vips: Vec<String> = cache
             .matches

@@ -223,6 +223,13 @@ impl<'a> SidecarScope<'a> {
         }
     }
 
+    /// Whether any egress listener imports `host` written in `namespace` (the names the DNS
+    /// proxy answers); without a Sidecar (or without egress listeners) everything exported is
+    /// seen.
+    pub(crate) fn imports_any(&self, namespace: &str, host: &str) -> bool {
+        self.egress.is_empty() || self.egress.iter().any(|e| e.imports(namespace, host))
+    }
+
     /// Whether any captured egress listener imports `host` written in `namespace` (for
     /// VirtualServices: those no listener imports are not bound to the outbound side).
     pub(crate) fn captured_imports_any(&self, namespace: &str, host: &str) -> bool {

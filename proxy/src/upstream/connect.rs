@@ -98,9 +98,7 @@ async fn connect_tcp(address: SocketAddr, setup: SocketSetup) -> io::Result<TcpS
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     if let Some(mark) = setup.mark {
-        socket2::SockRef::from(&socket)
-            .set_mark(mark)
-            .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {mark}: {e}")))?;
+        set_socket_mark(&socket, mark)?;
     }
     if let Some(source) = setup.source {
         socket
@@ -108,6 +106,14 @@ async fn connect_tcp(address: SocketAddr, setup: SocketSetup) -> io::Result<TcpS
             .map_err(|e| io::Error::new(e.kind(), format!("binding source {source}: {e}")))?;
     }
     socket.connect(address).await
+}
+
+/// Sets `SO_MARK` on a socket (TCP or UDP), by which capture rules tell the proxy's own
+/// traffic from the application's. Needs CAP_NET_ADMIN.
+pub fn set_socket_mark<S: std::os::fd::AsFd>(socket: &S, mark: u32) -> io::Result<()> {
+    socket2::SockRef::from(socket)
+        .set_mark(mark)
+        .map_err(|e| io::Error::new(e.kind(), format!("setting SO_MARK {mark}: {e}")))
 }
 
 /// Istio's `tcpKeepalive` as the socket option (unset parts keep the OS defaults).
