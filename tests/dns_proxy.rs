@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use common::mesh::{Ca, call, capture, sidecar};
+use common::mesh::{Ca, call, capture, http_get, sidecar, start_app, wait_for_line_in};
 use common::netns::{Netns, Pair, Process};
 
 const CONFIG: &str = r#"
@@ -113,9 +113,10 @@ fn dnsmasq(netns: &Netns, port: u16, hosts: &Path) -> Process {
     }
 }
 
-/// The records dnsmasq serves: one name, and one with an answer too big for 512 bytes.
-fn write_hosts(dir: &TempDir) -> std::path::PathBuf {
-    let mut hosts = String::from("10.1.1.1 up.mesh.test\n");
+/// The records dnsmasq serves: one name, one with an answer too big for 512 bytes, and
+/// `extra` lines.
+fn write_hosts(dir: &TempDir, extra: &str) -> std::path::PathBuf {
+    let mut hosts = format!("10.1.1.1 up.mesh.test\n{extra}");
     for i in 1..=40 {
         hosts.push_str(&format!("10.2.0.{i} big.mesh.test\n"));
     }
@@ -169,7 +170,7 @@ fn a_real_client_gets_mesh_names_vips_and_short_names_and_the_rest_from_upstream
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     dir.write("config/services.yaml", CONFIG);
     let netns = Netns::new("dnsp");
-    let hosts = write_hosts(&dir);
+    let hosts = write_hosts(&dir, "");
     let _upstream = dnsmasq(&netns, 5353, &hosts);
     let proxy = start_sidecar(&netns, &dir);
 
@@ -315,18 +316,43 @@ spec:
   ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: 7002}}]
   resolution: STATIC
   endpoints: [{{address: {b}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: delta, namespace: default}}
+spec:
+  hosts: [delta.mesh.test]
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: gamma, namespace: default}}
+spec:
+  hosts: [gamma.external.test]
+  ports: [{{number: 8000, name: http, protocol: HTTP, targetPort: 8080}}]
+  resolution: STATIC
+  endpoints: [{{address: {b}}}]
 "#
     );
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     dir.write("config/external.yaml", &config);
     let _alpha = named_server(&pair.b, 7001, "alpha");
     let _beta = named_server(&pair.b, 7002, "beta");
+    let _delta = named_server(&pair.b, 7000, "delta");
+    let _web = start_app(
+        &pair.b,
+        "0.0.0.0",
+        8080,
+        9000,
+        &dir.path().join("web.record"),
+    );
 
     // The workload's namespace: a default route (VIPs are reachable only through capture),
     // an upstream resolver on port 53 of loopback, capture with DNS redirected, the sidecar.
     pair.a
         .ok("ip", &["route", "add", "default", "via", &b.to_string()]);
-    let hosts = write_hosts(&dir);
+    let hosts = write_hosts(&dir, &format!("{b} delta.mesh.test\n"));
     let _upstream = dnsmasq(&pair.a, 53, &hosts);
     capture(&pair.a, &["install", "--redirect-dns"]);
     let _proxy = sidecar(
@@ -366,6 +392,29 @@ spec:
     // Connections to the VIPs reach each its own service.
     assert_eq!(call(&pair.a, alpha, 7000, "0", "").trim(), "alpha");
     assert_eq!(call(&pair.a, beta, 7000, "0", "").trim(), "beta");
+
+    // A `resolution: DNS` service: the application gets its VIP, while the sidecar's own
+    // lookup of the host (marked, so not captured) gets its real address from upstream.
+    let delta = resolve("delta.mesh.test");
+    assert_eq!(&delta.octets()[..2], &[240, 240]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = call(&pair.a, delta, 7000, "0", "");
+        if answer.trim() == "delta" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "delta never answered: {answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // HTTP to a VIP is that service's, whatever the Host header says.
+    let gamma = resolve("gamma.external.test");
+    let response = http_get(&pair.a, gamma, 8000, "0", "unknown.example", "");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    wait_for_line_in(
+        &dir.path().join("sleep-access.log"),
+        &["GET /hello", "outbound|8000||gamma.external.test"],
+    );
 
     // A name the proxy does not know goes upstream with the proxy's mark, so capture lets it
     // out instead of sending it back to the proxy.

@@ -284,6 +284,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         servers: args.dns_servers.clone(),
         refresh_rate: args.dns_refresh_rate,
         nxdomain_grace: args.dns_nxdomain_grace,
+        socket_mark: args.socket_mark,
     };
     let resolver_cache = dns.clone();
     tokio::spawn(async move {

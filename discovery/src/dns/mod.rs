@@ -5,6 +5,7 @@
 //! Last-known-good: a failed lookup (timeout, SERVFAIL) keeps the last answer; a name that
 //! answers NXDOMAIN keeps its last answer for a grace period, then has none, with the reason.
 
+mod marked;
 mod resolver;
 
 pub use resolver::{DnsError, DnsOptions, run_resolver};

@@ -5,16 +5,19 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::TokioResolver;
+use hickory_resolver::Resolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 use tokio::task::JoinSet;
 
+use super::marked::MarkedRuntime;
 use super::{DEFAULT_REFRESH_RATE, DnsCache, Outcome, Timing};
+
+/// The resolver, its sockets marked when the proxy marks its traffic.
+type MarkedResolver = Resolver<MarkedRuntime>;
 
 /// How names are resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +28,8 @@ pub struct DnsOptions {
     pub refresh_rate: Option<Duration>,
     /// How long a name that resolved before may answer NXDOMAIN before it has no addresses.
     pub nxdomain_grace: Duration,
+    /// `SO_MARK` on the resolver's sockets, so that capture leaves its lookups alone.
+    pub socket_mark: Option<u32>,
 }
 
 impl Default for DnsOptions {
@@ -33,6 +38,7 @@ impl Default for DnsOptions {
             servers: Vec::new(),
             refresh_rate: None,
             nxdomain_grace: Duration::from_secs(300),
+            socket_mark: None,
         }
     }
 }
@@ -47,10 +53,10 @@ pub enum DnsError {
 }
 
 /// Builds the resolver: the given servers, or the system's.
-fn build(options: &DnsOptions) -> Result<TokioResolver, DnsError> {
-    let provider = TokioRuntimeProvider::default();
+fn build(options: &DnsOptions) -> Result<MarkedResolver, DnsError> {
+    let provider = MarkedRuntime::new(options.socket_mark);
     let mut builder = if options.servers.is_empty() {
-        TokioResolver::builder(provider).map_err(DnsError::SystemConfig)?
+        MarkedResolver::builder(provider).map_err(DnsError::SystemConfig)?
     } else {
         let servers = options
             .servers
@@ -68,7 +74,7 @@ fn build(options: &DnsOptions) -> Result<TokioResolver, DnsError> {
             })
             .collect();
         let config = ResolverConfig::from_parts(None, Vec::new(), servers);
-        TokioResolver::builder_with_config(config, provider)
+        MarkedResolver::builder_with_config(config, provider)
     };
     let opts: &mut ResolverOpts = builder.options_mut();
     // Every refresh asks the server: the answers are cached here, with their own rules.
@@ -120,7 +126,7 @@ pub async fn run_resolver(cache: DnsCache, options: DnsOptions) -> Result<(), Dn
 }
 
 /// One lookup of `name`: its A and AAAA records.
-async fn lookup(resolver: &TokioResolver, name: &str) -> Outcome {
+async fn lookup(resolver: &MarkedResolver, name: &str) -> Outcome {
     // A trailing dot: the name is absolute, never completed with search domains.
     let fqdn = format!("{name}.");
     let mut addresses: Vec<IpAddr> = Vec::new();
