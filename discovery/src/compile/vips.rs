@@ -198,10 +198,8 @@ mod tests {
             .find_map(|i| {
                 let host = format!("h{i}.example.com");
                 let slot = slot_of(&format!("ns/{host}"));
-                match seen.insert(slot, host.clone()) {
-                    Some(earlier) => Some((earlier, host)),
-                    None => None,
-                }
+                seen.insert(slot, host.clone())
+                    .map(|earlier| (earlier, host))
             })
             .unwrap();
         let (low, high) = match first < second {

@@ -11,8 +11,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use super::DnsProxyError;
-
 /// The largest DNS message (the TCP length prefix is 16 bits).
 pub(crate) const MAX_MESSAGE: usize = u16::MAX as usize;
 
@@ -27,24 +25,27 @@ pub(crate) struct Upstreams {
 
 impl Upstreams {
     /// `servers`, else the nameservers of /etc/resolv.conf; a query gets `timeout` in all.
-    pub(crate) fn new(
-        servers: &[SocketAddr],
-        mark: Option<u32>,
-        timeout: Duration,
-    ) -> Result<Upstreams, DnsProxyError> {
+    /// Without any server, what the proxy does not answer itself gets SERVFAIL.
+    pub(crate) fn new(servers: &[SocketAddr], mark: Option<u32>, timeout: Duration) -> Upstreams {
         let servers = match servers.is_empty() {
             false => servers.to_vec(),
-            true => system_servers()?,
+            true => system_servers().unwrap_or_else(|error| {
+                tracing::warn!(%error, "the DNS proxy forwards nowhere");
+                Vec::new()
+            }),
         };
         if servers.is_empty() {
-            return Err(DnsProxyError::NoUpstream);
+            tracing::warn!(
+                "no upstream DNS server (/etc/resolv.conf names none and --dns-server is not set): \
+                 the DNS proxy answers the mesh's names and SERVFAIL for the rest"
+            );
         }
-        let count = u32::try_from(servers.len()).unwrap_or(u32::MAX);
-        Ok(Upstreams {
+        let count = u32::try_from(servers.len()).unwrap_or(u32::MAX).max(1);
+        Upstreams {
             per_server: (timeout / count).max(Duration::from_millis(200)),
             servers,
             mark,
-        })
+        }
     }
 
     pub(crate) fn servers(&self) -> &[SocketAddr] {
@@ -148,9 +149,9 @@ pub(crate) async fn read_framed(stream: &mut TcpStream) -> io::Result<Option<Vec
 }
 
 /// The nameservers of /etc/resolv.conf.
-fn system_servers() -> Result<Vec<SocketAddr>, DnsProxyError> {
+fn system_servers() -> Result<Vec<SocketAddr>, String> {
     let (config, _) = hickory_resolver::system_conf::read_system_conf()
-        .map_err(|e| DnsProxyError::SystemConfig(e.to_string()))?;
+        .map_err(|e| format!("reading /etc/resolv.conf: {e}"))?;
     let mut servers: Vec<SocketAddr> = Vec::new();
     for server in config.name_servers() {
         let port = server.connections.first().map_or(53, |c| c.port);

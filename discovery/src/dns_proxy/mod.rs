@@ -48,10 +48,6 @@ pub enum DnsProxyError {
     BindUdp(SocketAddr, std::io::Error),
     #[error("binding the DNS proxy to {0} (TCP): {1}")]
     BindTcp(SocketAddr, std::io::Error),
-    #[error("reading the upstream DNS servers from /etc/resolv.conf: {0}")]
-    SystemConfig(String),
-    #[error("no upstream DNS server: /etc/resolv.conf names none and --dns-server is not set")]
-    NoUpstream,
 }
 
 /// How the DNS proxy runs.
@@ -77,12 +73,13 @@ pub struct DnsProxy {
 }
 
 impl DnsProxy {
-    /// Binds UDP and TCP on `options.listen` and finds the upstream resolvers.
+    /// Binds UDP and TCP on `options.listen` and finds the upstream resolvers (none found is
+    /// logged, not an error: the mesh's names are still answered).
     pub async fn bind(
         options: &DnsProxyOptions,
         names: SharedNames,
     ) -> Result<DnsProxy, DnsProxyError> {
-        let upstreams = Upstreams::new(&options.upstreams, options.socket_mark, options.timeout)?;
+        let upstreams = Upstreams::new(&options.upstreams, options.socket_mark, options.timeout);
         let udp = UdpSocket::bind(options.listen)
             .await
             .map_err(|e| DnsProxyError::BindUdp(options.listen, e))?;
