@@ -29,8 +29,9 @@ use message::{Decision, Transport, decide, server_failure};
 
 /// Istio's DNS proxy address.
 pub const DEFAULT_DNS_PROXY: &str = "127.0.0.1:15053";
-/// Forwarded UDP queries waiting for an upstream at once.
-pub const MAX_PENDING_UDP: usize = 1024;
+/// Forwarded UDP queries waiting for an upstream at once (each holds a 64 KiB buffer for
+/// the answer, so this bounds their memory to 16 MiB).
+pub const MAX_PENDING_UDP: usize = 256;
 /// TCP connections served at once.
 pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// The largest UDP query read.
