@@ -1,0 +1,253 @@
+//! The [`Store`] in sled (0.34), at `DATA/store`.
+//!
+//! sled has open reports of corruption after abrupt termination, so opening checks more than
+//! sled does: every stored value must decode. A store that fails to open, panics while opening,
+//! or holds a value that does not decode is moved aside (`store.corrupt-UNIXMS`), reported as
+//! an error naming both paths and the cause, and a new, empty store is opened in its place: its
+//! content is rebuildable (DNS answers come back from DNS, or from the last-known-good
+//! snapshot meanwhile). Every write is flushed before it returns.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use super::{StateError, Store, StoredAnswer, move_aside};
+
+/// The tree of DNS answers: name -> JSON [`StoredAnswer`].
+const DNS_ANSWERS: &str = "dns_answers";
+
+/// The sled store.
+#[derive(Debug)]
+pub struct SledStore {
+    path: PathBuf,
+    dns_answers: sled::Tree,
+    // Kept so the database lives as long as the store.
+    _db: sled::Db,
+}
+
+/// A store as opened: and, when the one found could not be used, what became of it.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: SledStore,
+    /// "the store PATH could not be used (WHY); it was moved to PATH2 and rebuilt".
+    pub rebuilt: Option<String>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path`; a damaged one is moved aside and rebuilt.
+    /// Fails only when even a new store cannot be made there.
+    pub fn open(path: &Path) -> Result<Opened, StateError> {
+        let damage = match open_checked(path) {
+            Ok(store) => {
+                return Ok(Opened {
+                    store,
+                    rebuilt: None,
+                });
+            }
+            Err(why) => why,
+        };
+        let moved = move_aside(path).map_err(|e| StateError::Store {
+            path: path.to_path_buf(),
+            what: format!("{damage}; moving it aside failed too: {e}"),
+        })?;
+        let message = format!(
+            "the store {} could not be used ({damage}); it was moved to {} and is rebuilt from DNS and the last-known-good snapshot",
+            path.display(),
+            moved.display()
+        );
+        tracing::error!("{message}");
+        let store = open_checked(path).map_err(|what| StateError::Store {
+            path: path.to_path_buf(),
+            what: format!("a new store cannot be made: {what}"),
+        })?;
+        Ok(Opened {
+            store,
+            rebuilt: Some(message),
+        })
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> StateError {
+        StateError::Store {
+            path: self.path.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StateError> {
+        self.dns_answers
+            .flush()
+            .map(drop)
+            .map_err(|e| self.error(format!("flush: {e}")))
+    }
+}
+
+/// Opens the store and decodes everything in it; why not, when it cannot be used.
+fn open_checked(path: &Path) -> Result<SledStore, String> {
+    let opened = catch_unwind(AssertUnwindSafe(|| -> Result<SledStore, String> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| format!("sled cannot open it: {e}"))?;
+        let dns_answers = db
+            .open_tree(DNS_ANSWERS)
+            .map_err(|e| format!("sled cannot open its {DNS_ANSWERS} tree: {e}"))?;
+        for entry in dns_answers.iter() {
+            let (key, value) = entry.map_err(|e| format!("sled cannot read it: {e}"))?;
+            let answer: StoredAnswer = serde_json::from_slice(&value).map_err(|e| {
+                format!(
+                    "the DNS answer stored under {:?} does not decode: {e}",
+                    String::from_utf8_lossy(&key)
+                )
+            })?;
+            if answer.name.as_bytes() != &*key {
+                return Err(format!(
+                    "the DNS answer stored under {:?} is for {:?}",
+                    String::from_utf8_lossy(&key),
+                    answer.name
+                ));
+            }
+        }
+        Ok(SledStore {
+            path: path.to_path_buf(),
+            dns_answers,
+            _db: db,
+        })
+    }));
+    match opened {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown cause".to_owned());
+            Err(format!("sled panicked opening it: {why}"))
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn dns_answers(&self) -> Result<Vec<StoredAnswer>, StateError> {
+        let mut answers = Vec::new();
+        for entry in self.dns_answers.iter() {
+            let (_, value) = entry.map_err(|e| self.error(format!("read: {e}")))?;
+            let answer =
+                serde_json::from_slice(&value).map_err(|e| self.error(format!("decode: {e}")))?;
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    fn put_dns_answer(&self, answer: &StoredAnswer) -> Result<(), StateError> {
+        let value = serde_json::to_vec(answer).map_err(|e| self.error(format!("encode: {e}")))?;
+        self.dns_answers
+            .insert(answer.name.as_bytes(), value)
+            .map_err(|e| self.error(format!("write: {e}")))?;
+        self.flush()
+    }
+
+    fn remove_dns_answer(&self, name: &str) -> Result<(), StateError> {
+        self.dns_answers
+            .remove(name.as_bytes())
+            .map_err(|e| self.error(format!("remove: {e}")))?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_dir::TestDir;
+    use super::*;
+
+    fn answer(name: &str, ip: &str) -> StoredAnswer {
+        StoredAnswer {
+            name: name.to_owned(),
+            addresses: vec![ip.parse().unwrap()],
+            resolved_at_ms: 1_700_000_000_000,
+            ttl_seconds: 30,
+        }
+    }
+
+    #[test]
+    fn answers_survive_reopening() {
+        let dir = TestDir::new("sled-reopen");
+        let path = dir.path().join("store");
+        {
+            let opened = SledStore::open(&path).unwrap();
+            assert!(opened.rebuilt.is_none());
+            opened.store.put_dns_answer(&answer("a.test", "10.0.0.1")).unwrap();
+            opened.store.put_dns_answer(&answer("b.test", "10.0.0.2")).unwrap();
+            opened.store.put_dns_answer(&answer("a.test", "10.0.0.3")).unwrap();
+            opened.store.remove_dns_answer("b.test").unwrap();
+        }
+        let opened = SledStore::open(&path).unwrap();
+        assert!(opened.rebuilt.is_none());
+        assert_eq!(
+            opened.store.dns_answers().unwrap(),
+            vec![answer("a.test", "10.0.0.3")]
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_moves_the_store_aside() {
+        let dir = TestDir::new("sled-garbled-value");
+        let path = dir.path().join("store");
+        {
+            let db = sled::open(&path).unwrap();
+            let tree = db.open_tree(DNS_ANSWERS).unwrap();
+            tree.insert("a.test", &b"\x00not json"[..]).unwrap();
+            tree.flush().unwrap();
+        }
+        let opened = SledStore::open(&path).unwrap();
+        let message = opened.rebuilt.expect("the damage is reported");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("a.test") && message.contains("moved to"), "{message}");
+        assert!(opened.store.dns_answers().unwrap().is_empty(), "rebuilt empty");
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("store.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the old store is kept for inspection");
+    }
+
+    #[test]
+    fn garbled_files_are_moved_aside_and_the_store_rebuilt() {
+        let dir = TestDir::new("sled-garbled-files");
+        let path = dir.path().join("store");
+        {
+            let opened = SledStore::open(&path).unwrap();
+            opened.store.put_dns_answer(&answer("a.test", "10.0.0.1")).unwrap();
+        }
+        // Every file of the store overwritten with noise.
+        for entry in walk(&path) {
+            let len = std::fs::metadata(&entry).unwrap().len().max(64);
+            let noise: Vec<u8> = (0..len).map(|i| (i * 7 + 13) as u8).collect();
+            std::fs::write(&entry, noise).unwrap();
+        }
+        let opened = SledStore::open(&path).unwrap();
+        // Either sled noticed (and the store was rebuilt) or what it reads decodes; never a
+        // panic, never an answer that is not what was written.
+        match opened.rebuilt {
+            Some(message) => assert!(message.contains("moved to"), "{message}"),
+            None => {
+                for stored in opened.store.dns_answers().unwrap() {
+                    assert_eq!(stored, answer("a.test", "10.0.0.1"));
+                }
+            }
+        }
+        opened.store.put_dns_answer(&answer("c.test", "10.0.0.4")).unwrap();
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+}
