@@ -89,7 +89,10 @@ impl LastGoodFile {
             Err(e) => return self.unusable(format!("it does not decode: {e}"), true),
         };
         if last_good.format != FORMAT {
-            return self.unusable(format!("it is of format {}, not {FORMAT}", last_good.format), true);
+            return self.unusable(
+                format!("it is of format {}, not {FORMAT}", last_good.format),
+                true,
+            );
         }
         if last_good.role != role {
             let problem = format!(

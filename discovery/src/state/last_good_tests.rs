@@ -101,7 +101,8 @@ spec:
 "#;
 
 fn credential(dir: &Path, name: &str) -> String {
-    let certified = rcgen::generate_simple_self_signed(vec![format!("{name}.example.com")]).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec![format!("{name}.example.com")]).unwrap();
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     let key = certified.signing_key.serialize_pem();
@@ -169,8 +170,14 @@ fn config_dumps_never_show_private_keys_state_files_do() {
     let (snapshot, server_key, client_key) = everything(&dir);
     let dump = serde_json::to_string(&snapshot).unwrap();
     let pem_body = |key: &str| key.lines().nth(1).unwrap_or_default().to_owned();
-    assert!(!dump.contains(&pem_body(&server_key)), "config dump shows a server key");
-    assert!(!dump.contains(&pem_body(&client_key)), "config dump shows a client key");
+    assert!(
+        !dump.contains(&pem_body(&server_key)),
+        "config dump shows a server key"
+    );
+    assert!(
+        !dump.contains(&pem_body(&client_key)),
+        "config dump shows a client key"
+    );
     assert!(!dump.contains("PRIVATE KEY"), "{dump}");
     let state = String::from_utf8(state_file::to_json(&snapshot).unwrap()).unwrap();
     assert!(state.contains(&pem_body(&server_key)));
@@ -229,7 +236,10 @@ fn a_garbled_file_is_moved_aside_and_reported() {
     let loaded = file.load("ingress");
     assert!(loaded.last_good.is_none());
     let problem = loaded.problem.expect("reported");
-    assert!(problem.contains(&file.path().display().to_string()), "{problem}");
+    assert!(
+        problem.contains(&file.path().display().to_string()),
+        "{problem}"
+    );
     assert!(problem.contains("moved to"), "{problem}");
     assert!(!file.path().exists(), "moved aside");
     // Nothing there now: no snapshot, no problem.

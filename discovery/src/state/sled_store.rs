@@ -174,9 +174,18 @@ mod tests {
         {
             let opened = SledStore::open(&path).unwrap();
             assert!(opened.rebuilt.is_none());
-            opened.store.put_dns_answer(&answer("a.test", "10.0.0.1")).unwrap();
-            opened.store.put_dns_answer(&answer("b.test", "10.0.0.2")).unwrap();
-            opened.store.put_dns_answer(&answer("a.test", "10.0.0.3")).unwrap();
+            opened
+                .store
+                .put_dns_answer(&answer("a.test", "10.0.0.1"))
+                .unwrap();
+            opened
+                .store
+                .put_dns_answer(&answer("b.test", "10.0.0.2"))
+                .unwrap();
+            opened
+                .store
+                .put_dns_answer(&answer("a.test", "10.0.0.3"))
+                .unwrap();
             opened.store.remove_dns_answer("b.test").unwrap();
         }
         let opened = SledStore::open(&path).unwrap();
@@ -200,8 +209,14 @@ mod tests {
         let opened = SledStore::open(&path).unwrap();
         let message = opened.rebuilt.expect("the damage is reported");
         assert!(message.contains(&path.display().to_string()), "{message}");
-        assert!(message.contains("a.test") && message.contains("moved to"), "{message}");
-        assert!(opened.store.dns_answers().unwrap().is_empty(), "rebuilt empty");
+        assert!(
+            message.contains("a.test") && message.contains("moved to"),
+            "{message}"
+        );
+        assert!(
+            opened.store.dns_answers().unwrap().is_empty(),
+            "rebuilt empty"
+        );
         let aside: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -216,7 +231,10 @@ mod tests {
         let path = dir.path().join("store");
         {
             let opened = SledStore::open(&path).unwrap();
-            opened.store.put_dns_answer(&answer("a.test", "10.0.0.1")).unwrap();
+            opened
+                .store
+                .put_dns_answer(&answer("a.test", "10.0.0.1"))
+                .unwrap();
         }
         // Every file of the store overwritten with noise.
         for entry in walk(&path) {
@@ -235,7 +253,10 @@ mod tests {
                 }
             }
         }
-        opened.store.put_dns_answer(&answer("c.test", "10.0.0.4")).unwrap();
+        opened
+            .store
+            .put_dns_answer(&answer("c.test", "10.0.0.4"))
+            .unwrap();
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -86,7 +86,9 @@ enum StoredPattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match StoredPattern::deserialize(deserializer)? {
-            StoredPattern::Source(source) => Pattern::new(&source).map_err(serde::de::Error::custom),
+            StoredPattern::Source(source) => {
+                Pattern::new(&source).map_err(serde::de::Error::custom)
+            }
             StoredPattern::Compiled { source, regex } => Ok(Pattern {
                 source: Arc::from(source),
                 regex: Arc::new(Regex::new(&regex).map_err(serde::de::Error::custom)?),
