@@ -2,10 +2,12 @@
 //!
 //! Start: open the state under `--data` (the store of DNS answers and the last-known-good
 //! snapshot, see `last_good`), read the configuration directory, compile the snapshot (or,
-//! when the configuration source is unavailable or compiles to nothing, take the last-known-good
-//! one), bind its listeners and the admin, metrics and health endpoints. Then, until a signal: re-read when the configuration or
-//! the credentials change (`watch`: file notifications and a slow poll, then debounced) or on
-//! SIGHUP, and install the new snapshot without restarting unchanged listeners; a rejected
+//! when the configuration source is unavailable or compiles to nothing, take the
+//! last-known-good one), bind its listeners and the admin, metrics and health endpoints. Then,
+//! until a signal: re-read when the configuration or the credentials change (`watch`: file
+//! notifications and a slow poll, then debounced) or on SIGHUP, and install the new snapshot
+//! without restarting unchanged listeners (a configuration source that became unavailable
+//! leaves the snapshot in force, and says so); a rejected
 //! object keeps its last good version and a snapshot that cannot be installed leaves the
 //! running one in place. SIGTERM (or SIGINT) drains:
 //! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
