@@ -302,6 +302,12 @@ async fn sigkilled_during_churn_it_restarts_without_dns_from_the_last_good_state
                     .any(|d| d.contains("DNS answer for web.mesh.test") && d.contains(from)),
                 "{what}: {details}"
             );
+            assert!(
+                log.lines().any(|l| l.contains("WARN")
+                    && l.contains("DNS answers restored for web.mesh.test")
+                    && l.contains(from)),
+                "{what}: the log does not say where the DNS answer came from\n{log}"
+            );
         }
         if damaged.is_some() {
             let store_path = store.display().to_string();

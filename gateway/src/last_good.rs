@@ -156,6 +156,23 @@ impl ServingStatus {
         }
     }
 
+    /// Says (once, after the first compilation) which DNS answers in use come from before the
+    /// start.
+    pub fn log_restored_dns(&self) {
+        let restored: Vec<String> = self
+            .dns
+            .restored()
+            .into_iter()
+            .map(|(name, from)| format!("{name} (from {from})"))
+            .collect();
+        if !restored.is_empty() {
+            tracing::warn!(
+                "DNS answers restored for {}: used until a lookup answers",
+                restored.join(", ")
+            );
+        }
+    }
+
     fn written(&self, version: u64, at_ms: u64) {
         if let Ok(mut state) = self.state.lock() {
             state.written = Some((version, at_ms));

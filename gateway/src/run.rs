@@ -334,6 +334,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         .reload(&mut source)
         .await
         .context("serving the initial configuration")?;
+    status.log_restored_dns();
 
     let state = Arc::new(AdminState {
         proxy: proxy.clone(),
