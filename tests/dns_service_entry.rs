@@ -8,65 +8,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::backend::Backend;
 use common::client;
+use common::dnsmasq::Dnsmasq;
 use common::gateway::{Gateway, free_port};
-
-/// A dnsmasq answering for `mesh.test` from a hosts file; stops when dropped.
-struct Dnsmasq {
-    child: Child,
-}
-
-impl Dnsmasq {
-    fn start(port: u16, hosts: &Path) -> Dnsmasq {
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--local=/mesh.test/",
-                "--local-ttl=1",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq runs (scripts/install-test-deps installs it)");
-        // Ready once it answers on its port.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Dnsmasq { child }
-    }
-
-    fn reload(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(port: u16) -> String {
     format!(

@@ -14,5 +14,6 @@ pub mod findings;
 pub mod hosts;
 pub mod resources;
 pub mod source;
+pub mod state;
 pub mod validation;
 pub mod yaml;

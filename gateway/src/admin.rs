@@ -5,7 +5,9 @@
 //!   to change the log filter;
 //! - metrics (15020): `/stats/prometheus`, Istio's standard metrics;
 //! - health (15021): `/healthz/ready`, 200 once configuration is served and until draining starts,
-//!   503 otherwise.
+//!   503 otherwise (serving the last-known-good snapshot, or with DNS answers from before the
+//!   start, is ready: the body says what is degraded); `/healthz/details` (JSON), what is
+//!   served and why, and what is degraded.
 //!
 //! These are small HTTP/1.1 servers of their own, apart from the proxy's listeners.
 
@@ -22,6 +24,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use strait_proxy::Proxy;
+
+use crate::last_good::ServingStatus;
 use tokio::net::TcpListener;
 
 /// Changes the program's log filter (`POST /logging?level=debug`).
@@ -33,6 +37,8 @@ pub struct AdminState {
     /// True once a configuration is served, false again when draining starts.
     pub ready: AtomicBool,
     pub set_log_level: SetLogLevel,
+    /// What is served and why (the proxy roles).
+    pub status: Option<Arc<ServingStatus>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -90,11 +96,32 @@ fn respond(
     let path = request.uri().path();
     match (endpoints, request.method(), path) {
         (Endpoints::Admin | Endpoints::Health, &Method::GET, "/healthz/ready") => {
-            if state.ready.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            let mut body = match state.ready.load(Ordering::Relaxed) {
+                true => "ready\n".to_owned(),
+                false => "not ready\n".to_owned(),
+            };
+            if let Some(details) = state.status.as_ref().map(|s| s.details()) {
+                for line in details.reason.iter().chain(&details.degraded) {
+                    body.push_str(line);
+                    body.push('\n');
+                }
             }
+            match state.ready.load(Ordering::Relaxed) {
+                true => reply(StatusCode::OK, "text/plain", body),
+                false => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body),
+            }
+        }
+        (Endpoints::Admin | Endpoints::Health, &Method::GET, "/healthz/details") => {
+            let mut details = serde_json::json!({"ready": state.ready.load(Ordering::Relaxed)});
+            if let Some(status) = &state.status
+                && let (Some(map), Ok(serde_json::Value::Object(more))) = (
+                    details.as_object_mut(),
+                    serde_json::to_value(status.details()),
+                )
+            {
+                map.extend(more);
+            }
+            reply(StatusCode::OK, "application/json", details.to_string())
         }
         (Endpoints::Admin | Endpoints::Metrics, &Method::GET, "/stats/prometheus") => reply(
             StatusCode::OK,

@@ -110,6 +110,7 @@ async fn serve(settings: Settings, logging: Logging) -> anyhow::Result<ExitCode>
         )),
         ready: true.into(),
         set_log_level: logging.setter(),
+        status: None,
     });
     for (endpoints, address) in [
         (Endpoints::Admin, settings.admin),

@@ -1,9 +1,13 @@
 //! `strait run --role ingress|sidecar`: the proxy process and its lifecycle.
 //!
-//! Start: read the configuration directory, compile the snapshot, bind its listeners and the
-//! admin, metrics and health endpoints. Then, until a signal: re-read when the configuration or
-//! the credentials change (`watch`: file notifications and a slow poll, then debounced) or on
-//! SIGHUP, and install the new snapshot without restarting unchanged listeners; a rejected
+//! Start: open the state under `--data` (the store of DNS answers and the last-known-good
+//! snapshot, see `last_good`), read the configuration directory, compile the snapshot (or,
+//! when the configuration source is unavailable or compiles to nothing, take the
+//! last-known-good one), bind its listeners and the admin, metrics and health endpoints. Then,
+//! until a signal: re-read when the configuration or the credentials change (`watch`: file
+//! notifications and a slow poll, then debounced) or on SIGHUP, and install the new snapshot
+//! without restarting unchanged listeners (a configuration source that became unavailable
+//! leaves the snapshot in force, and says so); a rejected
 //! object keeps its last good version and a snapshot that cannot be installed leaves the
 //! running one in place. SIGTERM (or SIGINT) drains:
 //! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
@@ -12,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +30,7 @@ use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::{LoadOptions, Object};
 use strait_discovery::source::DirectorySource;
+use strait_discovery::state::LastGood;
 use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
 use strait_proxy::telemetry::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
@@ -36,6 +41,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, Endpoints};
 use crate::args::{parse_duration, parse_labels, parse_port_map};
+use crate::last_good::{LastGoodWriter, Restored, ServingStatus, serving_line};
 use crate::logging::Logging;
 use crate::sidecar;
 use crate::watch::ConfigWatch;
@@ -176,6 +182,19 @@ enum Role {
     Control,
 }
 
+impl Role {
+    /// The role's name, as the last-known-good file records it.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Ingress => "ingress",
+            Role::Egress => "egress",
+            Role::Eastwest => "eastwest",
+            Role::Sidecar => "sidecar",
+            Role::Control => "control",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -232,9 +251,17 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| parse_port_map(p))
         .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
-    let dns = DnsCache::default();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    // State first: DNS answers must be in the cache before the first compilation.
+    let restored = Restored::open(&args.data, args.role.name());
+    let dns = restored.dns_cache();
+    let status = Arc::new(ServingStatus::new(restored.problems.clone(), dns.clone()));
+    let writer = LastGoodWriter::start(
+        restored.file.clone(),
+        args.role.name().to_owned(),
+        status.clone(),
+    );
     let (target, mesh) = match args.role {
         Role::Sidecar => {
             let workload = args.sidecar.workload()?;
@@ -305,6 +332,11 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         objects: Vec::new(),
         read_findings: Vec::new(),
         names,
+        config_paths: args.config.clone(),
+        source_unavailable: false,
+        last_good: restored.last_good,
+        status: status.clone(),
+        writer,
     };
     reloader
         .reload(&mut source)
@@ -313,11 +345,13 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     if let Some(dns_proxy) = dns_proxy {
         tokio::spawn(dns_proxy.run());
     }
+    status.log_restored_dns();
 
     let state = Arc::new(AdminState {
         proxy: proxy.clone(),
         ready: true.into(),
         set_log_level: logging.setter(),
+        status: Some(status),
     });
     for (endpoints, address) in [
         (Endpoints::Admin, args.admin),
@@ -443,11 +477,38 @@ struct Reloader {
     read_findings: Vec<Finding>,
     /// The names the sidecar's DNS proxy answers, replaced with every compilation.
     names: SharedNames,
+    /// The `--config` paths, checked before each read.
+    config_paths: Vec<PathBuf>,
+    /// Whether the last read found the configuration source unavailable (nothing is compiled
+    /// until it is back).
+    source_unavailable: bool,
+    /// The last-known-good snapshot found at start.
+    last_good: Option<LastGood>,
+    status: Arc<ServingStatus>,
+    writer: LastGoodWriter,
 }
 
 impl Reloader {
     /// Reads the configuration, then compiles and installs it.
     async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
+        if let Some(why) = unavailable(&self.config_paths) {
+            let why = format!("the configuration source is unavailable ({why})");
+            if self.version > 0 {
+                // What is in force stays; nothing is compiled until the source is back.
+                self.source_unavailable = true;
+                self.status.serving_last_good(format!(
+                    "{why}; the snapshot in force (version {}) stays until it is back",
+                    self.version
+                ));
+                return Ok(());
+            }
+            if self.install_last_good(&why).await? {
+                self.source_unavailable = true;
+                return Ok(());
+            }
+            tracing::error!("{why}, and there is no last-known-good snapshot to serve");
+        }
+        self.source_unavailable = false;
         let revision = source.read();
         for object in &revision.kept {
             tracing::warn!(object = %object, "rejected; its last good version stays in force");
@@ -463,6 +524,9 @@ impl Reloader {
     /// Compiles the configuration last read (with the latest DNS answers) and installs it when
     /// it differs from the snapshot in force.
     async fn recompile(&mut self) -> anyhow::Result<()> {
+        if self.source_unavailable {
+            return Ok(());
+        }
         let version = self.version + 1;
         let compiled = match &self.target {
             Target::Gateway(options) => compile_gateway(&self.objects, options, version),
@@ -488,11 +552,18 @@ impl Reloader {
             }
             self.last_findings = lines;
         }
+        if self.version == 0 && compiled.snapshot.listeners.is_empty() {
+            let why = "the configuration compiles to no listeners";
+            if self.install_last_good(why).await? {
+                return Ok(());
+            }
+        }
         let current = self.proxy.snapshot();
         let mut snapshot = compiled.snapshot;
         snapshot.version = current.version;
         if *current == snapshot && current.version > 0 {
             tracing::debug!("configuration unchanged");
+            self.status.serving_configuration();
             return Ok(());
         }
         snapshot.version = self.version + 1;
@@ -506,6 +577,8 @@ impl Reloader {
             .await
             .context("the new configuration was not installed; the previous one stays live")?;
         self.version += 1;
+        self.status.serving_configuration();
+        self.writer.offer(self.proxy.snapshot());
         tracing::info!(
             version = self.version,
             listeners,
@@ -515,6 +588,39 @@ impl Reloader {
         );
         Ok(())
     }
+}
+
+impl Reloader {
+    /// Installs the last-known-good snapshot found at start, because of `why`; false when
+    /// there is none. It binds the listeners it was served with.
+    async fn install_last_good(&mut self, why: &str) -> anyhow::Result<bool> {
+        let Some(last_good) = &self.last_good else {
+            return Ok(false);
+        };
+        let mut snapshot = last_good.snapshot.clone();
+        snapshot.version = self.version + 1;
+        self.proxy
+            .install(snapshot)
+            .await
+            .context("the last-known-good snapshot could not be installed")?;
+        self.version += 1;
+        self.status.serving_last_good(serving_line(last_good, why));
+        Ok(true)
+    }
+}
+
+/// Why the configuration cannot be read at all: a `--config` path that is missing or
+/// unreadable.
+fn unavailable(paths: &[PathBuf]) -> Option<String> {
+    paths.iter().find_map(|path| {
+        let readable = |path: &Path| match std::fs::metadata(path)?.is_dir() {
+            true => std::fs::read_dir(path).map(drop),
+            false => std::fs::File::open(path).map(drop),
+        };
+        readable(path)
+            .err()
+            .map(|error| format!("{}: {error}", path.display()))
+    })
 }
 
 fn telemetry(

@@ -36,6 +36,8 @@ pub struct Gateway {
     pub health: SocketAddr,
     /// Gateway server port -> the port it is bound to.
     pub ports: BTreeMap<u32, u16>,
+    /// The extra `strait run` arguments it was started with.
+    args: Vec<String>,
 }
 
 impl GatewayBuilder {
@@ -91,29 +93,7 @@ impl GatewayBuilder {
                 .iter()
                 .map(|p| (*p, free_port()))
                 .collect();
-            let mut command = strait();
-            command
-                .arg("run")
-                .args(["--role", "ingress"])
-                .arg("--config")
-                .arg(dir.path().join("config"))
-                .arg("--credentials")
-                .arg(dir.path().join("credentials"))
-                .arg("--data")
-                .arg(dir.path().join("data"))
-                .args(["--admin", &admin.to_string()])
-                .args(["--metrics", &metrics.to_string()])
-                .args(["--health", &health.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--watch-interval", "100ms", "--reload-debounce", "50ms"])
-                .args(["--drain-period", "0s", "--drain-timeout", "5s"])
-                .arg("--access-log")
-                .arg(dir.path().join("access.log"))
-                .args(["--log-level", "info,strait_proxy=debug"]);
-            for (server, listen) in &ports {
-                command.args(["--port", &format!("{server}={listen}")]);
-            }
-            command.args(&self.args);
+            let mut command = run_command(&dir, admin, metrics, health, &ports, &self.args);
             let stderr = std::fs::File::create(dir.path().join("strait.log")).unwrap();
             let child = command
                 .stdin(Stdio::null())
@@ -140,10 +120,46 @@ impl GatewayBuilder {
             metrics,
             health,
             ports,
+            args: self.args,
         };
         gateway.wait_ready();
         gateway
     }
+}
+
+/// `strait run --role ingress` on these ports and this directory, with `args` after.
+fn run_command(
+    dir: &TempDir,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    health: SocketAddr,
+    ports: &BTreeMap<u32, u16>,
+    args: &[String],
+) -> std::process::Command {
+    let mut command = strait();
+    command
+        .arg("run")
+        .args(["--role", "ingress"])
+        .arg("--config")
+        .arg(dir.path().join("config"))
+        .arg("--credentials")
+        .arg(dir.path().join("credentials"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--admin", &admin.to_string()])
+        .args(["--metrics", &metrics.to_string()])
+        .args(["--health", &health.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--watch-interval", "100ms", "--reload-debounce", "50ms"])
+        .args(["--drain-period", "0s", "--drain-timeout", "5s"])
+        .arg("--access-log")
+        .arg(dir.path().join("access.log"))
+        .args(["--log-level", "info,strait_proxy=debug"]);
+    for (server, listen) in ports {
+        command.args(["--port", &format!("{server}={listen}")]);
+    }
+    command.args(args);
+    command
 }
 
 impl Default for GatewayBuilder {
@@ -266,6 +282,42 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the process with SIGKILL (no drain, nothing flushed) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same ports and directory (state, logs appended), with
+    /// `args` in place of the extra arguments it was built with; waits until it is ready.
+    pub fn restart(&mut self, args: Vec<String>) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart after the process has exited"
+        );
+        self.args = args;
+        let mut command = run_command(
+            &self.dir,
+            self.admin,
+            self.metrics,
+            self.health,
+            &self.ports,
+            &self.args,
+        );
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("strait.log"))
+            .unwrap();
+        self.child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("strait starts");
+        self.wait_ready();
     }
 
     pub fn pid(&self) -> u32 {

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bridge;
 pub mod client;
 pub mod control;
+pub mod dnsmasq;
 pub mod gateway;
 pub mod grpc;
 pub mod mesh;

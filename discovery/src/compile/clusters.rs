@@ -210,6 +210,7 @@ impl Compiler<'_> {
                 weight: e.weight,
                 locality: e.locality,
                 labels: e.labels,
+                dns_name: e.dns_name,
             })
             .collect();
         for problem in problems {

@@ -42,6 +42,8 @@ pub(crate) struct EndpointInfo {
     pub(crate) locality: Option<String>,
     /// The service account its workload runs as (WorkloadEntry `serviceAccount`).
     pub(crate) service_account: Option<String>,
+    /// The DNS name the address was resolved from, when it was one.
+    pub(crate) dns_name: Option<String>,
 }
 
 /// Mesh-wide defaults from MeshConfig.
@@ -309,6 +311,10 @@ impl<'a> Registry<'a> {
                 continue;
             };
             let mut addresses = resolve(&self.dns, &address, number, problems);
+            let dns_name = address
+                .parse::<IpAddr>()
+                .is_err()
+                .then(|| address.trim_end_matches('.').to_ascii_lowercase());
             if entry.resolution == Some(Resolution::DnsRoundRobin) {
                 // LOGICAL_DNS: one endpoint, the first address of the latest answer.
                 addresses.truncate(1);
@@ -320,6 +326,7 @@ impl<'a> Registry<'a> {
                     labels: labels.clone(),
                     locality: workload.locality.clone(),
                     service_account: workload.service_account.clone(),
+                    dns_name: dns_name.clone(),
                 });
             }
         }

@@ -202,6 +202,7 @@ impl<'a> Compiler<'a> {
                     weight: 1,
                     locality: None,
                     labels: BTreeMap::new(),
+                    dns_name: None,
                 }],
                 original_destination: false,
                 upstream_bind,

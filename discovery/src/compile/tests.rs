@@ -591,6 +591,13 @@ fn dns_endpoints_come_from_the_cache_and_wait_for_the_first_answer() {
         ]
     );
     assert_eq!(cluster.empty_reason, None);
+    // Each endpoint says which name it came from (a restart without DNS starts from it).
+    assert!(
+        cluster
+            .endpoints
+            .iter()
+            .all(|e| e.dns_name.as_deref() == Some("backend.example.test"))
+    );
 
     // DNS_ROUND_ROBIN: one logical endpoint, the first address of the answer.
     let yaml = yaml.replace("resolution: DNS\n", "resolution: DNS_ROUND_ROBIN\n");

@@ -4,6 +4,9 @@
 //!
 //! Last-known-good: a failed lookup (timeout, SERVFAIL) keeps the last answer; a name that
 //! answers NXDOMAIN keeps its last answer for a grace period, then has none, with the reason.
+//! With a [`Store`], every changed answer is stored (durably, before compilation can read it)
+//! and the cache starts from the stored answers, so a restart while DNS is unreachable still
+//! has endpoints; names the store lacks can be seeded from the last-known-good snapshot.
 
 mod marked;
 mod resolver;
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use strait_proxy::telemetry::metrics::Counter;
 use tokio::sync::Notify;
+
+use crate::state::{Store, StoredAnswer, now_ms};
 
 /// Istio's default `dnsRefreshRate`.
 pub const DEFAULT_REFRESH_RATE: Duration = Duration::from_secs(60);
@@ -32,6 +37,9 @@ pub(crate) struct Answer {
     pub(crate) missing_since: Option<Instant>,
     /// Why the name has no addresses, when it has none.
     pub(crate) empty_reason: Option<String>,
+    /// Where the addresses came from when no lookup has answered since the process started
+    /// ("the store", "the last-known-good snapshot").
+    pub(crate) restored: Option<String>,
 }
 
 /// What one lookup of a name gave.
@@ -86,6 +94,7 @@ pub(crate) fn next_answer(
             refresh_at: now + refresh_after(ttl, timing.floor),
             missing_since: None,
             empty_reason: None,
+            restored: None,
         },
         Outcome::Failed(error) => match previous {
             // The last good answer stays; the name is tried again after the floor.
@@ -98,6 +107,7 @@ pub(crate) fn next_answer(
                 refresh_at: now + timing.floor,
                 missing_since: None,
                 empty_reason: Some(format!("waiting for DNS: resolving {name} failed: {error}")),
+                restored: None,
             },
         },
         Outcome::Missing(why) => {
@@ -129,6 +139,7 @@ pub(crate) fn next_answer(
                     refresh_at: now + timing.floor,
                     missing_since: Some(since),
                     empty_reason: Some(reason),
+                    restored: None,
                 }
             }
         }
@@ -141,6 +152,7 @@ fn empty(now: Instant) -> Answer {
         refresh_at: now,
         missing_since: None,
         empty_reason: None,
+        restored: None,
     }
 }
 
@@ -160,6 +172,8 @@ struct Shared {
     wanted: Notify,
     /// Lookups that failed (timeout, SERVFAIL, unreachable server).
     failures: Counter,
+    /// Where changed answers are kept across restarts.
+    store: Option<Arc<dyn Store>>,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +196,67 @@ pub enum Resolved {
 }
 
 impl DnsCache {
+    /// A cache that stores every changed answer in `store`, starting from the answers stored
+    /// there (each looked up again at once).
+    pub fn with_store(store: Arc<dyn Store>) -> DnsCache {
+        let stored = match store.dns_answers() {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!("{error}; DNS answers start empty");
+                Vec::new()
+            }
+        };
+        let cache = DnsCache {
+            inner: Arc::new(Shared {
+                store: Some(store),
+                ..Shared::default()
+            }),
+        };
+        for answer in stored {
+            cache.seed(&answer.name, answer.addresses, "the store");
+        }
+        cache
+    }
+
+    /// Starts `name` from `addresses` restored from `source` unless it has an answer already;
+    /// it is looked up again at once. Whether it was seeded.
+    pub fn seed(&self, name: &str, addresses: Vec<IpAddr>, source: &str) -> bool {
+        let name = normalize(name);
+        let Ok(mut state) = self.inner.state.lock() else {
+            return false;
+        };
+        if addresses.is_empty() || state.answers.contains_key(&name) {
+            return false;
+        }
+        tracing::info!(name, ?addresses, "DNS answer restored from {source}");
+        state.answers.insert(
+            name,
+            Answer {
+                addresses,
+                refresh_at: Instant::now(),
+                missing_since: None,
+                empty_reason: None,
+                restored: Some(source.to_owned()),
+            },
+        );
+        true
+    }
+
+    /// The names whose addresses no lookup has confirmed since the start, and where they came
+    /// from.
+    pub fn restored(&self) -> Vec<(String, String)> {
+        let Ok(state) = self.inner.state.lock() else {
+            return Vec::new();
+        };
+        let mut restored: Vec<(String, String)> = state
+            .answers
+            .iter()
+            .filter_map(|(name, a)| Some((name.clone(), a.restored.clone()?)))
+            .collect();
+        restored.sort();
+        restored
+    }
+
     /// The latest addresses of `name` (lowercase, no trailing dot); never waits. The name is
     /// looked up from now on.
     pub fn resolve(&self, name: &str) -> Resolved {
@@ -273,6 +348,8 @@ impl DnsCache {
     }
 
     /// Stores the outcome of a lookup; signals `changed` when the addresses or reason changed.
+    /// With a store, a changed answer is written there (and flushed) first: this blocks, so
+    /// the resolver calls it off the async workers.
     pub(crate) fn record(&self, name: &str, outcome: Outcome, now: Instant, timing: Timing) {
         let Ok(mut state) = self.inner.state.lock() else {
             return;
@@ -281,11 +358,27 @@ impl DnsCache {
             self.inner.failures.inc();
             tracing::warn!(name, %error, "DNS lookup failed; the last answer stays");
         }
+        let ttl = match &outcome {
+            Outcome::Resolved { ttl, .. } => Some(*ttl),
+            _ => None,
+        };
         let previous = state.answers.get(name);
         let answer = next_answer(name, previous, outcome, now, timing);
         let changed = previous.is_none_or(|p| {
             p.addresses != answer.addresses || p.empty_reason != answer.empty_reason
         });
+        let confirmed_restored = previous.is_some_and(|p| p.restored.is_some()) && ttl.is_some();
+        if let Some(store) = &self.inner.store
+            && (changed || confirmed_restored)
+        {
+            // Only the resolver writes answers, so none changes while the lock is let go.
+            drop(state);
+            persist(store.as_ref(), name, &answer, ttl);
+            let Ok(relocked) = self.inner.state.lock() else {
+                return;
+            };
+            state = relocked;
+        }
         if changed {
             match &answer.empty_reason {
                 Some(reason) => tracing::warn!(name, %reason, "DNS answer changed: no addresses"),
@@ -301,6 +394,24 @@ impl DnsCache {
 
     async fn wanted_changed(&self) {
         self.inner.wanted.notified().await;
+    }
+}
+
+/// Writes a changed answer to the store: its addresses, or (when it has none) that it has none.
+fn persist(store: &dyn Store, name: &str, answer: &Answer, ttl: Option<Duration>) {
+    let result = match (answer.addresses.is_empty(), ttl) {
+        (false, Some(ttl)) => store.put_dns_answer(&StoredAnswer {
+            name: name.to_owned(),
+            addresses: answer.addresses.clone(),
+            resolved_at_ms: now_ms(),
+            ttl_seconds: ttl.as_secs(),
+        }),
+        (true, _) => store.remove_dns_answer(name),
+        // Kept from before (a failed lookup, NXDOMAIN within its grace): already stored.
+        (false, None) => Ok(()),
+    };
+    if let Err(error) = result {
+        tracing::error!(name, "{error}; the answer is not kept across restarts");
     }
 }
 

@@ -107,7 +107,12 @@ pub async fn run_resolver(cache: DnsCache, options: DnsOptions) -> Result<(), Dn
         }
         while let Some(done) = lookups.join_next().await {
             if let Ok((name, outcome)) = done {
-                cache.record(&name, outcome, Instant::now(), timing);
+                // Recording may write the store (a flush): off the async workers.
+                let cache = cache.clone();
+                let recorded = tokio::task::spawn_blocking(move || {
+                    cache.record(&name, outcome, Instant::now(), timing);
+                });
+                let _ = recorded.await;
             }
         }
         let (due, next_after) = cache.due(Instant::now());

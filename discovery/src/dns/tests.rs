@@ -150,3 +150,89 @@ fn the_cache_answers_waiting_until_resolved_and_signals_changes() {
         Resolved::Addresses(vec![ip("10.0.0.7")])
     );
 }
+
+#[test]
+fn changed_answers_are_stored_and_a_new_cache_starts_from_them() {
+    use crate::state::{SledStore, Store, test_dir::TestDir};
+    let dir = TestDir::new("dns-store");
+    let path = dir.path().join("store");
+    let now = Instant::now();
+    {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&path).unwrap().store);
+        let cache = DnsCache::with_store(store.clone());
+        cache.resolve("a.example");
+        cache.resolve("gone.example");
+        cache.record("a.example", resolved(&["10.0.0.1"], 30), now, TIMING);
+        cache.record("a.example", resolved(&["10.0.0.2"], 30), now, TIMING);
+        // A failure keeps the answer, in the cache and in the store.
+        cache.record("a.example", Outcome::Failed("timeout".into()), now, TIMING);
+        cache.record("gone.example", resolved(&["10.0.0.9"], 30), now, TIMING);
+        // NXDOMAIN past its grace: the name has no answer any more, stored or not.
+        let later = now + TIMING.nxdomain_grace + Duration::from_secs(1);
+        cache.record(
+            "gone.example",
+            Outcome::Missing("NXDOMAIN".into()),
+            now,
+            TIMING,
+        );
+        cache.record(
+            "gone.example",
+            Outcome::Missing("NXDOMAIN".into()),
+            later,
+            TIMING,
+        );
+        let names: Vec<String> = store
+            .dns_answers()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, vec!["a.example".to_owned()]);
+        assert!(cache.restored().is_empty());
+    }
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&path).unwrap().store);
+    let cache = DnsCache::with_store(store);
+    assert_eq!(
+        cache.resolve("a.example"),
+        Resolved::Addresses(vec![ip("10.0.0.2")])
+    );
+    assert_eq!(
+        cache.restored(),
+        vec![("a.example".to_owned(), "the store".to_owned())]
+    );
+    // Restored answers are looked up again at once; a failure keeps them, restored.
+    let (due, _) = cache.due(Instant::now());
+    assert_eq!(due, vec!["a.example".to_owned()]);
+    cache.record(
+        "a.example",
+        Outcome::Failed("unreachable".into()),
+        Instant::now(),
+        TIMING,
+    );
+    assert_eq!(cache.restored().len(), 1);
+    // A seed never overrides an answer the cache has.
+    assert!(!cache.seed(
+        "a.example",
+        vec![ip("10.9.9.9")],
+        "the last-known-good snapshot"
+    ));
+    assert!(cache.seed(
+        "b.example",
+        vec![ip("10.0.0.5")],
+        "the last-known-good snapshot"
+    ));
+    // An answer confirms it: no longer restored.
+    cache.record(
+        "a.example",
+        resolved(&["10.0.0.2"], 30),
+        Instant::now(),
+        TIMING,
+    );
+    assert_eq!(
+        cache.restored(),
+        vec![(
+            "b.example".to_owned(),
+            "the last-known-good snapshot".to_owned()
+        )]
+    );
+}

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One JWT rule of a RequestAuthentication that applies to the workload (or gateway).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JwtRule {
     /// The RequestAuthentication it came from (`namespace/name`), for the access log.
     pub policy: String,
@@ -32,7 +32,7 @@ pub struct JwtRule {
 }
 
 /// Where a rule's public keys come from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JwksSource {
     /// A JSON Web Key Set written in the policy (`jwks`).
@@ -42,7 +42,7 @@ pub enum JwksSource {
 }
 
 /// One place a token may be.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenLocation {
     /// A header (lowercase name) whose value starts with `prefix` (stripped).
@@ -78,7 +78,7 @@ impl std::fmt::Display for TokenLocation {
 
 /// `outputClaimToHeaders`: a claim (a `.`-separated path for nested claims) copied to a header
 /// (lowercase name). Only string, integer and boolean claims are copied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimToHeader {
     pub header: String,
     pub claim: String,

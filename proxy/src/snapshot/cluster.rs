@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `outbound|PORT|SUBSET|HOST`, as Envoy and Istio name it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     pub lb: LbPolicy,
@@ -21,18 +21,18 @@ pub struct Cluster {
     /// Forward to the request's original destination instead of `endpoints` (PASSTHROUGH).
     pub original_destination: bool,
     /// The source address of connections to the endpoints (Envoy's `upstream_bind_config`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_bind: Option<IpAddr>,
     /// Labels added to the metrics of requests to this cluster (`destination_service`, ...).
     pub telemetry: Vec<(String, String)>,
     /// Why the cluster has no endpoints when it has none (a DNS name not resolved yet, or gone):
     /// requests get 503 UH with this reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_reason: Option<String>,
 }
 
 /// How an endpoint is chosen.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     RoundRobin,
@@ -43,14 +43,14 @@ pub enum LbPolicy {
     ConsistentHash(ConsistentHash),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConsistentHash {
     pub key: HashKey,
     pub policy: HashPolicy,
 }
 
 /// What the hash is computed from.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     Header(String),
@@ -64,7 +64,7 @@ pub enum HashKey {
     QueryParameter(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashPolicy {
     RingHash { minimum_ring_size: u64 },
@@ -72,7 +72,7 @@ pub enum HashPolicy {
 }
 
 /// Connection pool limits (Istio's `connectionPool`); `None` means unlimited.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolLimits {
     pub max_connections: Option<u32>,
     pub max_pending_requests: Option<u32>,
@@ -85,7 +85,7 @@ pub struct PoolLimits {
     pub tcp_keepalive: Option<TcpKeepalive>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TcpKeepalive {
     pub time: Option<Duration>,
     pub interval: Option<Duration>,
@@ -93,7 +93,7 @@ pub struct TcpKeepalive {
 }
 
 /// Ejecting endpoints that keep failing.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutlierDetection {
     /// 5xx responses (and connect failures) in a row that eject; 0 disables.
     pub consecutive_5xx: u32,
@@ -109,7 +109,7 @@ pub struct OutlierDetection {
 }
 
 /// TLS towards the endpoints.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamTls {
     #[default]
@@ -126,7 +126,7 @@ pub enum UpstreamTls {
         ca_certificates: Option<String>,
         subject_alt_names: Vec<String>,
         certificate_chain: String,
-        #[serde(skip)]
+        #[serde(default, skip_serializing_if = "super::state_file::redacts")]
         private_key: String,
     },
     /// Mesh mTLS with the proxy's own identity (`ISTIO_MUTUAL`).
@@ -139,7 +139,7 @@ pub enum UpstreamTls {
 }
 
 /// The protocol spoken to the endpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     #[default]
@@ -150,10 +150,14 @@ pub enum UpstreamProtocol {
 }
 
 /// One endpoint of a cluster.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
     pub locality: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The DNS name whose answer gave the address (`resolution: DNS` hosts and endpoints), so
+    /// that a restart without DNS can start from the last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One address the proxy accepts connections on.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Listener {
     /// `0.0.0.0_8080`, as Envoy names listeners.
     pub name: String,
@@ -17,7 +17,7 @@ pub struct Listener {
     /// Read each connection's original destination (`SO_ORIGINAL_DST`, set by iptables
     /// REDIRECT) and select filter chains by it, as Envoy's `use_original_dst` does for the
     /// sidecar's captured traffic. Without it the destination is the address accepted on.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub original_destination: bool,
     /// Chosen the way Envoy chooses: by destination port, then destination IP (longest
     /// prefix), then SNI (exact before the longest wildcard), then transport protocol, then
@@ -27,7 +27,7 @@ pub struct Listener {
 }
 
 /// How connections that select this chain are handled.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterChain {
     pub name: String,
     /// SNI names (`example.com`, `*.example.com`); empty matches any connection.
@@ -40,24 +40,24 @@ pub struct FilterChain {
 }
 
 /// Criteria of a filter chain besides SNI; an empty criterion matches any connection.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChainMatch {
     /// The connection's (original) destination port.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_port: Option<u16>,
     /// The connection's (original) destination IP.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefix_ranges: Vec<IpNet>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_protocol: Option<TransportProtocol>,
     /// Matches when the client's ClientHello offered any of these ALPN protocols (Istio's
     /// `istio-peer-exchange`, `istio-h2`, ... tell its mTLS from an application's own TLS).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub application_protocols: Vec<String>,
 }
 
 /// Whether a connection opened with a TLS ClientHello, as Envoy's TLS inspector tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportProtocol {
     Tls,
@@ -65,7 +65,7 @@ pub enum TransportProtocol {
 }
 
 /// What happens to the bytes on the wire.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     Plaintext,
@@ -79,7 +79,7 @@ pub enum Transport {
 }
 
 /// What the connection carries once the transport is set up.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Application {
     /// HTTP/1.1 and HTTP/2 (h2 by ALPN, or h2c with prior knowledge), routed by this table.
@@ -94,25 +94,25 @@ pub enum Application {
 /// Where an explicit HTTP proxy sends requests, by their target (`GET http://host:port/path`
 /// and `CONNECT host:port`): the target's port picks the route table or the tunnels, its host
 /// the virtual host or the tunnel's route.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpProxy {
     /// Absolute-form requests: the route table of the target's port.
     pub route_tables: BTreeMap<u16, String>,
     /// Absolute-form requests to a port no table is for: a table sending them to the named
     /// host and port (outboundTrafficPolicy ALLOW_ANY); none refuses them (REGISTRY_ONLY).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route_table: Option<String>,
     /// CONNECT: by the target's port, routes whose `server_names` are the names of the
     /// service the tunnel is for (a route without names takes any host).
     pub tunnels: BTreeMap<u16, Vec<TcpRoute>>,
     /// CONNECT to a host and port no tunnel route is for: a route to the named host and port
     /// (ALLOW_ANY); none refuses it (REGISTRY_ONLY).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tunnel: Option<TcpRoute>,
 }
 
 /// A TCP (or passthrough TLS) route.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TcpRoute {
     pub name: String,
     /// SNI names this route is for (passthrough); empty matches any.
@@ -122,7 +122,7 @@ pub struct TcpRoute {
 }
 
 /// TLS termination: the certificates to present, and whether to ask for the client's.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerTls {
     pub certificate: CertificateKeyPair,
     pub client_auth: ClientAuth,
@@ -135,12 +135,12 @@ pub struct ServerTls {
 }
 
 /// A certificate chain and its key, as PEM. The key is never serialized.
-#[derive(Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateKeyPair {
     /// Where it came from (a file or credential name), for logs and `config_dump`.
     pub source: String,
     pub certificate_chain: String,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "super::state_file::redacts")]
     pub private_key: String,
 }
 
@@ -153,7 +153,7 @@ impl std::fmt::Debug for CertificateKeyPair {
 }
 
 /// Whether a client certificate is asked for.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     None,
@@ -170,7 +170,7 @@ pub enum ClientAuth {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TlsVersion {
     #[serde(rename = "TLSv1.2")]
     V1_2,

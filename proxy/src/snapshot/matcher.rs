@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex::Regex;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A regex that must match the whole value (Envoy's semantics): compiled as `^(?:re)$` once,
 /// when the snapshot is built.
@@ -59,14 +59,46 @@ impl fmt::Debug for Pattern {
     }
 }
 
+/// A config dump shows the configured source; a state file also keeps the expression compiled
+/// (anchored or not), so that reading it back compiles the same regex.
 impl Serialize for Pattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.source)
+        if super::state_file::active() {
+            StoredPattern::Compiled {
+                source: self.source.to_string(),
+                regex: self.regex.as_str().to_owned(),
+            }
+            .serialize(serializer)
+        } else {
+            serializer.serialize_str(&self.source)
+        }
+    }
+}
+
+/// A pattern as written: a source alone is anchored, as [`Pattern::new`] does.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredPattern {
+    Source(String),
+    Compiled { source: String, regex: String },
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match StoredPattern::deserialize(deserializer)? {
+            StoredPattern::Source(source) => {
+                Pattern::new(&source).map_err(serde::de::Error::custom)
+            }
+            StoredPattern::Compiled { source, regex } => Ok(Pattern {
+                source: Arc::from(source),
+                regex: Arc::new(Regex::new(&regex).map_err(serde::de::Error::custom)?),
+            }),
+        }
     }
 }
 
 /// How a string is matched.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StringMatcher {
     Exact(String),

@@ -12,6 +12,7 @@ mod listener;
 mod matcher;
 mod policy;
 mod route;
+pub mod state_file;
 
 pub use authn::{ClaimToHeader, JwksSource, JwtRule, TokenLocation};
 pub use cluster::{
@@ -36,10 +37,10 @@ pub use route::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything a proxy serves, as one immutable value. A new configuration is a new snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Increases with every snapshot a source produces.
     pub version: u64,

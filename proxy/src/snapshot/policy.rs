@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::matcher::Pattern;
 
 /// Everything a workload's (or gateway's) requests are checked against.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Policies {
     /// CUSTOM policies (delegated to an extension provider; not supported: one that matches
     /// denies).
@@ -43,7 +43,7 @@ impl Policies {
 }
 
 /// One compiled AuthorizationPolicy. No rules: it matches nothing.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuthorizationPolicy {
     /// `namespace/name`, for the access log.
     pub name: String,
@@ -52,7 +52,7 @@ pub struct AuthorizationPolicy {
 
 /// A rule matches when one of `from` (or none is given), one of `to` (or none is given) and
 /// every `when` match.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     pub from: Vec<Clause>,
     pub to: Vec<Clause>,
@@ -76,7 +76,7 @@ impl Rule {
 }
 
 /// One `source` or `operation`: every field must match. An empty clause matches anything.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Clause {
     pub fields: Vec<FieldMatch>,
 }
@@ -84,7 +84,7 @@ pub struct Clause {
 /// One field (`principals`, `notPaths`, a `when` condition's `values` or `notValues`): the
 /// attribute matches one of the values, or (negated) none of them. An absent attribute matches
 /// no value.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FieldMatch {
     pub attribute: Attribute,
     pub values: Vec<ValueMatcher>,
@@ -92,7 +92,7 @@ pub struct FieldMatch {
 }
 
 /// What a field is matched against.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribute {
     /// The peer's SPIFFE ID without `spiffe://` (`principals`, `source.principal`).
@@ -233,7 +233,7 @@ impl FieldMatch {
 }
 
 /// One value of a field.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueMatcher {
     String(AuthzString),
@@ -291,7 +291,7 @@ fn path_template(template: &str) -> Result<ValueMatcher, PolicyError> {
 }
 
 /// Istio's string match: exact, `prefix*`, `*suffix`, or `*` (present and non-empty).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthzString {
     Exact(String),
@@ -387,8 +387,15 @@ impl Serialize for Cidr {
     }
 }
 
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Cidr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// MeshConfig `pathNormalization`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PathNormalization {
     None,
@@ -402,7 +409,7 @@ pub enum PathNormalization {
 }
 
 /// Whether a port requires mutual TLS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
     Strict,
@@ -413,7 +420,7 @@ pub enum MtlsMode {
 
 /// The resolved PeerAuthentication of a workload: a default and per-port overrides (by the
 /// workload's own port).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerAuthentication {
     pub mode: MtlsMode,
     pub ports: BTreeMap<u16, MtlsMode>,

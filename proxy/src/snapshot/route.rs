@@ -3,19 +3,19 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::matcher::{Pattern, StringMatcher};
 
 /// The routes one HTTP listener (filter chain) serves.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteTable {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
 /// A set of domains and the routes for them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VirtualHost {
     pub name: String,
     /// `example.com`, `*.example.com` or `*`, lowercase; a request's host (without its port)
@@ -28,7 +28,7 @@ pub struct VirtualHost {
 }
 
 /// One route: when it matches, and what then happens.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     /// `namespace/virtualservice[index]` or the route's own name, for logs and metrics.
     pub name: String,
@@ -46,7 +46,7 @@ pub struct Route {
 }
 
 /// All conditions of one match must hold.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteMatch {
     /// Matched against the path without the query string.
     pub path: Option<StringMatcher>,
@@ -62,7 +62,7 @@ pub struct RouteMatch {
 }
 
 /// A header condition; `invert` is `withoutHeaders`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeaderMatch {
     /// Lowercase.
     pub name: String,
@@ -71,14 +71,14 @@ pub struct HeaderMatch {
 }
 
 /// A query parameter condition.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueryMatch {
     pub name: String,
     pub matcher: StringMatcher,
 }
 
 /// What a matched route does.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteAction {
     /// Send to one of these clusters, chosen by weight.
@@ -90,7 +90,7 @@ pub enum RouteAction {
     DirectResponse(DirectResponse),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightedCluster {
     pub cluster: String,
     /// Relative to the sum of the route's weights.
@@ -100,7 +100,7 @@ pub struct WeightedCluster {
 }
 
 /// Path and authority rewrites before forwarding.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rewrite {
     /// Replaces the matched prefix (or the whole path when the match was not a prefix).
     pub path: Option<String>,
@@ -109,7 +109,7 @@ pub struct Rewrite {
     pub authority: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Redirect {
     /// Replaces the path when set; the request's query stays unless this has its own.
     pub path: Option<String>,
@@ -120,7 +120,7 @@ pub struct Redirect {
     pub status: u16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectPort {
     /// Keep the authority's port as it is.
@@ -132,14 +132,14 @@ pub enum RedirectPort {
     FromRequest,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectResponse {
     pub status: u16,
     pub body: Option<bytes::Bytes>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes. Names are lowercase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeaderOps {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
@@ -153,7 +153,7 @@ impl HeaderOps {
 }
 
 /// Retries: how many, on what, and how long each try may take.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Retries after the first try (total tries = 1 + attempts).
     pub attempts: u32,
@@ -164,7 +164,7 @@ pub struct RetryPolicy {
 }
 
 /// Envoy's retry conditions, as booleans, plus status codes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetryOn {
     /// Any 5xx response, or a reset, connect failure or refused stream.
     pub server_error: bool,
@@ -187,20 +187,20 @@ pub struct RetryOn {
 }
 
 /// Client-side fault injection.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
     pub delay: Option<FaultDelay>,
     pub abort: Option<FaultAbort>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultDelay {
     pub delay: Duration,
     /// Of requests, 0-100.
     pub percentage: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultAbort {
     Http { status: u16, percentage: f64 },
@@ -208,7 +208,7 @@ pub enum FaultAbort {
 }
 
 /// A copy of requests sent to another cluster, response ignored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mirror {
     pub cluster: String,
     /// Of requests, 0-100.
@@ -216,7 +216,7 @@ pub struct Mirror {
 }
 
 /// CORS, answered at the proxy for preflights and added to responses otherwise.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cors {
     pub allow_origins: Vec<StringMatcher>,
     pub allow_methods: Vec<String>,

@@ -408,6 +408,7 @@ mod tests {
             weight: 1,
             locality: None,
             labels: Default::default(),
+            dns_name: None,
         };
         Arc::new(Cluster {
             name: "outbound|80||a.example.com".to_owned(),

@@ -1,0 +1,309 @@
+//! Last-known-good for the proxy roles: what is opened at start (the store of DNS answers, the
+//! last-known-good snapshot file), how the DNS cache starts from them, the file kept current
+//! after every install, and the account of what is served and why that the log and the health
+//! details give.
+//!
+//! At start, before any configuration is read: the store is opened (a damaged one is moved
+//! aside and rebuilt, see `strait_discovery::state`), the last-good file is loaded, and the DNS
+//! cache starts from the stored answers, then from the file's DNS-resolved endpoints for names
+//! the store lacks. `run` then reads the configuration, and serves the file's snapshot when the
+//! source is unavailable or compiles to nothing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use strait_discovery::dns::DnsCache;
+use strait_discovery::state::{LastGood, LastGoodFile, SledStore, Store, format_ms};
+use strait_proxy::snapshot::Snapshot;
+use tokio::sync::watch;
+
+/// What was found under `--data` at start.
+#[derive(Debug)]
+pub struct Restored {
+    pub store: Option<Arc<dyn Store>>,
+    pub last_good: Option<LastGood>,
+    pub file: LastGoodFile,
+    /// What was damaged or missing (each already logged as an error).
+    pub problems: Vec<String>,
+}
+
+impl Restored {
+    /// Opens the store (`DATA/store`) and loads the last-known-good file for `role`.
+    pub fn open(data: &Path, role: &str) -> Restored {
+        let mut problems = Vec::new();
+        let store: Option<Arc<dyn Store>> = match SledStore::open(&data.join("store")) {
+            Ok(opened) => {
+                problems.extend(opened.rebuilt);
+                Some(Arc::new(opened.store))
+            }
+            Err(error) => {
+                let problem = format!("{error}; DNS answers are not kept across restarts");
+                tracing::error!("{problem}");
+                problems.push(problem);
+                None
+            }
+        };
+        let file = LastGoodFile::in_data_dir(data);
+        let loaded = file.load(role);
+        problems.extend(loaded.problem);
+        Restored {
+            store,
+            last_good: loaded.last_good,
+            file,
+            problems,
+        }
+    }
+
+    /// The DNS cache: the stored answers, then the last-good snapshot's DNS-resolved endpoints
+    /// for names the store lacks.
+    pub fn dns_cache(&self) -> DnsCache {
+        let cache = match &self.store {
+            Some(store) => DnsCache::with_store(store.clone()),
+            None => DnsCache::default(),
+        };
+        if let Some(last_good) = &self.last_good {
+            for (name, addresses) in dns_answers_of(&last_good.snapshot) {
+                cache.seed(&name, addresses, "the last-known-good snapshot");
+            }
+        }
+        cache
+    }
+}
+
+/// The addresses each DNS name gave the snapshot's endpoints.
+fn dns_answers_of(snapshot: &Snapshot) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut answers: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for endpoint in snapshot.clusters.values().flat_map(|c| &c.endpoints) {
+        if let Some(name) = &endpoint.dns_name {
+            let addresses = answers.entry(name.clone()).or_default();
+            if !addresses.contains(&endpoint.address.ip()) {
+                addresses.push(endpoint.address.ip());
+            }
+        }
+    }
+    answers
+}
+
+/// What the proxy serves, and what is degraded, for the log and the health details.
+#[derive(Debug)]
+pub struct ServingStatus {
+    state: Mutex<StatusState>,
+    dns: DnsCache,
+}
+
+#[derive(Debug, Default)]
+struct StatusState {
+    /// Why the last-known-good snapshot is served instead of the configuration, when it is.
+    last_good: Option<String>,
+    problems: Vec<String>,
+    /// The version and time of the last snapshot written to the last-good file.
+    written: Option<(u64, u64)>,
+}
+
+/// The health details (`/healthz/details`).
+#[derive(Debug, Serialize)]
+pub struct Details {
+    /// `configuration` or `last-known-good`.
+    pub serving: &'static str,
+    /// Why the last-known-good snapshot is served; empty when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What was found damaged at start, and DNS answers no lookup has confirmed yet.
+    pub degraded: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_good_written: Option<Written>,
+}
+
+/// The last snapshot written to the last-good file.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    pub version: u64,
+    pub at: String,
+}
+
+impl ServingStatus {
+    pub fn new(problems: Vec<String>, dns: DnsCache) -> ServingStatus {
+        ServingStatus {
+            state: Mutex::new(StatusState {
+                problems,
+                ..StatusState::default()
+            }),
+            dns,
+        }
+    }
+
+    /// The configuration is served.
+    pub fn serving_configuration(&self) {
+        if let Ok(mut state) = self.state.lock()
+            && state.last_good.take().is_some()
+        {
+            tracing::warn!(
+                "the configuration is served again, instead of the last-known-good snapshot"
+            );
+        }
+    }
+
+    /// The last-known-good snapshot is served, for `reason`; says so in the log once.
+    pub fn serving_last_good(&self, reason: String) {
+        if let Ok(mut state) = self.state.lock()
+            && state.last_good.as_deref() != Some(reason.as_str())
+        {
+            tracing::error!("{reason}");
+            state.last_good = Some(reason);
+        }
+    }
+
+    /// Says (once, after the first compilation) which DNS answers in use come from before the
+    /// start.
+    pub fn log_restored_dns(&self) {
+        let restored: Vec<String> = self
+            .dns
+            .restored()
+            .into_iter()
+            .map(|(name, from)| format!("{name} (from {from})"))
+            .collect();
+        if !restored.is_empty() {
+            tracing::warn!(
+                "DNS answers restored for {}: used until a lookup answers",
+                restored.join(", ")
+            );
+        }
+    }
+
+    fn written(&self, version: u64, at_ms: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.written = Some((version, at_ms));
+        }
+    }
+
+    pub fn details(&self) -> Details {
+        let Ok(state) = self.state.lock() else {
+            return Details {
+                serving: "configuration",
+                reason: None,
+                degraded: Vec::new(),
+                last_good_written: None,
+            };
+        };
+        let mut degraded = state.problems.clone();
+        degraded.extend(self.dns.restored().into_iter().map(|(name, from)| {
+            format!("DNS answer for {name} from {from}: no lookup has answered since the start")
+        }));
+        Details {
+            serving: match state.last_good {
+                Some(_) => "last-known-good",
+                None => "configuration",
+            },
+            reason: state.last_good.clone(),
+            degraded,
+            last_good_written: state.written.map(|(version, at)| Written {
+                version,
+                at: format_ms(at),
+            }),
+        }
+    }
+}
+
+/// "serving last-known-good snapshot version N written at T: WHY".
+pub fn serving_line(last_good: &LastGood, why: &str) -> String {
+    format!(
+        "serving last-known-good snapshot version {} written at {}: {why}",
+        last_good.snapshot.version,
+        format_ms(last_good.written_at_ms)
+    )
+}
+
+/// Keeps the last-good file current: each installed snapshot is offered, and a task writes
+/// the latest one off the async workers; snapshots offered while a write is under way are
+/// coalesced into one write of the newest.
+#[derive(Debug)]
+pub struct LastGoodWriter {
+    latest: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+impl LastGoodWriter {
+    pub fn start(file: LastGoodFile, role: String, status: Arc<ServingStatus>) -> LastGoodWriter {
+        let (latest, mut offered) = watch::channel(None::<Arc<Snapshot>>);
+        tokio::spawn(async move {
+            while offered.changed().await.is_ok() {
+                let Some(snapshot) = offered.borrow_and_update().clone() else {
+                    continue;
+                };
+                let (file, role) = (file.clone(), role.clone());
+                let version = snapshot.version;
+                let written =
+                    tokio::task::spawn_blocking(move || file.write(&role, &snapshot)).await;
+                match written {
+                    Ok(Ok(at)) => status.written(version, at),
+                    Ok(Err(error)) => tracing::error!(
+                        "{error}; the last-known-good snapshot on disk is older than the one served"
+                    ),
+                    Err(error) => tracing::error!("writing the last-known-good snapshot: {error}"),
+                }
+            }
+        });
+        LastGoodWriter { latest }
+    }
+
+    pub fn offer(&self, snapshot: Arc<Snapshot>) {
+        self.latest.send_replace(Some(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_proxy::snapshot::{Cluster, Endpoint};
+
+    fn endpoint(address: &str, dns_name: Option<&str>) -> Endpoint {
+        Endpoint {
+            address: address.parse().unwrap(),
+            weight: 1,
+            locality: None,
+            labels: BTreeMap::new(),
+            dns_name: dns_name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn dns_answers_come_from_endpoints_that_name_their_dns_name() {
+        let cluster = |name: &str, endpoints: Vec<Endpoint>| {
+            let json = serde_json::json!({
+                "name": name, "lb": "round_robin", "connect_timeout": {"secs": 1, "nanos": 0},
+                "pool": {"max_connections": null, "max_pending_requests": null,
+                         "max_requests": null, "max_requests_per_connection": null,
+                         "max_retries": null, "idle_timeout": null, "tcp_keepalive": null},
+                "outlier": null, "tls": "disabled", "protocol": "http1", "endpoints": [],
+                "original_destination": false, "telemetry": []
+            });
+            let mut cluster: Cluster = serde_json::from_value(json).unwrap();
+            cluster.endpoints = endpoints;
+            (name.to_owned(), Arc::new(cluster))
+        };
+        let snapshot = Snapshot {
+            clusters: BTreeMap::from([
+                cluster(
+                    "outbound|80||web.test",
+                    vec![
+                        endpoint("10.0.0.1:80", Some("web.test")),
+                        endpoint("10.0.0.2:80", Some("web.test")),
+                    ],
+                ),
+                cluster(
+                    "outbound|8080||web.test",
+                    vec![endpoint("10.0.0.1:8080", Some("web.test"))],
+                ),
+                cluster("outbound|80||static", vec![endpoint("10.9.0.1:80", None)]),
+            ]),
+            ..Snapshot::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            dns_answers_of(&snapshot),
+            BTreeMap::from([("web.test".to_owned(), vec![ip("10.0.0.1"), ip("10.0.0.2")])])
+        );
+    }
+}
