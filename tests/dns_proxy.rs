@@ -71,20 +71,7 @@ spec:
 /// for other `mesh.test` names); stops when dropped.
 fn dnsmasq(netns: &Netns, port: u16, hosts: &Path) -> Process {
     let mut command = netns.command("dnsmasq");
-    command
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--local=/mesh.test/",
-            "--user=root",
-            "--pid-file=",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--addn-hosts={}", hosts.display()));
+    command.args(common::dnsmasq::args(port, hosts));
     let process = netns.spawn(command);
     let port = port.to_string();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -13,20 +13,8 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     pub fn start(port: u16, hosts: &Path) -> Dnsmasq {
         let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--local=/mesh.test/",
-                "--local-ttl=1",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
+            .args(args(port, hosts))
+            .arg("--local-ttl=1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,6 +35,27 @@ impl Dnsmasq {
             .unwrap();
         assert!(status.success());
     }
+}
+
+/// dnsmasq's arguments: on 127.0.0.1:`port` in the foreground, answering for `mesh.test` from
+/// `hosts` alone (NXDOMAIN for other `mesh.test` names, no upstream).
+pub fn args(port: u16, hosts: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--local=/mesh.test/",
+        "--user=root",
+        "--pid-file=",
+    ]
+    .map(str::to_owned)
+    .into();
+    args.push(format!("--port={port}"));
+    args.push(format!("--addn-hosts={}", hosts.display()));
+    args
 }
 
 impl Drop for Dnsmasq {
