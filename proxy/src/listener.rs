@@ -2,9 +2,16 @@
 //! destination (under capture), then the SNI and ALPN of the TLS ClientHello, read without
 //! terminating; then handing the connection to HTTP serving or TCP proxying with TLS terminated
 //! if the chain says so.
+//!
+//! Behind terminated mesh mTLS (`ISTIO_MUTUAL`, as at an egress gateway) a TCP chain may carry
+//! the application's own TLS: when its routes choose by SNI or authorization policies apply,
+//! the inner ClientHello is peeked the same way (bounded alike) and its SNI is the one routes
+//! (`sniHosts`) and policies (`connection.sni`) see, since it names where the application's
+//! TLS really goes; the outer SNI only chose the filter chain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +22,7 @@ use crate::http::server;
 use crate::io::Prefixed;
 use crate::runtime::{Downstream, Shared};
 use crate::snapshot::{Application, FilterChain, Listener, Transport, TransportProtocol};
-use crate::tcp;
+use crate::tcp::{self, Ending};
 use crate::tls::client_hello::{Parsed, read_client_hello};
 
 /// Accepts connections until `stop` turns true; connections already accepted carry on.
@@ -137,21 +144,19 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         Application::Tcp { .. } | Application::HttpProxy(_) => String::new(),
     };
     let http_proxy = matches!(application, Application::HttpProxy(_));
-    let downstream = |mesh_peer, client_certificate| {
-        Arc::new(Downstream {
-            peer,
-            local,
-            original_destination: original_destination.then_some(destination),
-            listener: name.clone(),
-            route_table,
-            tls: server_tls.is_some(),
-            sni,
-            peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or(http::HeaderValue::from_static("unknown")),
-            mesh_peer,
-            client_certificate,
-            http_proxy,
-        })
+    let downstream = |mesh_peer, client_certificate| Downstream {
+        peer,
+        local,
+        original_destination: original_destination.then_some(destination),
+        listener: name.clone(),
+        route_table,
+        tls: server_tls.is_some(),
+        sni,
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown")),
+        mesh_peer,
+        client_certificate,
+        http_proxy,
     };
     match server_tls.clone() {
         Some(config) => {
@@ -191,16 +196,73 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     .and_then(|leaf| strait_certs::client_certificate_xfcc(leaf.as_ref()))
                     .and_then(|element| http::HeaderValue::from_str(&element).ok())
             };
-            serve(
-                tls,
-                application,
-                downstream(mesh_peer, client_certificate),
-                shared,
-            )
-            .await;
+            let mut downstream = downstream(mesh_peer, client_certificate);
+            if mesh_terminated && peeks_inner_hello(&application, &shared) {
+                let mut tls = tls;
+                let mut inner = BytesMut::new();
+                let deadline = tokio::time::Instant::now() + shared.options.client_hello_timeout;
+                let hello =
+                    tokio::time::timeout_at(deadline, read_client_hello(&mut tls, &mut inner))
+                        .await;
+                let inner_sni = match hello {
+                    Ok(Ok(Parsed::Complete(hello))) => hello.server_name.filter(|s| !s.is_empty()),
+                    // Not TLS, or a protocol where the server speaks first: no inner SNI.
+                    Ok(Ok(Parsed::NotTls)) | Err(_) => None,
+                    Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) => {
+                        tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
+                        return;
+                    }
+                };
+                downstream.sni = inner_sni;
+                let io = Prefixed::new(inner.freeze(), tls);
+                serve(io, application, Arc::new(downstream), shared).await;
+            } else {
+                serve(tls, application, Arc::new(downstream), shared).await;
+            }
         }
-        None => serve(io, application, downstream(None, None), shared).await,
+        None => serve(io, application, Arc::new(downstream(None, None)), shared).await,
     }
+}
+
+/// Whether a connection terminated from mesh mTLS has its inner ClientHello read: a TCP chain
+/// whose routes choose by SNI, or a proxy whose authorization policies may ask for it.
+fn peeks_inner_hello(application: &Application, shared: &Shared) -> bool {
+    match application {
+        Application::Tcp { routes } => {
+            routes.iter().any(|r| !r.server_names.is_empty())
+                || shared.active().snapshot.policies.has_authorization()
+        }
+        Application::Http { .. } | Application::HttpProxy(_) => false,
+    }
+}
+
+/// The socket under a stream, so that a refused connection can be reset rather than closed.
+pub(crate) trait Socket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl<IO: Socket> Socket for Prefixed<IO> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().socket()
+    }
+}
+
+impl<IO: Socket> Socket for tokio_rustls::server::TlsStream<IO> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.socket()
+    }
+}
+
+/// Closes the connection with a TCP reset (SO_LINGER 0, then close).
+fn reset<IO: Socket>(io: IO) {
+    let _ = socket2::SockRef::from(io.socket()).set_linger(Some(Duration::ZERO));
+    drop(io);
 }
 
 /// The destination the client meant before iptables REDIRECT sent it here; `None` when the
@@ -218,18 +280,22 @@ fn original_dst(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
 }
 
 async fn serve<IO>(
-    io: IO,
+    mut io: IO,
     application: Application,
     downstream: Arc<Downstream>,
     shared: Arc<Shared>,
 ) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Socket + Unpin + Send + 'static,
 {
     match application {
         Application::Http { .. } | Application::HttpProxy(_) => {
             server::serve(io, downstream, shared).await;
         }
-        Application::Tcp { routes } => tcp::proxy(io, &routes, &downstream, &shared).await,
+        Application::Tcp { routes } => {
+            if tcp::proxy(&mut io, &routes, &downstream, &shared).await == Ending::Reset {
+                reset(io);
+            }
+        }
     }
 }
 

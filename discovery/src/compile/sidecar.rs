@@ -708,6 +708,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn blackhole_cluster(&mut self) {
+        self.blackhole_clusters.insert(BLACKHOLE_CLUSTER.to_owned());
         self.missing_clusters.insert(
             BLACKHOLE_CLUSTER.to_owned(),
             "outboundTrafficPolicy is REGISTRY_ONLY and no service in the registry has this destination".to_owned(),
