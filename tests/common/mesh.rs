@@ -117,6 +117,16 @@ impl Ca {
         assert_eq!(issued.code, Some(0), "strait ca issue: {}", issued.stderr);
     }
 
+    /// Issues the SPIFFE ID `id` into `out`, as [`Ca::issue`] does.
+    pub fn issue_id(&self, id: &str, out: &Path) {
+        let issued = run(strait()
+            .args(["ca", "issue", "--spiffe-id", id, "--out"])
+            .arg(out)
+            .arg("--data")
+            .arg(&self.data));
+        assert_eq!(issued.code, Some(0), "strait ca issue: {}", issued.stderr);
+    }
+
     /// Mints a bootstrap token for `SA` into `DIR/SA.token`; returns the file's path.
     pub fn token(&self, service_account: &str, dir: &TempDir) -> String {
         let token = run(strait()

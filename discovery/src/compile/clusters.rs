@@ -90,7 +90,12 @@ impl Compiler<'_> {
     ) -> Option<String> {
         let missing = cluster_name(port.unwrap_or_default(), subset, host);
         let Some(service) = self.registry.service(host) else {
-            let why = format!("no ServiceEntry declares {host}");
+            let why = match self.options.egress {
+                Some(_) => {
+                    format!("REGISTRY_ONLY at the egress gateway: no ServiceEntry declares {host}")
+                }
+                None => format!("no ServiceEntry declares {host}"),
+            };
             self.problem(format!(
                 "{why}: requests routed there get 503 (NC, no cluster)"
             ));

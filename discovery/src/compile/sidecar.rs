@@ -6,7 +6,8 @@
 //!   virtual host per service on that port (`reviews.default.svc.cluster.local:9080`, with its
 //!   short names). The VirtualServices bound to the mesh (`gateways` omitted, or naming `mesh`)
 //!   give a host its routes; a host without one goes to its default cluster.
-//! - TLS ports: one chain per port, forwarded by SNI to the service that declares the name.
+//! - TLS ports: one chain per port, forwarded by SNI by the mesh's `tls` routes for the name,
+//!   else to the service that declares it.
 //! - TCP ports: one chain per service and port, chosen by the service's addresses (its
 //!   `addresses`, else its endpoints' IPs), forwarded by the `tcp` routes of its VirtualService
 //!   or to its default cluster.
@@ -251,7 +252,23 @@ impl<'a> Compiler<'a> {
                     let virtual_host = self.mesh_virtual_host(&host, service, number, &bound);
                     http_ports.entry(number).or_default().push(virtual_host);
                 } else if protocol.is_tls() {
-                    if let Some(cluster) =
+                    // The mesh's `tls` routes for the host choose by SNI (`sniHosts`), as
+                    // Istio's egress patterns send TLS to the egress gateway.
+                    let mut routes = Vec::new();
+                    for vs in bound
+                        .iter()
+                        .filter(|b| b.hosts.iter().any(|h| hosts::within(&host, h)))
+                    {
+                        for mut route in self.tls_routes(vs, Client::Mesh, number) {
+                            route.server_names.retain(|sni| hosts::within(sni, &host));
+                            if !route.server_names.is_empty() {
+                                routes.push(route);
+                            }
+                        }
+                    }
+                    if !routes.is_empty() {
+                        tls_ports.entry(number).or_default().extend(routes);
+                    } else if let Some(cluster) =
                         self.cluster(&host, Some(number), None, &self.options.namespace.clone())
                     {
                         tls_ports.entry(number).or_default().push(TcpRoute {
