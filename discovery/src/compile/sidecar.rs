@@ -1136,6 +1136,52 @@ spec:
                 .missing_cluster_reason(BLACKHOLE_CLUSTER)
                 .contains("REGISTRY_ONLY")
         );
+        // The proxy answers requests routed there 502 and resets connections.
+        assert!(snapshot.blackhole_clusters.contains(BLACKHOLE_CLUSTER));
+    }
+
+    /// Istio's egress pattern for application TLS: the mesh's `tls` route sends a name on a
+    /// TLS port to the egress gateway, by SNI; other names keep their own route.
+    #[test]
+    fn mesh_tls_routes_send_a_tls_port_s_names_by_sni() {
+        let yaml = format!(
+            "{BOOKINFO}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: egressgateway, namespace: istio-system}}
+spec:
+  hosts: [istio-egressgateway.istio-system.svc.cluster.local]
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 10.9.9.9}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api-through-egress, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-system/egress, mesh]
+  tls:
+  - match: [{{gateways: [mesh], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 443}}}}}}]
+  - match: [{{gateways: [istio-system/egress], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]
+"
+        );
+        let compiled = compile(&yaml);
+        let tls = chain(&compiled.snapshot.listeners[0], "0.0.0.0_443_tls");
+        let Application::Tcp { routes } = &tls.application else {
+            panic!()
+        };
+        let to_gateway: Vec<_> = routes
+            .iter()
+            .filter(|r| r.server_names == ["api.example.com"])
+            .collect();
+        assert_eq!(to_gateway.len(), 1, "{routes:?}");
+        assert_eq!(
+            to_gateway[0].clusters[0].0,
+            "outbound|443||istio-egressgateway.istio-system.svc.cluster.local"
+        );
     }
 
     const MESH: &str = r#"
