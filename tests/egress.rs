@@ -92,6 +92,8 @@ except Exception as error:
 const API: &str = "api.payments.example";
 const SECURE: &str = "secure.payments.example";
 const STATUS: &str = "status.payments.example";
+/// Sent to the gateway by the mesh's route, but no route of the gateway allows it.
+const LEGACY: &str = "legacy.payments.example";
 const GATEWAY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway";
 
 /// The configuration: the egress gateway as a mesh service, the external API's hosts, the
@@ -134,7 +136,7 @@ apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: payments-tls, namespace: default}}
 spec:
-  hosts: [{SECURE}, {STATUS}]
+  hosts: [{SECURE}, {STATUS}, {LEGACY}]
   location: MESH_EXTERNAL
   ports: [{{number: 443, name: tls, protocol: TLS}}]
   resolution: STATIC
@@ -193,10 +195,10 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: tls-through-egress, namespace: default}}
 spec:
-  hosts: [{SECURE}, {STATUS}]
+  hosts: [{SECURE}, {STATUS}, {LEGACY}]
   gateways: [istio-system/egress, mesh]
   tls:
-  - match: [{{gateways: [mesh], port: 443, sniHosts: [{SECURE}, {STATUS}]}}]
+  - match: [{{gateways: [mesh], port: 443, sniHosts: [{SECURE}, {STATUS}, {LEGACY}]}}]
     route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, subset: payments-tls, port: {{number: 443}}}}}}]
   - match: [{{gateways: [istio-system/egress], port: 443, sniHosts: [{SECURE}]}}]
     route: [{{destination: {{host: {SECURE}, port: {{number: 443}}}}}}]
@@ -283,7 +285,7 @@ impl Egress {
         ca.issue_id(GATEWAY_ID, &dir.path().join("egress"));
 
         let external_root = pki::Ca::new("external API root");
-        let server = external_root.server(&[API, SECURE, STATUS]);
+        let server = external_root.server(&[API, SECURE, STATUS, LEGACY]);
         let external_ca = dir.write("external/ca.pem", &external_root.pem);
         let cert = dir.write("external/cert.pem", &server.cert);
         let key = dir.write("external/key.pem", &server.key);
@@ -458,10 +460,18 @@ fn http_is_originated_as_tls_at_the_gateway_and_app_tls_passes_through_it() {
         tcp.contains("peer=\"spiffe://cluster.local/ns/default/sa/api\""),
         "{tcp}"
     );
+    // An inner SNI that no route of the gateway allows is refused there, though the outer SNI
+    // chose the server.
+    let refused = egress.tls("api", LEGACY);
+    assert!(refused.starts_with("error:"), "{refused}");
+    let line = wait_for_line_in(&egress.log("egress-access.log"), &["TCP", " NR ", LEGACY]);
+    assert!(line.contains("no TCP route matches"), "{line}");
+
     // Both names reached the server only through the gateway, each with its own SNI.
     let record = egress.external_record();
     assert!(record.contains(&format!("sni {API}")), "{record}");
     assert!(record.contains(&format!("sni {SECURE}")), "{record}");
+    assert!(!record.contains(LEGACY), "{record}");
 }
 
 #[test]

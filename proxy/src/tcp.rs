@@ -3,7 +3,10 @@
 //! change denies it. The route is chosen by SNI (for
 //! passthrough) or is the only one; its cluster's balancer picks an endpoint, other endpoints
 //! are tried when connecting fails, and the bytes are copied both ways until either side
-//! closes. Each connection ends in an access log line and the `istio_tcp_*` metrics.
+//! closes. A connection no route or cluster takes (REGISTRY_ONLY's `BlackHoleCluster` among
+//! them) is reset, not closed: it was already accepted, and under capture the client's
+//! handshake succeeded with the proxy. Each connection ends in an access log line and the
+//! `istio_tcp_*` metrics.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
