@@ -24,7 +24,7 @@ use common::netns::{Netns, Process};
 use common::pki;
 
 /// The external API: HTTPS on PORT with CERT and KEY, answering with what it saw (peer, SNI,
-/// Host, path) and recording the SNI of every handshake to RECORD.
+/// Host, path) and recording every connection's peer and the SNI of every handshake to RECORD.
 const EXTERNAL: &str = r#"
 import http.server, json, ssl, sys, threading
 cert, key, port, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -55,6 +55,7 @@ class Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     def get_request(self):
         sock, address = self.socket.accept()
+        note("connection from " + address[0])
         sock.settimeout(10)
         try:
             return context.wrap_socket(sock, server_side=True), address
@@ -263,6 +264,7 @@ spec:
 struct Egress {
     bridge: Bridge,
     dir: TempDir,
+    api_ip: Ipv4Addr,
     egress_ip: Ipv4Addr,
     external_ip: Ipv4Addr,
     /// The external API's CA, as a file.
@@ -276,7 +278,7 @@ impl Egress {
     fn start(label: &str, mode: &str, extra: &str) -> Egress {
         let bridge = Bridge::new(label, &["api", "other", "egress", "external"]);
         let ip = |name: &str| bridge.member(name).ip;
-        let (egress_ip, external_ip) = (ip("egress"), ip("external"));
+        let (api_ip, egress_ip, external_ip) = (ip("api"), ip("egress"), ip("external"));
         let dir = TempDir::new(label);
         let ca = Ca::init(&dir, "ca-data");
         for sa in ["api", "other"] {
@@ -328,6 +330,7 @@ impl Egress {
         Egress {
             bridge,
             dir,
+            api_ip,
             egress_ip,
             external_ip,
             external_ca,
@@ -565,4 +568,33 @@ fn only_the_allowed_principal_reaches_the_external_api_by_host_and_by_inner_sni(
     assert!(line.contains("istio-system/payments-api-only"), "{line}");
     let record = egress.external_record();
     assert!(!record.contains(&format!("sni {STATUS}")), "{record}");
+}
+
+#[test]
+fn allow_any_sends_unknown_destinations_to_their_original_destination() {
+    let egress = Egress::start("egress-allow-any", "ALLOW_ANY", "");
+    // A name outside the registry on a TLS port goes straight to the address the application
+    // connected to, from the workload's own address, not through the gateway. (The server's
+    // certificate is not for that name, so the client's handshake then fails: only the server's
+    // record matters here.)
+    let response = egress.tls("api", "elsewhere.example");
+    assert!(response.starts_with("error:"), "{response}");
+    let record = egress.external_record();
+    assert!(record.contains("sni elsewhere.example"), "{record}");
+    assert!(
+        record.contains(&format!("connection from {}", egress.api_ip)),
+        "{record}"
+    );
+    let line = wait_for_line_in(
+        &egress.log("api-access.log"),
+        &["TCP", "PassthroughCluster"],
+    );
+    assert!(
+        line.contains(&format!("{}:443", egress.external_ip)),
+        "{line}"
+    );
+    // Registry hosts still take their routes through the gateway.
+    let response = egress.http("api", API);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(json_body(&response)["peer"], egress.egress_ip.to_string());
 }
