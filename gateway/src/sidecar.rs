@@ -25,7 +25,8 @@ pub struct SidecarArgs {
     #[arg(long, default_value = "REDIRECT", value_parser = ["REDIRECT", "NONE"], ignore_case = true)]
     pub interception_mode: String,
     /// The workload's own IP: where a Sidecar ingress listener's `defaultEndpoint:
-    /// 0.0.0.0:PORT` forwards.
+    /// 0.0.0.0:PORT` forwards. For the egress gateway: one of its own addresses, so that a
+    /// route back to it is refused as a loop.
     #[arg(long, value_name = "IP")]
     pub instance_ip: Option<IpAddr>,
     /// Serve an explicit HTTP proxy on 127.0.0.1:PORT for applications that set `HTTP_PROXY`

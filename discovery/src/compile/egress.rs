@@ -9,7 +9,10 @@
 //!   destination, which at a gateway is the gateway's own address (Istio's egress pattern
 //!   documents this loop and asks for `resolution: DNS`);
 //! - a DestinationRule `loadBalancer.simple: PASSTHROUGH` (the original destination, again);
-//! - endpoints at an address the gateway listens on: a routing loop.
+//! - endpoints at an address the gateway listens on: a routing loop. Its own addresses are its
+//!   bind address; when it binds the unspecified address, loopback, `--instance-ip`, and the
+//!   endpoints the registry describes with the gateway's own labels (the WorkloadEntry behind
+//!   `istio-egressgateway`, by which sidecars reach it).
 //!
 //! A refused destination's cluster is left out with the reason, which `validate` and the log
 //! report as a finding and which the access log repeats for each request routed there (503 NC)
@@ -54,11 +57,25 @@ impl Compiler<'_> {
         }
         let looping = endpoints
             .iter()
-            .map(|e| e.address)
-            .find(|address| self.is_own_address(*address, &egress.own_ips))?;
+            .find(|e| self.is_own_address(e.address, &egress.own_ips) || self.is_own_endpoint(e))?
+            .address;
         Some(format!(
             "REGISTRY_ONLY at the egress gateway: endpoint {looping} of {host} is an address this gateway listens on; forwarding there would loop"
         ))
+    }
+
+    /// Whether the registry describes `endpoint` as the gateway itself (it carries the
+    /// gateway's labels) at a port the gateway listens on.
+    fn is_own_endpoint(&self, endpoint: &Endpoint) -> bool {
+        let labels = &self.options.labels;
+        !labels.is_empty()
+            && labels
+                .iter()
+                .all(|(k, v)| endpoint.labels.get(k) == Some(v))
+            && self
+                .listening
+                .iter()
+                .any(|l| l.port() == endpoint.address.port())
     }
 
     /// Whether `address` reaches one of the gateway's own listeners.
@@ -437,6 +454,14 @@ spec:
                 "{endpoint}"
             );
         }
+        // The registry's own entry for the gateway (its labels) is the gateway, wherever it is.
+        let gateway_entry = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: istio-egressgateway, namespace: istio-system}\nspec:\n  hosts: [loop.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 10.7.7.7, labels: {istio: egressgateway}}]\n";
+        let compiled = compile(&routed("loop.example", gateway_entry), &egress_options());
+        let why = refusal(&compiled, "loop.example").unwrap();
+        assert!(
+            why.contains("10.7.7.7:80") && why.contains("would loop"),
+            "{why}"
+        );
         // Another port of the gateway's address is not this listener.
         let other_port = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: p, namespace: default}\nspec:\n  hosts: [loop.example]\n  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
         let compiled = compile(&routed("loop.example", other_port), &egress_options());
