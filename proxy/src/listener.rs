@@ -199,22 +199,13 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
             let mut downstream = downstream(mesh_peer, client_certificate);
             if mesh_terminated && peeks_inner_hello(&application, &shared) {
                 let mut tls = tls;
-                let mut inner = BytesMut::new();
-                let deadline = tokio::time::Instant::now() + shared.options.client_hello_timeout;
-                let hello =
-                    tokio::time::timeout_at(deadline, read_client_hello(&mut tls, &mut inner))
-                        .await;
-                let inner_sni = match hello {
-                    Ok(Ok(Parsed::Complete(hello))) => hello.server_name.filter(|s| !s.is_empty()),
-                    // Not TLS, or a protocol where the server speaks first: no inner SNI.
-                    Ok(Ok(Parsed::NotTls)) | Err(_) => None,
-                    Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) => {
-                        tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
-                        return;
-                    }
+                let timeout = shared.options.client_hello_timeout;
+                let Some((inner_sni, read)) = read_inner_hello(&mut tls, timeout).await else {
+                    tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
+                    return;
                 };
                 downstream.sni = inner_sni;
-                let io = Prefixed::new(inner.freeze(), tls);
+                let io = Prefixed::new(read, tls);
                 serve(io, application, Arc::new(downstream), shared).await;
             } else {
                 serve(tls, application, Arc::new(downstream), shared).await;
@@ -234,6 +225,24 @@ fn peeks_inner_hello(application: &Application, shared: &Shared) -> bool {
         }
         Application::Http { .. } | Application::HttpProxy(_) => false,
     }
+}
+
+/// The SNI of the application's own ClientHello behind terminated mesh mTLS (none when the
+/// bytes are not TLS, or when nothing arrives in time: a protocol whose server speaks first),
+/// and the bytes read to find it, to be replayed upstream. `None` when the connection is
+/// unusable (it ends, or its ClientHello is malformed or too large).
+async fn read_inner_hello<IO: tokio::io::AsyncRead + Unpin>(
+    io: &mut IO,
+    timeout: Duration,
+) -> Option<(Option<String>, bytes::Bytes)> {
+    let mut read = BytesMut::new();
+    let hello = tokio::time::timeout(timeout, read_client_hello(io, &mut read)).await;
+    let sni = match hello {
+        Ok(Ok(Parsed::Complete(hello))) => hello.server_name.filter(|s| !s.is_empty()),
+        Ok(Ok(Parsed::NotTls)) | Err(_) => None,
+        Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) => return None,
+    };
+    Some((sni, read.freeze()))
 }
 
 /// The socket under a stream, so that a refused connection can be reset rather than closed.
@@ -409,6 +418,37 @@ fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::snapshot::ChainMatch;
+
+    /// Behind mesh mTLS: the application's ClientHello gives the SNI, and every byte read is
+    /// kept for the upstream; other bytes, or none in time, give no SNI; a connection that ends
+    /// inside a ClientHello is unusable.
+    #[tokio::test(start_paused = true)]
+    async fn the_inner_client_hello_names_the_sni_and_nothing_read_is_lost() {
+        use tokio::io::AsyncWriteExt;
+        let timeout = std::time::Duration::from_secs(5);
+        let hello =
+            crate::tls::client_hello::tests::rustls_client_hello("api.payments.example", &[]);
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&hello).await.unwrap();
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!(sni.as_deref(), Some("api.payments.example"));
+        assert_eq!(&read[..], &hello[..]);
+
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"EHLO mail\r\n").await.unwrap();
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!((sni, &read[..]), (None, &b"EHLO mail\r\n"[..]));
+
+        // The server speaks first: nothing arrives, and after the timeout there is no SNI.
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!((sni, read.len()), (None, 0));
+
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&hello[..hello.len() / 2]).await.unwrap();
+        drop(client);
+        assert!(read_inner_hello(&mut server, timeout).await.is_none());
+    }
 
     fn chain(name: &str, server_names: &[&str], matches: ChainMatch) -> FilterChain {
         FilterChain {
