@@ -1,6 +1,7 @@
 //! The egress gateway end to end, with Istio's documented patterns: two workloads (`api` and
 //! `other`, each its own network namespace with capture and a Strait sidecar), the egress
-//! gateway (`strait run --role egress` with its own SPIFFE identity) in a third, and in a
+//! gateway (`strait run --role egress` with its own SPIFFE identity, from files or from the CA
+//! service) in a third, and in a
 //! fourth a Python HTTPS server standing in for an external API, with a certificate from its
 //! own CA for `api.payments.example` and `secure.payments.example` (STATIC ServiceEntry
 //! endpoints give the names an address). Sidecars reach the gateway over mesh mTLS
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 use common::TempDir;
 use common::bridge::Bridge;
 use common::mesh::{
-    Ca, MARK, capture, http_get, json_body, recorded, sidecar, supervise, wait_for_line_in,
+    CA_PORT, Ca, MARK, capture, control, http_get, json_body, recorded, sidecar, supervise,
+    wait_for_line_in,
 };
 use common::netns::{Netns, Process};
 use common::pki;
@@ -260,6 +262,15 @@ spec:
     when: [{key: connection.sni, values: [secure.payments.example]}]
 "#;
 
+/// Where the egress gateway's identity comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GatewayIdentity {
+    /// Files from `strait ca issue`.
+    Files,
+    /// The CA service (run beside the gateway), with a bootstrap token.
+    Ca,
+}
+
 /// The four namespaces and what runs in them.
 struct Egress {
     bridge: Bridge,
@@ -276,6 +287,11 @@ impl Egress {
     /// Everything running, with `extra` added to the configuration and MeshConfig
     /// `outboundTrafficPolicy` set to `mode`.
     fn start(label: &str, mode: &str, extra: &str) -> Egress {
+        Egress::start_with(label, mode, extra, GatewayIdentity::Files)
+    }
+
+    /// [`Egress::start`] with the gateway's identity from `identity`.
+    fn start_with(label: &str, mode: &str, extra: &str, identity: GatewayIdentity) -> Egress {
         let bridge = Bridge::new(label, &["api", "other", "egress", "external"]);
         let ip = |name: &str| bridge.member(name).ip;
         let (api_ip, egress_ip, external_ip) = (ip("api"), ip("egress"), ip("external"));
@@ -321,7 +337,25 @@ impl Egress {
         });
         server.wait_for_line(|l| l == "ready");
         processes.push(server);
-        processes.push(gateway(&bridge.member("egress").netns, &dir, egress_ip));
+        let egress_netns = &bridge.member("egress").netns;
+        let identity_flags = match identity {
+            GatewayIdentity::Files => vec![
+                "--identity-dir".to_owned(),
+                dir.path().join("egress").display().to_string(),
+            ],
+            GatewayIdentity::Ca => {
+                processes.push(control(egress_netns, egress_ip, &dir, &ca, "1h"));
+                vec![
+                    "--ca-address".to_owned(),
+                    format!("{egress_ip}:{CA_PORT}"),
+                    "--trust-bundle".to_owned(),
+                    dir.path().join("bundle.pem").display().to_string(),
+                    "--bootstrap-token-file".to_owned(),
+                    ca.token_id(GATEWAY_ID, "egress", &dir),
+                ]
+            }
+        };
+        processes.push(gateway(egress_netns, &dir, egress_ip, &identity_flags));
         for workload in ["api", "other"] {
             let netns = &bridge.member(workload).netns;
             capture(netns, &["install"]);
@@ -371,13 +405,12 @@ impl Egress {
     }
 }
 
-/// The egress gateway in `netns`: `--role egress` with the identity in `DIR/egress`, serving
-/// the configuration in `DIR/config`; ready when its endpoints are.
-fn gateway(netns: &Netns, dir: &TempDir, ip: Ipv4Addr) -> Process {
+/// The egress gateway in `netns`: `--role egress` with the identity `identity` flags name,
+/// serving the configuration in `DIR/config`; ready when its endpoints are.
+fn gateway(netns: &Netns, dir: &TempDir, ip: Ipv4Addr, identity: &[String]) -> Process {
     let path = |name: &str| dir.path().join(name);
-    let (config, identity, data, access_log) = (
+    let (config, data, access_log) = (
         path("config"),
-        path("egress"),
         path("egress-data"),
         path("egress-access.log"),
     );
@@ -403,12 +436,12 @@ fn gateway(netns: &Netns, dir: &TempDir, ip: Ipv4Addr) -> Process {
     );
     for (flag, value) in [
         ("--config", &config),
-        ("--identity-dir", &identity),
         ("--data", &data),
         ("--access-log", &access_log),
     ] {
         command.extend([OsStr::new(flag), value.as_os_str()]);
     }
+    command.extend(identity.iter().map(OsStr::new));
     supervise(netns, &command, &path("egress.log"), "endpoint ready")
 }
 
@@ -534,7 +567,18 @@ fn registry_only_refuses_unknown_destinations_at_the_sidecar_and_at_the_gateway(
 
 #[test]
 fn only_the_allowed_principal_reaches_the_external_api_by_host_and_by_inner_sni() {
-    let egress = Egress::start("egress-authz", "REGISTRY_ONLY", AUTHORIZATION);
+    // The gateway gets its SVID from the CA service here, as a sidecar would.
+    let egress = Egress::start_with(
+        "egress-authz",
+        "REGISTRY_ONLY",
+        AUTHORIZATION,
+        GatewayIdentity::Ca,
+    );
+    let log = std::fs::read_to_string(egress.log("egress.log")).unwrap();
+    assert!(
+        log.contains(&format!("certificate issued id={GATEWAY_ID}")),
+        "{log}"
+    );
 
     // (5) `api` may reach the API over HTTP and over its own TLS; `other` may not.
     let response = egress.http("api", API);

@@ -129,13 +129,16 @@ impl Ca {
 
     /// Mints a bootstrap token for `SA` into `DIR/SA.token`; returns the file's path.
     pub fn token(&self, service_account: &str, dir: &TempDir) -> String {
+        self.token_id(&spiffe_id(service_account), service_account, dir)
+    }
+
+    /// Mints a bootstrap token for the SPIFFE ID `id` into `DIR/NAME.token`; returns its path.
+    pub fn token_id(&self, id: &str, name: &str, dir: &TempDir) -> String {
         let token = run(strait()
-            .args(["ca", "token", "--identity"])
-            .arg(spiffe_id(service_account))
-            .arg("--data")
+            .args(["ca", "token", "--identity", id, "--data"])
             .arg(&self.data));
         assert_eq!(token.code, Some(0), "strait ca token: {}", token.stderr);
-        dir.write(&format!("{service_account}.token"), &token.stdout)
+        dir.write(&format!("{name}.token"), &token.stdout)
             .display()
             .to_string()
     }
