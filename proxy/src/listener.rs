@@ -3,9 +3,9 @@
 //! terminating; then handing the connection to HTTP serving or TCP proxying with TLS terminated
 //! if the chain says so.
 //!
-//! Behind terminated mesh mTLS (`ISTIO_MUTUAL`, as at an egress gateway) a TCP chain may carry
-//! the application's own TLS: when its routes choose by SNI or authorization policies apply,
-//! the inner ClientHello is peeked the same way (bounded alike) and its SNI is the one routes
+//! Behind terminated mesh mTLS a chain may carry the application's own TLS (`IstioMutualInnerSni`,
+//! an egress gateway's `ISTIO_MUTUAL` TLS server): when its routes choose by SNI or
+//! authorization policies read `connection.sni`, the inner ClientHello is peeked the same way (bounded alike) and its SNI is the one routes
 //! (`sniHosts`) and policies (`connection.sni`) see, since it names where the application's
 //! TLS really goes; the outer SNI only chose the filter chain.
 
@@ -108,7 +108,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     };
     // Take what the connection needs from the current snapshot and let go of the rest, so that
     // a long-lived connection does not pin old snapshots.
-    let (application, server_tls, mesh_terminated) = {
+    let (application, server_tls, mesh_terminated, inner_sni) = {
         let active = shared.active();
         let Some(listener) = active.snapshot.listener(&name) else {
             return;
@@ -127,7 +127,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     None => return,
                 }
             }
-            Transport::IstioMutual => {
+            Transport::IstioMutual | Transport::IstioMutualInnerSni => {
                 match active.server_tls.get(&(name.clone(), chain.name.clone())) {
                     Some(config) => Some(config.clone()),
                     None => return,
@@ -135,8 +135,18 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
             }
             Transport::Plaintext | Transport::Passthrough => None,
         };
-        let mesh_terminated = matches!(chain.transport, Transport::IstioMutual);
-        (chain.application.clone(), server_tls, mesh_terminated)
+        let mesh_terminated = matches!(
+            chain.transport,
+            Transport::IstioMutual | Transport::IstioMutualInnerSni
+        );
+        let inner_sni = chain.transport == Transport::IstioMutualInnerSni
+            && reads_inner_sni(&chain.application, &active.snapshot.policies);
+        (
+            chain.application.clone(),
+            server_tls,
+            mesh_terminated,
+            inner_sni,
+        )
     };
     let io = Prefixed::new(read.freeze(), stream);
     let route_table = match &application {
@@ -197,7 +207,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     .and_then(|element| http::HeaderValue::from_str(&element).ok())
             };
             let mut downstream = downstream(mesh_peer, client_certificate);
-            if mesh_terminated && peeks_inner_hello(&application, &shared) {
+            if inner_sni {
                 let mut tls = tls;
                 let timeout = shared.options.client_hello_timeout;
                 let Some((inner_sni, read)) = read_inner_hello(&mut tls, timeout).await else {
@@ -215,13 +225,13 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     }
 }
 
-/// Whether a connection terminated from mesh mTLS has its inner ClientHello read: a TCP chain
-/// whose routes choose by SNI, or a proxy whose authorization policies may ask for it.
-fn peeks_inner_hello(application: &Application, shared: &Shared) -> bool {
+/// Whether a connection on an `IstioMutualInnerSni` chain has its inner ClientHello read: when
+/// its routes choose by SNI or authorization policies read `connection.sni`. Nothing else waits
+/// for the client's first bytes (a protocol whose server speaks first would wait for nothing).
+fn reads_inner_sni(application: &Application, policies: &crate::snapshot::Policies) -> bool {
     match application {
         Application::Tcp { routes } => {
-            routes.iter().any(|r| !r.server_names.is_empty())
-                || shared.active().snapshot.policies.has_authorization()
+            routes.iter().any(|r| !r.server_names.is_empty()) || policies.reads_connection_sni()
         }
         Application::Http { .. } | Application::HttpProxy(_) => false,
     }

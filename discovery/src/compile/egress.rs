@@ -306,7 +306,7 @@ spec:
     fn istio_mutual_servers_terminate_mesh_mtls_and_route_the_inner_tls_by_sni() {
         let compiled = compile(&format!("{CNN}{MUTUAL_TLS_SERVER}"), &egress_options());
         let chain = &compiled.snapshot.listeners[0].filter_chains[0];
-        assert_eq!(chain.transport, Transport::IstioMutual);
+        assert_eq!(chain.transport, Transport::IstioMutualInnerSni);
         assert_eq!(chain.server_names, ["edition.cnn.com"]);
         let Application::Tcp { routes } = &chain.application else {
             panic!("TLS behind mesh mTLS is TCP")

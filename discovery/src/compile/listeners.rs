@@ -391,11 +391,12 @@ impl<'a> Compiler<'a> {
                 })
             }
             ServerKind::TerminatedTcp => {
-                let transport = self.server_transport(server, &[])?;
+                let mut transport = self.server_transport(server, &[])?;
                 let mut routes = Vec::new();
                 if transport == Transport::IstioMutual {
                     // Behind mesh mTLS the application's own TLS may follow: its `tls` routes
                     // choose by the inner ClientHello's SNI, ahead of the `tcp` routes.
+                    transport = Transport::IstioMutualInnerSni;
                     routes.extend(self.tls_routes_of(server, services));
                 }
                 routes.extend(self.tcp_routes_of(server, services));

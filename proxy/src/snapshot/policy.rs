@@ -40,6 +40,17 @@ impl Policies {
             && self.allow.is_empty()
             && self.audit.is_empty())
     }
+
+    /// Whether any authorization rule reads `connection.sni`: behind terminated mesh mTLS the
+    /// proxy then reads the application's own ClientHello to know it.
+    pub fn reads_connection_sni(&self) -> bool {
+        [&self.custom, &self.deny, &self.allow, &self.audit]
+            .into_iter()
+            .flatten()
+            .flat_map(|policy| &policy.rules)
+            .flat_map(Rule::fields)
+            .any(|field| field.attribute == Attribute::ConnectionSni)
+    }
 }
 
 /// One compiled AuthorizationPolicy. No rules: it matches nothing.
