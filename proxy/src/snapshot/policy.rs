@@ -456,6 +456,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_rule_naming_connection_sni_needs_the_sni() {
+        let field = |attribute| FieldMatch {
+            attribute,
+            values: vec![ValueMatcher::String(AuthzString::parse("api.example"))],
+            negated: false,
+        };
+        let policies = |rule: Rule| Policies {
+            deny: vec![AuthorizationPolicy {
+                name: "ns/p".to_owned(),
+                rules: vec![rule],
+            }],
+            ..Policies::default()
+        };
+        let by_principal = Rule {
+            from: vec![Clause {
+                fields: vec![field(Attribute::SourcePrincipal)],
+            }],
+            ..Rule::default()
+        };
+        assert!(!policies(by_principal).reads_connection_sni());
+        let by_sni = Rule {
+            when: vec![field(Attribute::ConnectionSni)],
+            ..Rule::default()
+        };
+        assert!(policies(by_sni).reads_connection_sni());
+        assert!(!Policies::default().reads_connection_sni());
+    }
+
+    #[test]
     fn string_forms_are_exact_prefix_suffix_and_presence() {
         assert!(AuthzString::parse("abc").matches("abc"));
         assert!(!AuthzString::parse("abc").matches("abcd"));
