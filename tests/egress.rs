@@ -271,8 +271,9 @@ enum GatewayIdentity {
     Ca,
 }
 
-/// The four namespaces and what runs in them.
+/// The four namespaces and what runs in them (stopped first when dropped).
 struct Egress {
+    _processes: Vec<Process>,
     bridge: Bridge,
     dir: TempDir,
     api_ip: Ipv4Addr,
@@ -280,7 +281,6 @@ struct Egress {
     external_ip: Ipv4Addr,
     /// The external API's CA, as a file.
     external_ca: PathBuf,
-    _processes: Vec<Process>,
 }
 
 impl Egress {
