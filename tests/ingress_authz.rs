@@ -194,7 +194,7 @@ async fn allow_by_remote_ip_blocks_reads_x_forwarded_for_past_trusted_proxies() 
     assert_eq!(direct.status, 403);
     let line = gateway.access_log_line(|l| l.contains(" 403 RBAC "));
     assert!(
-        line.contains("reason=\"no ALLOW policy matched\""),
+        line.contains("reason=\"no ALLOW policy matched (ALLOW policies: "),
         "{line}"
     );
 }
@@ -247,7 +247,7 @@ async fn an_allow_nothing_policy_denies_every_request() {
     let line = gateway.access_log_line(|l| l.contains("\"GET /public"));
     assert!(line.contains(" 403 RBAC "), "{line}");
     assert!(
-        line.contains("reason=\"no ALLOW policy matched\""),
+        line.contains("reason=\"no ALLOW policy matched (ALLOW policies: "),
         "{line}"
     );
 }

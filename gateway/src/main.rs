@@ -8,6 +8,7 @@ mod args;
 mod ca;
 mod capture;
 mod control;
+mod identity;
 mod last_good;
 mod logging;
 mod proxy_config;

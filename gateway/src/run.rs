@@ -1,4 +1,4 @@
-//! `strait run --role ingress|sidecar`: the proxy process and its lifecycle.
+//! `strait run --role ingress|egress|sidecar`: the proxy process and its lifecycle.
 //!
 //! Start: open the state under `--data` (the store of DNS answers and the last-known-good
 //! snapshot, see `last_good`), read the configuration directory, compile the snapshot (or,
@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
+use strait_discovery::compile::{
+    EgressOptions, GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar,
+};
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
 use strait_discovery::findings::{Finding, Level};
@@ -41,6 +43,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState, Endpoints};
 use crate::args::{parse_duration, parse_labels, parse_port_map};
+use crate::identity::IdentityArgs;
 use crate::last_good::{LastGoodWriter, Restored, ServingStatus, serving_line};
 use crate::logging::Logging;
 use crate::sidecar;
@@ -57,7 +60,8 @@ pub struct Args {
     #[arg(long)]
     config: Vec<PathBuf>,
     /// The proxy's labels: a gateway serves the Gateways whose selector they satisfy
-    /// (default `istio=ingressgateway`); a sidecar's are its workload's.
+    /// (default `istio=ingressgateway`, `istio=egressgateway` for the egress role); a sidecar's
+    /// are its workload's.
     #[arg(long, value_name = "K=V,...")]
     labels: Option<String>,
     /// The gateway's namespace (DestinationRule lookup, `.` in server hosts).
@@ -155,9 +159,10 @@ pub struct Args {
     /// handshake.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     client_hello_timeout: Duration,
-    /// The workload name this gateway reports in metrics (`source_workload`).
-    #[arg(long, default_value = "strait-ingressgateway")]
-    workload_name: String,
+    /// The workload name this gateway reports in metrics (`source_workload`); by default
+    /// `strait-ingressgateway` or `strait-egressgateway`.
+    #[arg(long)]
+    workload_name: Option<String>,
     /// How many threads serve traffic (the async runtime's workers); the number of CPUs when
     /// unset.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -169,6 +174,8 @@ pub struct Args {
     socket_mark: Option<u32>,
     #[command(flatten)]
     sidecar: sidecar::SidecarArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
     #[command(flatten)]
     control: crate::control::ControlArgs,
 }
@@ -219,9 +226,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.config.is_empty() {
         bail!("--config is required for --role {:?}", args.role);
     }
-    if !matches!(args.role, Role::Ingress | Role::Sidecar) {
+    if !matches!(args.role, Role::Ingress | Role::Egress | Role::Sidecar) {
         bail!(
-            "--role {:?}: the ingress, sidecar and control roles are available in this version",
+            "--role {:?}: the ingress, egress, sidecar and control roles are available in this version",
             args.role
         );
     }
@@ -243,6 +250,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     let default_labels = match args.role {
         Role::Sidecar => "",
+        Role::Egress => "istio=egressgateway",
         _ => "istio=ingressgateway",
     };
     let labels = parse_labels("--labels", args.labels.as_deref().unwrap_or(default_labels))?;
@@ -265,15 +273,32 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     let (target, mesh) = match args.role {
         Role::Sidecar => {
             let workload = args.sidecar.workload()?;
-            let mesh = args.sidecar.identity(&workload, args.socket_mark).await?;
-            let mut options = args
-                .sidecar
-                .options(&workload, labels.clone(), &args.domain_suffix);
+            let mesh = args
+                .identity
+                .identity(&workload.namespace, args.socket_mark)
+                .await?;
+            let mut options = args.sidecar.options(
+                &workload,
+                labels.clone(),
+                &args.domain_suffix,
+                &args.identity.service_account,
+            );
             options.dns = dns.clone();
             (Target::Sidecar(options), Some(mesh))
         }
-        _ => (
-            Target::Gateway(GatewayOptions {
+        _ => {
+            // A gateway with an identity terminates ISTIO_MUTUAL servers and originates mesh
+            // mTLS; without one it serves the rest.
+            let mesh = if args.identity.configured() {
+                Some(
+                    args.identity
+                        .identity(&args.namespace, args.socket_mark)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let target = Target::Gateway(GatewayOptions {
                 labels: labels.clone(),
                 namespace: args.namespace.clone(),
                 domain_suffix: args.domain_suffix.clone(),
@@ -281,11 +306,14 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 bind: args.bind,
                 ports,
                 last_good: Default::default(),
-                mesh_identity: false,
+                mesh_identity: mesh.is_some(),
                 dns: dns.clone(),
-            }),
-            None,
-        ),
+                egress: (args.role == Role::Egress).then(|| EgressOptions {
+                    own_ips: args.sidecar.instance_ip.into_iter().collect(),
+                }),
+            });
+            (target, mesh)
+        }
     };
     let mut source = DirectorySource::new(
         args.config.clone(),
@@ -304,7 +332,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
 
     let mut watched = args.config.clone();
     watched.extend(args.credentials.iter().cloned());
-    watched.extend(args.sidecar.identity_dir.iter().cloned());
+    watched.extend(args.identity.identity_dir.iter().cloned());
     let mut watch = (!args.no_watch)
         .then(|| ConfigWatch::new(watched, args.watch_interval, args.reload_debounce));
     let dns_options = DnsOptions {
@@ -426,7 +454,7 @@ async fn start_dns_proxy(args: &Args, names: &SharedNames) -> anyhow::Result<Opt
 /// Reads the identity files again; a bad file keeps the identity in force.
 fn refresh_identity(args: &Args, mesh: Option<&MeshIdentity>) {
     if let Some(mesh) = mesh
-        && let Err(error) = args.sidecar.refresh(mesh)
+        && let Err(error) = args.identity.refresh(mesh)
     {
         tracing::error!("{error:#}; the current identity stays in force");
     }
@@ -643,7 +671,7 @@ fn telemetry(
     };
     let (workload, namespace) = match args.sidecar.workload() {
         Ok(workload) if args.role == Role::Sidecar => (workload.name, workload.namespace),
-        _ => (args.workload_name.clone(), args.namespace.clone()),
+        _ => (gateway_workload_name(args), args.namespace.clone()),
     };
     let principal = mesh
         .and_then(|m| m.cell.current())
@@ -667,6 +695,15 @@ fn telemetry(
         dns.failures(),
     );
     Ok(Telemetry::new(access_log, metrics))
+}
+
+/// The workload name a gateway reports: `--workload-name`, else its role's default.
+fn gateway_workload_name(args: &Args) -> String {
+    match (&args.workload_name, args.role) {
+        (Some(name), _) => name.clone(),
+        (None, Role::Egress) => "strait-egressgateway".to_owned(),
+        (None, _) => "strait-ingressgateway".to_owned(),
+    }
 }
 
 fn proxy_options(args: &Args, mesh: Option<MeshIdentity>) -> ProxyOptions {

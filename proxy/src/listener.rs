@@ -2,9 +2,16 @@
 //! destination (under capture), then the SNI and ALPN of the TLS ClientHello, read without
 //! terminating; then handing the connection to HTTP serving or TCP proxying with TLS terminated
 //! if the chain says so.
+//!
+//! Behind terminated mesh mTLS a chain may carry the application's own TLS (`IstioMutualInnerSni`,
+//! an egress gateway's `ISTIO_MUTUAL` TLS server): when its routes choose by SNI or
+//! authorization policies read `connection.sni`, the inner ClientHello is peeked the same way (bounded alike) and its SNI is the one routes
+//! (`sniHosts`) and policies (`connection.sni`) see, since it names where the application's
+//! TLS really goes; the outer SNI only chose the filter chain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +22,7 @@ use crate::http::server;
 use crate::io::Prefixed;
 use crate::runtime::{Downstream, Shared};
 use crate::snapshot::{Application, FilterChain, Listener, Transport, TransportProtocol};
-use crate::tcp;
+use crate::tcp::{self, Ending};
 use crate::tls::client_hello::{Parsed, read_client_hello};
 
 /// Accepts connections until `stop` turns true; connections already accepted carry on.
@@ -101,7 +108,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
     };
     // Take what the connection needs from the current snapshot and let go of the rest, so that
     // a long-lived connection does not pin old snapshots.
-    let (application, server_tls, mesh_terminated) = {
+    let (application, server_tls, mesh_terminated, inner_sni) = {
         let active = shared.active();
         let Some(listener) = active.snapshot.listener(&name) else {
             return;
@@ -120,7 +127,7 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     None => return,
                 }
             }
-            Transport::IstioMutual => {
+            Transport::IstioMutual | Transport::IstioMutualInnerSni => {
                 match active.server_tls.get(&(name.clone(), chain.name.clone())) {
                     Some(config) => Some(config.clone()),
                     None => return,
@@ -128,8 +135,18 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
             }
             Transport::Plaintext | Transport::Passthrough => None,
         };
-        let mesh_terminated = matches!(chain.transport, Transport::IstioMutual);
-        (chain.application.clone(), server_tls, mesh_terminated)
+        let mesh_terminated = matches!(
+            chain.transport,
+            Transport::IstioMutual | Transport::IstioMutualInnerSni
+        );
+        let inner_sni = chain.transport == Transport::IstioMutualInnerSni
+            && reads_inner_sni(&chain.application, &active.snapshot.policies);
+        (
+            chain.application.clone(),
+            server_tls,
+            mesh_terminated,
+            inner_sni,
+        )
     };
     let io = Prefixed::new(read.freeze(), stream);
     let route_table = match &application {
@@ -137,21 +154,19 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         Application::Tcp { .. } | Application::HttpProxy(_) => String::new(),
     };
     let http_proxy = matches!(application, Application::HttpProxy(_));
-    let downstream = |mesh_peer, client_certificate| {
-        Arc::new(Downstream {
-            peer,
-            local,
-            original_destination: original_destination.then_some(destination),
-            listener: name.clone(),
-            route_table,
-            tls: server_tls.is_some(),
-            sni,
-            peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or(http::HeaderValue::from_static("unknown")),
-            mesh_peer,
-            client_certificate,
-            http_proxy,
-        })
+    let downstream = |mesh_peer, client_certificate| Downstream {
+        peer,
+        local,
+        original_destination: original_destination.then_some(destination),
+        listener: name.clone(),
+        route_table,
+        tls: server_tls.is_some(),
+        sni,
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown")),
+        mesh_peer,
+        client_certificate,
+        http_proxy,
     };
     match server_tls.clone() {
         Some(config) => {
@@ -191,16 +206,82 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
                     .and_then(|leaf| strait_certs::client_certificate_xfcc(leaf.as_ref()))
                     .and_then(|element| http::HeaderValue::from_str(&element).ok())
             };
-            serve(
-                tls,
-                application,
-                downstream(mesh_peer, client_certificate),
-                shared,
-            )
-            .await;
+            let mut downstream = downstream(mesh_peer, client_certificate);
+            if inner_sni {
+                let mut tls = tls;
+                let timeout = shared.options.client_hello_timeout;
+                let Some((inner_sni, read)) = read_inner_hello(&mut tls, timeout).await else {
+                    tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
+                    return;
+                };
+                downstream.sni = inner_sni;
+                let io = Prefixed::new(read, tls);
+                serve(io, application, Arc::new(downstream), shared).await;
+            } else {
+                serve(tls, application, Arc::new(downstream), shared).await;
+            }
         }
-        None => serve(io, application, downstream(None, None), shared).await,
+        None => serve(io, application, Arc::new(downstream(None, None)), shared).await,
     }
+}
+
+/// Whether a connection on an `IstioMutualInnerSni` chain has its inner ClientHello read: when
+/// its routes choose by SNI or authorization policies read `connection.sni`. Nothing else waits
+/// for the client's first bytes (a protocol whose server speaks first would wait for nothing).
+fn reads_inner_sni(application: &Application, policies: &crate::snapshot::Policies) -> bool {
+    match application {
+        Application::Tcp { routes } => {
+            routes.iter().any(|r| !r.server_names.is_empty()) || policies.reads_connection_sni()
+        }
+        Application::Http { .. } | Application::HttpProxy(_) => false,
+    }
+}
+
+/// The SNI of the application's own ClientHello behind terminated mesh mTLS (none when the
+/// bytes are not TLS, or when nothing arrives in time: a protocol whose server speaks first),
+/// and the bytes read to find it, to be replayed upstream. `None` when the connection is
+/// unusable (it ends, or its ClientHello is malformed or too large).
+async fn read_inner_hello<IO: tokio::io::AsyncRead + Unpin>(
+    io: &mut IO,
+    timeout: Duration,
+) -> Option<(Option<String>, bytes::Bytes)> {
+    let mut read = BytesMut::new();
+    let hello = tokio::time::timeout(timeout, read_client_hello(io, &mut read)).await;
+    let sni = match hello {
+        Ok(Ok(Parsed::Complete(hello))) => hello.server_name.filter(|s| !s.is_empty()),
+        Ok(Ok(Parsed::NotTls)) | Err(_) => None,
+        Ok(Ok(Parsed::Incomplete)) | Ok(Err(_)) => return None,
+    };
+    Some((sni, read.freeze()))
+}
+
+/// The socket under a stream, so that a refused connection can be reset rather than closed.
+pub(crate) trait Socket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl<IO: Socket> Socket for Prefixed<IO> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().socket()
+    }
+}
+
+impl<IO: Socket> Socket for tokio_rustls::server::TlsStream<IO> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.socket()
+    }
+}
+
+/// Closes the connection with a TCP reset (SO_LINGER 0, then close).
+fn reset<IO: Socket>(io: IO) {
+    let _ = socket2::SockRef::from(io.socket()).set_linger(Some(Duration::ZERO));
+    drop(io);
 }
 
 /// The destination the client meant before iptables REDIRECT sent it here; `None` when the
@@ -218,18 +299,22 @@ fn original_dst(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
 }
 
 async fn serve<IO>(
-    io: IO,
+    mut io: IO,
     application: Application,
     downstream: Arc<Downstream>,
     shared: Arc<Shared>,
 ) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Socket + Unpin + Send + 'static,
 {
     match application {
         Application::Http { .. } | Application::HttpProxy(_) => {
             server::serve(io, downstream, shared).await;
         }
-        Application::Tcp { routes } => tcp::proxy(io, &routes, &downstream, &shared).await,
+        Application::Tcp { routes } => {
+            if tcp::proxy(&mut io, &routes, &downstream, &shared).await == Ending::Reset {
+                reset(io);
+            }
+        }
     }
 }
 
@@ -343,6 +428,37 @@ fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::snapshot::ChainMatch;
+
+    /// Behind mesh mTLS: the application's ClientHello gives the SNI, and every byte read is
+    /// kept for the upstream; other bytes, or none in time, give no SNI; a connection that ends
+    /// inside a ClientHello is unusable.
+    #[tokio::test(start_paused = true)]
+    async fn the_inner_client_hello_names_the_sni_and_nothing_read_is_lost() {
+        use tokio::io::AsyncWriteExt;
+        let timeout = std::time::Duration::from_secs(5);
+        let hello =
+            crate::tls::client_hello::tests::rustls_client_hello("api.payments.example", &[]);
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&hello).await.unwrap();
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!(sni.as_deref(), Some("api.payments.example"));
+        assert_eq!(&read[..], &hello[..]);
+
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"EHLO mail\r\n").await.unwrap();
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!((sni, &read[..]), (None, &b"EHLO mail\r\n"[..]));
+
+        // The server speaks first: nothing arrives, and after the timeout there is no SNI.
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let (sni, read) = read_inner_hello(&mut server, timeout).await.unwrap();
+        assert_eq!((sni, read.len()), (None, 0));
+
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&hello[..hello.len() / 2]).await.unwrap();
+        drop(client);
+        assert!(read_inner_hello(&mut server, timeout).await.is_none());
+    }
 
     fn chain(name: &str, server_names: &[&str], matches: ChainMatch) -> FilterChain {
         FilterChain {

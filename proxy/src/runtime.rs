@@ -262,7 +262,7 @@ impl Shared {
                             source,
                         })?
                     }
-                    Transport::IstioMutual => match &mesh_server {
+                    Transport::IstioMutual | Transport::IstioMutualInnerSni => match &mesh_server {
                         Some(config) => Arc::clone(config),
                         None => {
                             let config = self

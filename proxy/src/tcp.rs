@@ -3,7 +3,10 @@
 //! change denies it. The route is chosen by SNI (for
 //! passthrough) or is the only one; its cluster's balancer picks an endpoint, other endpoints
 //! are tried when connecting fails, and the bytes are copied both ways until either side
-//! closes. Each connection ends in an access log line and the `istio_tcp_*` metrics.
+//! closes. A connection no route or cluster takes (REGISTRY_ONLY's `BlackHoleCluster` among
+//! them) is reset, not closed: it was already accepted, and under capture the client's
+//! handshake succeeded with the proxy. Each connection ends in an access log line and the
+//! `istio_tcp_*` metrics.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -21,13 +24,25 @@ use crate::upstream::outlier::Outcome;
 /// Endpoints tried before a connection is given up.
 const CONNECT_ATTEMPTS: usize = 3;
 
+/// How the client's side of a proxied connection is to be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Closed the ordinary way.
+    Close,
+    /// Reset: the connection was refused after it was accepted (no cluster for it, or a
+    /// destination REGISTRY_ONLY does not allow), so the client must not mistake it for an
+    /// empty answer.
+    Reset,
+}
+
 /// Proxies one connection by the first route that matches its SNI.
 pub(crate) async fn proxy<IO>(
     mut io: IO,
     routes: &[TcpRoute],
     downstream: &Downstream,
     shared: &Arc<Shared>,
-) where
+) -> Ending
+where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
@@ -48,7 +63,8 @@ pub(crate) async fn proxy<IO>(
         entry.reason = reason;
         drop(active);
         let _ = io.shutdown().await;
-        return finish(entry, flags, started, shared, 0, 0);
+        finish(entry, flags, started, shared, 0, 0);
+        return Ending::Close;
     }
     let route = routes
         .iter()
@@ -59,14 +75,16 @@ pub(crate) async fn proxy<IO>(
     let (Some(route), Some(cluster_name)) = (route, cluster) else {
         flags |= ResponseFlags::NO_ROUTE;
         entry.reason = format!("no TCP route matches server name {:?}", downstream.sni);
-        return finish(entry, flags, started, shared, 0, 0);
+        finish(entry, flags, started, shared, 0, 0);
+        return Ending::Reset;
     };
     entry.route_name.clone_from(&route.name);
     entry.upstream_cluster = cluster_name.to_owned();
     let Some(cluster) = active.clusters.get(cluster_name).cloned() else {
         flags |= ResponseFlags::NO_CLUSTER_FOUND;
         entry.reason = active.snapshot.missing_cluster_reason(cluster_name);
-        return finish(entry, flags, started, shared, 0, 0);
+        finish(entry, flags, started, shared, 0, 0);
+        return Ending::Reset;
     };
     let config = cluster.config();
     let tls = active.upstream_tls.get(cluster_name).map(|t| t.0.clone());
@@ -118,7 +136,8 @@ pub(crate) async fn proxy<IO>(
     let Some((mut stream, _endpoint)) = upstream else {
         let _ = io.shutdown().await;
         shared.telemetry.metrics.tcp_closed(&base, 0, 0);
-        return finish(entry, flags, started, shared, 0, 0);
+        finish(entry, flags, started, shared, 0, 0);
+        return Ending::Close;
     };
     if !flags.is_empty() {
         // An earlier endpoint failed but a later one took the connection.
@@ -144,6 +163,7 @@ pub(crate) async fn proxy<IO>(
         };
     shared.telemetry.metrics.tcp_closed(&base, sent, received);
     finish(entry, flags, started, shared, received, sent);
+    Ending::Close
 }
 
 /// How copying ended.

@@ -117,15 +117,28 @@ impl Ca {
         assert_eq!(issued.code, Some(0), "strait ca issue: {}", issued.stderr);
     }
 
-    /// Mints a bootstrap token for `SA` into `DIR/SA.token`; returns the file's path.
-    pub fn token(&self, service_account: &str, dir: &TempDir) -> String {
-        let token = run(strait()
-            .args(["ca", "token", "--identity"])
-            .arg(spiffe_id(service_account))
+    /// Issues the SPIFFE ID `id` into `out`, as [`Ca::issue`] does.
+    pub fn issue_id(&self, id: &str, out: &Path) {
+        let issued = run(strait()
+            .args(["ca", "issue", "--spiffe-id", id, "--out"])
+            .arg(out)
             .arg("--data")
             .arg(&self.data));
+        assert_eq!(issued.code, Some(0), "strait ca issue: {}", issued.stderr);
+    }
+
+    /// Mints a bootstrap token for `SA` into `DIR/SA.token`; returns the file's path.
+    pub fn token(&self, service_account: &str, dir: &TempDir) -> String {
+        self.token_id(&spiffe_id(service_account), service_account, dir)
+    }
+
+    /// Mints a bootstrap token for the SPIFFE ID `id` into `DIR/NAME.token`; returns its path.
+    pub fn token_id(&self, id: &str, name: &str, dir: &TempDir) -> String {
+        let token = run(strait()
+            .args(["ca", "token", "--identity", id, "--data"])
+            .arg(&self.data));
         assert_eq!(token.code, Some(0), "strait ca token: {}", token.stderr);
-        dir.write(&format!("{service_account}.token"), &token.stdout)
+        dir.write(&format!("{name}.token"), &token.stdout)
             .display()
             .to_string()
     }

@@ -90,7 +90,12 @@ impl Compiler<'_> {
     ) -> Option<String> {
         let missing = cluster_name(port.unwrap_or_default(), subset, host);
         let Some(service) = self.registry.service(host) else {
-            let why = format!("no ServiceEntry declares {host}");
+            let why = match self.options.egress {
+                Some(_) => {
+                    format!("REGISTRY_ONLY at the egress gateway: no ServiceEntry declares {host}")
+                }
+                None => format!("no ServiceEntry declares {host}"),
+            };
             self.problem(format!(
                 "{why}: requests routed there get 503 (NC, no cluster)"
             ));
@@ -218,7 +223,12 @@ impl Compiler<'_> {
         }
         let protocol = upstream_protocol(service_port.declared_protocol(), policy.connection_pool);
         let tls = match policy.tls {
-            Some(tls) if tls.mode == Some(ClientTlsMode::IstioMutual) => mesh.istio_mutual(),
+            Some(tls) if tls.mode == Some(ClientTlsMode::IstioMutual) => {
+                // `sni` replaces Istio's `outbound_.PORT_.SUBSET_.HOST`, as an egress gateway's
+                // ISTIO_MUTUAL server chooses its filter chain by the external host's name.
+                let sni = tls.sni.clone();
+                mesh.istio_mutual(sni)
+            }
             Some(tls) => self.upstream_tls(tls, host, &service.entry.subject_alt_names),
             None => self.auto_mtls(host, mesh),
         };
@@ -243,6 +253,13 @@ impl Compiler<'_> {
             return None;
         }
         let (lb, original_destination) = lb_policy(policy.load_balancer);
+        if let Some(why) = self.egress_refusal(host, service, &endpoints, original_destination) {
+            self.problem(format!(
+                "{why}; requests routed there get 503 (NC, no cluster)"
+            ));
+            self.missing_clusters.insert(name, why);
+            return None;
+        }
         // A cluster whose DNS names have no addresses (yet, or any more) says why.
         let empty_reason =
             (endpoints.is_empty() && !dns_waits.is_empty()).then(|| dns_waits.join("; "));
@@ -372,9 +389,9 @@ struct MeshDestination {
 }
 
 impl MeshDestination {
-    fn istio_mutual(self) -> UpstreamTls {
+    fn istio_mutual(self, sni: Option<String>) -> UpstreamTls {
         UpstreamTls::IstioMutual {
-            sni: self.sni,
+            sni: sni.unwrap_or(self.sni),
             subject_alt_names: self.subject_alt_names,
         }
     }
@@ -397,7 +414,7 @@ impl Compiler<'_> {
             ));
             return UpstreamTls::Disabled;
         }
-        mesh.istio_mutual()
+        mesh.istio_mutual(None)
     }
 
     /// The SPIFFE IDs a destination's servers may present: the ServiceEntry's

@@ -165,6 +165,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
+        self.listening = by_address.keys().copied().collect();
         let mut listeners = Vec::new();
         let mut tables = Tables::new();
         for (address, servers) in by_address {
@@ -206,9 +207,16 @@ impl<'a> Compiler<'a> {
                         ServerKind::TerminatedTcp
                     }
                 }
+                ServerTlsMode::IstioMutual if self.options.mesh_identity => {
+                    if protocol == Protocol::Https {
+                        ServerKind::TerminatedHttp
+                    } else {
+                        ServerKind::TerminatedTcp
+                    }
+                }
                 ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => {
                     self.problem(format!(
-                        "tls.mode {mode:?} needs mesh identity or the east-west role; this server is not served by the ingress role"
+                        "tls.mode {mode:?} needs a mesh identity (--identity-dir or --ca-address) or the east-west role; this server is not served"
                     ));
                     return None;
                 }
@@ -371,25 +379,32 @@ impl<'a> Compiler<'a> {
                 })
             }
             ServerKind::TerminatedHttp => {
-                let tls = self.server_tls(server, &["h2", "http/1.1"])?;
+                let transport = self.server_transport(server, &["h2", "http/1.1"])?;
                 let table = self.route_table(&name, &[server], services);
                 tables.insert(name.clone(), Arc::new(table));
                 Some(FilterChain {
                     name: name.clone(),
                     server_names,
                     matches: ChainMatch::default(),
-                    transport: Transport::Terminate(tls),
+                    transport,
                     application: Application::Http { route_table: name },
                 })
             }
             ServerKind::TerminatedTcp => {
-                let tls = self.server_tls(server, &[])?;
-                let routes = self.tcp_routes_of(server, services);
+                let mut transport = self.server_transport(server, &[])?;
+                let mut routes = Vec::new();
+                if transport == Transport::IstioMutual {
+                    // Behind mesh mTLS the application's own TLS may follow: its `tls` routes
+                    // choose by the inner ClientHello's SNI, ahead of the `tcp` routes.
+                    transport = Transport::IstioMutualInnerSni;
+                    routes.extend(self.tls_routes_of(server, services));
+                }
+                routes.extend(self.tcp_routes_of(server, services));
                 Some(FilterChain {
                     name,
                     server_names,
                     matches: ChainMatch::default(),
-                    transport: Transport::Terminate(tls),
+                    transport,
                     application: Application::Tcp { routes },
                 })
             }
@@ -547,6 +562,16 @@ impl<'a> Compiler<'a> {
             }
         }
         routes
+    }
+
+    /// How a terminating server's TLS is ended: with the proxy's mesh identity for
+    /// `ISTIO_MUTUAL`, else with the server's own certificate (`server_tls`).
+    fn server_transport(&mut self, server: &GatewayServer<'a>, alpn: &[&str]) -> Option<Transport> {
+        let mode = server.server.tls.as_ref().and_then(|t| t.mode);
+        if mode == Some(ServerTlsMode::IstioMutual) {
+            return Some(Transport::IstioMutual);
+        }
+        self.server_tls(server, alpn).map(Transport::Terminate)
     }
 
     /// TLS termination for a server: its certificate (from `credentialName` or files), the

@@ -1,12 +1,13 @@
 //! Compiling Istio configuration into the `Snapshot` a role serves.
 //!
-//! For the ingress gateway: the Gateway servers whose selector matches the gateway's labels
+//! For the ingress and egress gateways: the Gateway servers whose selector matches the gateway's labels
 //! become listeners (`listeners`), the VirtualServices bound to them become route tables
 //! (`routes`), and every destination a route names becomes a cluster (`clusters`) whose
 //! endpoints and policy come from the registry (`registry`): ServiceEntry, WorkloadEntry,
 //! DestinationRule and MeshConfig. Certificates named by `credentialName` come from the
 //! credential store (`credentials`). The AuthorizationPolicies and PeerAuthentications that
-//! select the gateway become its `Policies` (`policies`).
+//! select the gateway become its `Policies` (`policies`). An egress gateway also enforces
+//! REGISTRY_ONLY on where its routes lead (`egress`).
 //!
 //! Compilation never fails as a whole: what cannot be served (a destination no ServiceEntry
 //! declares, a certificate that does not load) is left out and described by a warning naming
@@ -14,6 +15,7 @@
 
 mod clusters;
 pub mod credentials;
+mod egress;
 mod listeners;
 pub mod policies;
 mod registry;
@@ -24,6 +26,7 @@ mod sidecar_listeners;
 mod sidecar_scope;
 pub mod vips;
 
+pub use egress::EgressOptions;
 pub use sidecar::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, SidecarOptions, compile_sidecar};
 
 use std::borrow::Borrow;
@@ -64,6 +67,8 @@ pub struct GatewayOptions {
     pub mesh_identity: bool,
     /// The latest DNS answers for `resolution: DNS` hosts (read, never waited on).
     pub dns: crate::dns::DnsCache,
+    /// Set for an egress gateway, which enforces REGISTRY_ONLY (`egress`).
+    pub egress: Option<EgressOptions>,
 }
 
 impl Default for GatewayOptions {
@@ -78,6 +83,7 @@ impl Default for GatewayOptions {
             last_good: credentials::LastGood::default(),
             mesh_identity: false,
             dns: crate::dns::DnsCache::default(),
+            egress: None,
         }
     }
 }
@@ -126,6 +132,10 @@ pub(crate) struct Compiler<'a> {
     inbound_telemetry: Vec<(String, String)>,
     /// The VIPs allocated to address-less hosts (a captured sidecar's; empty elsewhere).
     vips: vips::Vips,
+    /// Clusters that refuse on purpose (`BlackHoleCluster`).
+    blackhole_clusters: std::collections::BTreeSet<String>,
+    /// The addresses the gateway's listeners bind: an egress destination there is a loop.
+    listening: Vec<std::net::SocketAddr>,
 }
 
 impl<'a> Compiler<'a> {
@@ -144,6 +154,8 @@ impl<'a> Compiler<'a> {
             patterns: HashMap::new(),
             inbound_telemetry: Vec::new(),
             vips: vips::Vips::default(),
+            blackhole_clusters: Default::default(),
+            listening: Vec::new(),
         }
     }
 
@@ -169,6 +181,7 @@ impl<'a> Compiler<'a> {
                 route_tables,
                 clusters: self.clusters,
                 missing_clusters: self.missing_clusters,
+                blackhole_clusters: self.blackhole_clusters,
                 policies: Arc::new(policies),
             },
             findings: self.findings,

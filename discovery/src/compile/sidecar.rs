@@ -6,7 +6,8 @@
 //!   virtual host per service on that port (`reviews.default.svc.cluster.local:9080`, with its
 //!   short names). The VirtualServices bound to the mesh (`gateways` omitted, or naming `mesh`)
 //!   give a host its routes; a host without one goes to its default cluster.
-//! - TLS ports: one chain per port, forwarded by SNI to the service that declares the name.
+//! - TLS ports: one chain per port, forwarded by SNI by the mesh's `tls` routes for the name,
+//!   else to the service that declares it.
 //! - TCP ports: one chain per service and port, chosen by the service's addresses (its
 //!   `addresses`, else its endpoints' IPs), forwarded by the `tcp` routes of its VirtualService
 //!   or to its default cluster.
@@ -298,7 +299,23 @@ impl<'a> Compiler<'a> {
                     }
                     http_ports.entry(number).or_default().push(virtual_host);
                 } else if protocol.is_tls() {
-                    if let Some(cluster) =
+                    // The mesh's `tls` routes for the host choose by SNI (`sniHosts`), as
+                    // Istio's egress patterns send TLS to the egress gateway.
+                    let mut routes = Vec::new();
+                    for vs in bound
+                        .iter()
+                        .filter(|b| b.hosts.iter().any(|h| hosts::within(&host, h)))
+                    {
+                        for mut route in self.tls_routes(vs, Client::Mesh, number) {
+                            route.server_names.retain(|sni| hosts::within(sni, &host));
+                            if !route.server_names.is_empty() {
+                                routes.push(route);
+                            }
+                        }
+                    }
+                    if !routes.is_empty() {
+                        tls_ports.entry(number).or_default().extend(routes);
+                    } else if let Some(cluster) =
                         self.cluster(&host, Some(number), None, &self.options.namespace.clone())
                     {
                         tls_ports.entry(number).or_default().push(TcpRoute {
@@ -802,6 +819,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn blackhole_cluster(&mut self) {
+        self.blackhole_clusters.insert(BLACKHOLE_CLUSTER.to_owned());
         self.missing_clusters.insert(
             BLACKHOLE_CLUSTER.to_owned(),
             "outboundTrafficPolicy is REGISTRY_ONLY and no service in the registry has this destination".to_owned(),
@@ -1366,6 +1384,52 @@ spec:
             snapshot
                 .missing_cluster_reason(BLACKHOLE_CLUSTER)
                 .contains("REGISTRY_ONLY")
+        );
+        // The proxy answers requests routed there 502 and resets connections.
+        assert!(snapshot.blackhole_clusters.contains(BLACKHOLE_CLUSTER));
+    }
+
+    /// Istio's egress pattern for application TLS: the mesh's `tls` route sends a name on a
+    /// TLS port to the egress gateway, by SNI; other names keep their own route.
+    #[test]
+    fn mesh_tls_routes_send_a_tls_port_s_names_by_sni() {
+        let yaml = format!(
+            "{BOOKINFO}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: egressgateway, namespace: istio-system}}
+spec:
+  hosts: [istio-egressgateway.istio-system.svc.cluster.local]
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 10.9.9.9}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api-through-egress, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-system/egress, mesh]
+  tls:
+  - match: [{{gateways: [mesh], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 443}}}}}}]
+  - match: [{{gateways: [istio-system/egress], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]
+"
+        );
+        let compiled = compile(&yaml);
+        let tls = chain(&compiled.snapshot.listeners[0], "0.0.0.0_443_tls");
+        let Application::Tcp { routes } = &tls.application else {
+            panic!()
+        };
+        let to_gateway: Vec<_> = routes
+            .iter()
+            .filter(|r| r.server_names == ["api.example.com"])
+            .collect();
+        assert_eq!(to_gateway.len(), 1, "{routes:?}");
+        assert_eq!(
+            to_gateway[0].clusters[0].0,
+            "outbound|443||istio-egressgateway.istio-system.svc.cluster.local"
         );
     }
 

@@ -1,8 +1,10 @@
 //! Checks across objects, in the spirit of `istioctl analyze`: references to gateways, subsets
 //! and hosts that nothing defines, Gateways whose selector matches no declared workload,
 //! VirtualServices that claim the same host, duplicate objects, policies and Sidecars that
-//! conflict with no creation time to order them, and `namespaces` rules that admit other trust
-//! domains. All are warnings (or infos): a directory may hold alternatives.
+//! conflict with no creation time to order them, `namespaces` rules that admit other trust
+//! domains, and routes of an egress gateway (selector `istio: egressgateway`) to hosts it
+//! refuses under REGISTRY_ONLY (`resolution: NONE`). All are warnings (or infos): a directory
+//! may hold alternatives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -12,6 +14,7 @@ use crate::findings::Finding;
 use crate::hosts;
 use crate::resources::common::{LabelSelector, WorkloadSelector};
 use crate::resources::security::{AuthorizationAction, AuthorizationPolicy, is_set};
+use crate::resources::service_entry::Resolution;
 use crate::resources::virtual_service::{Destination, VirtualService, gateway_ref};
 use crate::resources::{Kind, Object, Spec};
 use crate::yaml::FieldPath;
@@ -78,6 +81,10 @@ struct Index<'a> {
     root_namespace: String,
     /// `(namespace, name)` of every Gateway.
     gateways: HashSet<(String, String)>,
+    /// `(namespace, name)` of the Gateways egress gateways serve (`istio: egressgateway`).
+    egress_gateways: HashSet<(String, String)>,
+    /// Hosts of ServiceEntries with `resolution: NONE` (the default).
+    original_destination_hosts: HostTable<()>,
     /// `(namespace, name)` of every ServiceEntry.
     services: HashSet<(String, String)>,
     /// Fully qualified hosts ServiceEntries declare, lowercase.
@@ -94,6 +101,8 @@ impl<'a> Index<'a> {
             options,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_owned(),
             gateways: HashSet::new(),
+            egress_gateways: HashSet::new(),
+            original_destination_hosts: HostTable::default(),
             services: HashSet::new(),
             service_hosts: HostTable::default(),
             subsets: HostTable::default(),
@@ -102,13 +111,20 @@ impl<'a> Index<'a> {
         for object in objects {
             let key = (object.namespace.clone(), object.name().to_owned());
             match &object.spec {
-                Spec::Gateway(_) => {
+                Spec::Gateway(gateway) => {
+                    if gateway.selector.get("istio").map(String::as_str) == Some("egressgateway") {
+                        index.egress_gateways.insert(key.clone());
+                    }
                     index.gateways.insert(key);
                 }
                 Spec::ServiceEntry(entry) => {
                     index.services.insert(key);
+                    let none = entry.resolution.unwrap_or_default() == Resolution::None;
                     for host in entry.hosts.iter().flatten() {
                         let host = index.qualify(host, &object.namespace);
+                        if none {
+                            index.original_destination_hosts.insert(host.clone(), ());
+                        }
                         index.service_hosts.insert(host, ());
                     }
                     for endpoint in entry.endpoints.iter().flatten() {
@@ -271,11 +287,52 @@ fn gateway_references(check: &mut Check<'_>, vs: &VirtualService, index: &Index<
 fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
     let namespace = check.object().namespace.clone();
     let spec = FieldPath::ROOT.field("spec");
-    let visit = |check: &mut Check<'_>, path: &FieldPath, destination: &Destination| {
+    // Whether a route whose match blocks name these gateways (none: the VirtualService's) is
+    // served by an egress gateway.
+    let egress = |blocks: Vec<&Vec<String>>| {
+        let mut references: Vec<&String> = blocks
+            .iter()
+            .flat_map(|gateways| {
+                if gateways.is_empty() {
+                    vs.gateways.iter()
+                } else {
+                    gateways.iter()
+                }
+            })
+            .collect();
+        if blocks.is_empty() {
+            references.extend(&vs.gateways);
+        }
+        references.into_iter().any(|reference| {
+            gateway_ref(&namespace, reference)
+                .is_some_and(|key| index.egress_gateways.contains(&key))
+        })
+    };
+    let visit = |check: &mut Check<'_>,
+                 path: &FieldPath,
+                 destination: &Destination,
+                 egress: bool| {
         let Some(host) = &destination.host else {
             return;
         };
         let host = index.qualify(host, &namespace);
+        if egress
+            && index
+                .original_destination_hosts
+                .covering(&host)
+                .next()
+                .is_some()
+        {
+            check.warning(
+                &path.field("host"),
+                "egress-destination-refused",
+                format!(
+                    "{host} has resolution NONE: an egress gateway enforces REGISTRY_ONLY and \
+                     refuses to forward to the original destination (its own address); declare \
+                     the host with resolution DNS or STATIC"
+                ),
+            );
+        }
         if index.service_hosts.covering(&host).next().is_none() {
             check.warning(
                 &path.field("host"),
@@ -305,32 +362,40 @@ fn destinations(check: &mut Check<'_>, vs: &VirtualService, index: &Index<'_>) {
     for (i, route) in vs.http.iter().enumerate() {
         let at = http.index(i);
         let routes = at.field("route");
+        let egress = egress(route.matches.iter().map(|m| &m.gateways).collect());
         for (j, destination) in route.route.iter().enumerate() {
             if let Some(d) = &destination.destination {
-                visit(check, &routes.index(j).field("destination"), d);
+                visit(check, &routes.index(j).field("destination"), d, egress);
             }
         }
         if let Some(mirror) = &route.mirror {
-            visit(check, &at.field("mirror"), mirror);
+            visit(check, &at.field("mirror"), mirror, egress);
         }
         let mirrors = at.field("mirrors");
         for (j, mirror) in route.mirrors.iter().enumerate() {
             if let Some(d) = &mirror.destination {
-                visit(check, &mirrors.index(j).field("destination"), d);
+                visit(check, &mirrors.index(j).field("destination"), d, egress);
             }
         }
     }
-    for (field, routes) in [
-        ("tls", vs.tls.iter().map(|r| &r.route).collect::<Vec<_>>()),
-        ("tcp", vs.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
-    ] {
+    let tls = vs.tls.iter().map(|r| {
+        let blocks = r.matches.iter().flatten().map(|m| &m.gateways).collect();
+        (&r.route, egress(blocks))
+    });
+    let tcp = vs.tcp.iter().map(|r| {
+        (
+            &r.route,
+            egress(r.matches.iter().map(|m| &m.gateways).collect()),
+        )
+    });
+    for (field, routes) in [("tls", tls.collect::<Vec<_>>()), ("tcp", tcp.collect())] {
         let list = spec.field(field);
-        for (i, route) in routes.into_iter().enumerate() {
+        for (i, (route, egress)) in routes.into_iter().enumerate() {
             let at = list.index(i);
             let at = at.field("route");
             for (j, destination) in route.iter().enumerate() {
                 if let Some(d) = &destination.destination {
-                    visit(check, &at.index(j).field("destination"), d);
+                    visit(check, &at.index(j).field("destination"), d, egress);
                 }
             }
         }

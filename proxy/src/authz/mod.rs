@@ -212,7 +212,18 @@ fn decide(policies: &Policies, facts: &Facts<'_>) -> Decision {
             Some(policy.name.clone()),
             format!("allowed by ALLOW policy {}", policy.name),
         ),
-        None => Decision::deny(None, "no ALLOW policy matched".to_owned()),
+        None => {
+            // Name the policies that could have admitted the request, so that a refusal says
+            // which policy to look at.
+            let names: Vec<&str> = policies.allow.iter().map(|p| p.name.as_str()).collect();
+            Decision::deny(
+                None,
+                format!(
+                    "no ALLOW policy matched (ALLOW policies: {})",
+                    names.join(", ")
+                ),
+            )
+        }
     }
 }
 

@@ -273,7 +273,10 @@ fn decisions_name_the_policy() {
     assert!(denied.reason.contains("ns/deny"), "{denied:?}");
     let nothing = evaluate(&allow(Vec::new()), &Req::http("GET", "/").attributes());
     assert_eq!(nothing.policy, None);
-    assert_eq!(nothing.reason, "no ALLOW policy matched");
+    assert_eq!(
+        nothing.reason,
+        "no ALLOW policy matched (ALLOW policies: ns/allow)"
+    );
     let custom = Policies {
         custom: vec![policy("ns/ext", vec![Rule::default()])],
         ..Policies::default()

@@ -296,7 +296,10 @@ pub(crate) async fn connect(
     let shared = shared.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => tcp::proxy(TokioIo::new(upgraded), &[route], &tunnel, &shared).await,
+            // A tunnel is not a socket of its own: a refusal closes it.
+            Ok(upgraded) => {
+                tcp::proxy(TokioIo::new(upgraded), &[route], &tunnel, &shared).await;
+            }
             Err(error) => tracing::debug!(%error, "a CONNECT tunnel was not taken up"),
         }
     });

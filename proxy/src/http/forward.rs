@@ -276,8 +276,13 @@ pub(crate) async fn forward(
     let grpc = target.grpc;
     exchange.cluster = target.cluster.to_owned();
     let Some(cluster) = active.clusters.get(target.cluster) else {
+        let status = if active.snapshot.blackhole_clusters.contains(target.cluster) {
+            StatusCode::BAD_GATEWAY
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status,
             ResponseFlags::NO_CLUSTER_FOUND,
             active.snapshot.missing_cluster_reason(target.cluster),
             grpc,

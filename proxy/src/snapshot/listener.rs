@@ -76,6 +76,10 @@ pub enum Transport {
     /// Terminate mesh mTLS (Istio's `ISTIO_MUTUAL`) with the proxy's own SPIFFE identity,
     /// requiring a client certificate from a trust domain the proxy trusts.
     IstioMutual,
+    /// As `IstioMutual`, for the application's own TLS carried inside (an egress gateway's
+    /// `ISTIO_MUTUAL` server of protocol TLS): the SNI routes and policies see is that of the
+    /// application's ClientHello behind the mesh mTLS, read when they need it.
+    IstioMutualInnerSni,
 }
 
 /// What the connection carries once the transport is set up.

@@ -50,6 +50,12 @@ pub struct Snapshot {
     /// Clusters that routes name but that could not be built, with why (say, no service
     /// declares the host): requests routed to one are answered 503 NC with that reason.
     pub missing_clusters: BTreeMap<String, String>,
+    /// Clusters that refuse on purpose (Envoy's `BlackHoleCluster` under REGISTRY_ONLY), named
+    /// in `missing_clusters` with why: a request routed to one is answered 502 NC, and a TCP
+    /// connection is reset (under capture the client's handshake already succeeded with the
+    /// proxy, so a reset is how it learns of the refusal).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub blackhole_clusters: std::collections::BTreeSet<String>,
     /// The authorization and peer-authentication policies of the workload (or gateway) this
     /// snapshot serves; every listener of the snapshot is checked against them.
     pub policies: Arc<Policies>,

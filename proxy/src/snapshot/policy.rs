@@ -40,6 +40,17 @@ impl Policies {
             && self.allow.is_empty()
             && self.audit.is_empty())
     }
+
+    /// Whether any authorization rule reads `connection.sni`: behind terminated mesh mTLS the
+    /// proxy then reads the application's own ClientHello to know it.
+    pub fn reads_connection_sni(&self) -> bool {
+        [&self.custom, &self.deny, &self.allow, &self.audit]
+            .into_iter()
+            .flatten()
+            .flat_map(|policy| &policy.rules)
+            .flat_map(Rule::fields)
+            .any(|field| field.attribute == Attribute::ConnectionSni)
+    }
 }
 
 /// One compiled AuthorizationPolicy. No rules: it matches nothing.
@@ -450,6 +461,35 @@ pub enum PolicyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_rule_naming_connection_sni_needs_the_sni() {
+        let field = |attribute| FieldMatch {
+            attribute,
+            values: vec![ValueMatcher::String(AuthzString::parse("api.example"))],
+            negated: false,
+        };
+        let policies = |rule: Rule| Policies {
+            deny: vec![AuthorizationPolicy {
+                name: "ns/p".to_owned(),
+                rules: vec![rule],
+            }],
+            ..Policies::default()
+        };
+        let by_principal = Rule {
+            from: vec![Clause {
+                fields: vec![field(Attribute::SourcePrincipal)],
+            }],
+            ..Rule::default()
+        };
+        assert!(!policies(by_principal).reads_connection_sni());
+        let by_sni = Rule {
+            when: vec![field(Attribute::ConnectionSni)],
+            ..Rule::default()
+        };
+        assert!(policies(by_sni).reads_connection_sni());
+        assert!(!Policies::default().reads_connection_sni());
+    }
 
     #[test]
     fn string_forms_are_exact_prefix_suffix_and_presence() {

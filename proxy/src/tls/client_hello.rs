@@ -554,7 +554,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -591,7 +591,7 @@ mod tests {
     }
 
     /// The first flight a rustls client writes: its ClientHello records.
-    fn rustls_client_hello(server_name: &str, alpn: &[&str]) -> Vec<u8> {
+    pub(crate) fn rustls_client_hello(server_name: &str, alpn: &[&str]) -> Vec<u8> {
         let (cert, _key) = example_cert();
         let config = Arc::new(client_config(cert, alpn));
         let server_name = ServerName::try_from(server_name.to_owned()).unwrap();
