@@ -80,7 +80,10 @@ impl ControlPlane {
             if self.child.try_wait().unwrap().is_some() {
                 return false;
             }
-            if http_get(self.health, "/healthz/ready").0 == 200 {
+            // Its own health endpoint, not another process's on a port taken meanwhile.
+            if self.log().contains("endpoints=Health")
+                && http_get(self.health, "/healthz/ready").0 == 200
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(25));

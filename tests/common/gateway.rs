@@ -101,7 +101,7 @@ impl GatewayBuilder {
                 .stderr(stderr)
                 .spawn()
                 .expect("strait starts");
-            match wait_bound(child, health) {
+            match wait_bound(child, &dir.path().join("strait.log")) {
                 Ok(child) => break (child, admin, metrics, health, ports),
                 Err(status) => {
                     let log =
@@ -380,15 +380,21 @@ impl Drop for Gateway {
     }
 }
 
-/// Waits until strait accepts connections on its health endpoint, the last it binds; its exit
-/// status if it exits first.
-fn wait_bound(mut child: Child, health: SocketAddr) -> Result<Child, ExitStatus> {
+/// Waits until strait says its health endpoint, the last it binds, is ready; its exit status if
+/// it exits first.
+fn wait_bound(mut child: Child, log: &Path) -> Result<Child, ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return Err(status);
         }
-        if TcpStream::connect(health).is_ok() || Instant::now() > deadline {
+        // The health endpoint is bound last, after every listener and the other endpoints.
+        // (Its port answering is not enough: another process may hold it.)
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("endpoints=Health") || text.contains(r#""endpoints":"Health""#) {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
             return Ok(child);
         }
         std::thread::sleep(Duration::from_millis(25));
