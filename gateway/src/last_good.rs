@@ -57,8 +57,8 @@ impl Restored {
         }
     }
 
-    /// The DNS cache: the stored answers, then the last-good snapshot's DNS-resolved endpoints
-    /// for names the store lacks.
+    /// The DNS cache: for each name the newer of the stored answer and the last-good
+    /// snapshot's DNS-resolved endpoints.
     pub fn dns_cache(&self) -> DnsCache {
         let cache = match &self.store {
             Some(store) => DnsCache::with_store(store.clone()),
@@ -66,7 +66,12 @@ impl Restored {
         };
         if let Some(last_good) = &self.last_good {
             for (name, addresses) in dns_answers_of(&last_good.snapshot) {
-                cache.seed(&name, addresses, "the last-known-good snapshot");
+                cache.seed(
+                    &name,
+                    addresses,
+                    last_good.compiled_at_ms,
+                    "the last-known-good snapshot",
+                );
             }
         }
         cache
@@ -221,21 +226,23 @@ pub fn serving_line(last_good: &LastGood, why: &str) -> String {
 /// coalesced into one write of the newest.
 #[derive(Debug)]
 pub struct LastGoodWriter {
-    latest: watch::Sender<Option<Arc<Snapshot>>>,
+    latest: watch::Sender<Option<(Arc<Snapshot>, u64)>>,
 }
 
 impl LastGoodWriter {
     pub fn start(file: LastGoodFile, role: String, status: Arc<ServingStatus>) -> LastGoodWriter {
-        let (latest, mut offered) = watch::channel(None::<Arc<Snapshot>>);
+        let (latest, mut offered) = watch::channel(None::<(Arc<Snapshot>, u64)>);
         tokio::spawn(async move {
             while offered.changed().await.is_ok() {
-                let Some(snapshot) = offered.borrow_and_update().clone() else {
+                let Some((snapshot, compiled_at_ms)) = offered.borrow_and_update().clone() else {
                     continue;
                 };
                 let (file, role) = (file.clone(), role.clone());
                 let version = snapshot.version;
-                let written =
-                    tokio::task::spawn_blocking(move || file.write(&role, &snapshot)).await;
+                let written = tokio::task::spawn_blocking(move || {
+                    file.write(&role, &snapshot, compiled_at_ms)
+                })
+                .await;
                 match written {
                     Ok(Ok(at)) => status.written(version, at),
                     Ok(Err(error)) => tracing::error!(
@@ -248,8 +255,9 @@ impl LastGoodWriter {
         LastGoodWriter { latest }
     }
 
-    pub fn offer(&self, snapshot: Arc<Snapshot>) {
-        self.latest.send_replace(Some(snapshot));
+    /// Offers the snapshot installed, compiled at `compiled_at_ms`.
+    pub fn offer(&self, snapshot: Arc<Snapshot>, compiled_at_ms: u64) {
+        self.latest.send_replace(Some((snapshot, compiled_at_ms)));
     }
 }
 

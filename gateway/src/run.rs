@@ -556,6 +556,7 @@ impl Reloader {
             return Ok(());
         }
         let version = self.version + 1;
+        let compiled_at_ms = strait_discovery::state::now_ms();
         let compiled = match &self.target {
             Target::Gateway(options) => compile_gateway(&self.objects, options, version),
             Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
@@ -606,7 +607,7 @@ impl Reloader {
             .context("the new configuration was not installed; the previous one stays live")?;
         self.version += 1;
         self.status.serving_configuration();
-        self.writer.offer(self.proxy.snapshot());
+        self.writer.offer(self.proxy.snapshot(), compiled_at_ms);
         tracing::info!(
             version = self.version,
             listeners,

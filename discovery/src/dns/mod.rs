@@ -39,7 +39,15 @@ pub(crate) struct Answer {
     pub(crate) empty_reason: Option<String>,
     /// Where the addresses came from when no lookup has answered since the process started
     /// ("the store", "the last-known-good snapshot").
-    pub(crate) restored: Option<String>,
+    pub(crate) restored: Option<Restored>,
+}
+
+/// An answer restored at start, before any lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Restored {
+    pub(crate) source: String,
+    /// When its source last knew it to be current, in milliseconds since the Unix epoch.
+    pub(crate) at_ms: u64,
 }
 
 /// What one lookup of a name gave.
@@ -213,19 +221,34 @@ impl DnsCache {
             }),
         };
         for answer in stored {
-            cache.seed(&answer.name, answer.addresses, "the store");
+            cache.seed(
+                &answer.name,
+                answer.addresses,
+                answer.resolved_at_ms,
+                "the store",
+            );
         }
         cache
     }
 
-    /// Starts `name` from `addresses` restored from `source` unless it has an answer already;
-    /// it is looked up again at once. Whether it was seeded.
-    pub fn seed(&self, name: &str, addresses: Vec<IpAddr>, source: &str) -> bool {
+    /// Starts `name` from `addresses` restored from `source`, which knew them to be current at
+    /// `at_ms` (milliseconds since the Unix epoch), unless the cache has an answer from a lookup
+    /// or a restored one that is at least as recent or the same: among restored answers the
+    /// newest wins (a store that lost its latest writes must not win over a newer
+    /// last-known-good snapshot). It is looked up again at once. Whether it was seeded.
+    pub fn seed(&self, name: &str, addresses: Vec<IpAddr>, at_ms: u64, source: &str) -> bool {
         let name = normalize(name);
         let Ok(mut state) = self.inner.state.lock() else {
             return false;
         };
-        if addresses.is_empty() || state.answers.contains_key(&name) {
+        let newer = match state.answers.get(&name) {
+            None => true,
+            Some(answer) => {
+                answer.restored.as_ref().is_some_and(|r| r.at_ms < at_ms)
+                    && answer.addresses != addresses
+            }
+        };
+        if addresses.is_empty() || !newer {
             return false;
         }
         tracing::info!(name, ?addresses, "DNS answer restored from {source}");
@@ -236,7 +259,10 @@ impl DnsCache {
                 refresh_at: Instant::now(),
                 missing_since: None,
                 empty_reason: None,
-                restored: Some(source.to_owned()),
+                restored: Some(Restored {
+                    source: source.to_owned(),
+                    at_ms,
+                }),
             },
         );
         true
@@ -251,7 +277,7 @@ impl DnsCache {
         let mut restored: Vec<(String, String)> = state
             .answers
             .iter()
-            .filter_map(|(name, a)| Some((name.clone(), a.restored.clone()?)))
+            .filter_map(|(name, a)| Some((name.clone(), a.restored.as_ref()?.source.clone())))
             .collect();
         restored.sort();
         restored

@@ -210,24 +210,47 @@ fn changed_answers_are_stored_and_a_new_cache_starts_from_them() {
         TIMING,
     );
     assert_eq!(cache.restored().len(), 1);
-    // A seed never overrides an answer the cache has.
+    // A restored answer gives way only to a newer restored one.
+    let stored_at = cache.inner.state.lock().unwrap().answers["a.example"]
+        .restored
+        .as_ref()
+        .unwrap()
+        .at_ms;
     assert!(!cache.seed(
         "a.example",
         vec![ip("10.9.9.9")],
+        stored_at,
         "the last-known-good snapshot"
     ));
     assert!(cache.seed(
-        "b.example",
-        vec![ip("10.0.0.5")],
+        "a.example",
+        vec![ip("10.0.0.3")],
+        stored_at + 1,
         "the last-known-good snapshot"
     ));
-    // An answer confirms it: no longer restored.
+    assert_eq!(
+        cache.resolve("a.example"),
+        Resolved::Addresses(vec![ip("10.0.0.3")])
+    );
+    assert!(cache.seed(
+        "b.example",
+        vec![ip("10.0.0.5")],
+        0,
+        "the last-known-good snapshot"
+    ));
+    // An answer confirms it: no longer restored, and no restored answer overrides it.
     cache.record(
         "a.example",
         resolved(&["10.0.0.2"], 30),
         Instant::now(),
         TIMING,
     );
+    assert!(!cache.seed(
+        "a.example",
+        vec![ip("10.9.9.9")],
+        u64::MAX,
+        "the last-known-good snapshot"
+    ));
     assert_eq!(
         cache.restored(),
         vec![(

@@ -26,6 +26,8 @@ pub struct LastGood {
     pub role: String,
     /// When it was written, in milliseconds since the Unix epoch.
     pub written_at_ms: u64,
+    /// When it was compiled: its DNS-resolved endpoints are the answers known then.
+    pub compiled_at_ms: u64,
     pub snapshot: Snapshot,
 }
 
@@ -55,8 +57,14 @@ impl LastGoodFile {
         &self.path
     }
 
-    /// Writes `snapshot` as the last known good one for `role`; returns what was written.
-    pub fn write(&self, role: &str, snapshot: &Snapshot) -> Result<u64, StateError> {
+    /// Writes `snapshot`, compiled at `compiled_at_ms`, as the last known good one for `role`;
+    /// returns when it was written.
+    pub fn write(
+        &self,
+        role: &str,
+        snapshot: &Snapshot,
+        compiled_at_ms: u64,
+    ) -> Result<u64, StateError> {
         let error = |what: String| StateError::File {
             path: self.path.clone(),
             what,
@@ -66,6 +74,7 @@ impl LastGoodFile {
             format: FORMAT,
             role,
             written_at_ms,
+            compiled_at_ms,
             snapshot,
         };
         let bytes = state_file::to_json(&record).map_err(|e| error(format!("encode: {e}")))?;
@@ -142,6 +151,7 @@ struct LastGoodRef<'a> {
     format: u32,
     role: &'a str,
     written_at_ms: u64,
+    compiled_at_ms: u64,
     snapshot: &'a Snapshot,
 }
 
