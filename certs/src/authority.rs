@@ -453,8 +453,8 @@ impl Authority {
 /// of roots, across restarts too: peers accept only a higher sequence.
 pub fn published_trust_bundle(dir: &Path) -> Result<TrustBundle, AuthorityError> {
     let meta_path = dir.join(files::AUTHORITY);
-    let mut meta: AuthorityMeta = serde_json::from_str(&fs::read_text(&meta_path)?)
-        .map_err(|e| bad_file(&meta_path, e))?;
+    let mut meta: AuthorityMeta =
+        serde_json::from_str(&fs::read_text(&meta_path)?).map_err(|e| bad_file(&meta_path, e))?;
     let roots_path = dir.join(files::ROOT_CERT);
     let roots = crate::bundle::parse_pem_certs(&fs::read_text(&roots_path)?)
         .map_err(|e| bad_file(&roots_path, e))?;

@@ -551,7 +551,10 @@ mod tests {
         own.check_trust_domain().unwrap();
         let mixed = TrustBundle::new(
             td("west.mesh"),
-            vec![root_with_id("spiffe://west.mesh"), root_with_id("spiffe://east.mesh")],
+            vec![
+                root_with_id("spiffe://west.mesh"),
+                root_with_id("spiffe://east.mesh"),
+            ],
         );
         match mixed.check_trust_domain() {
             Err(BundleError::ForeignRoot {

@@ -473,7 +473,11 @@ fn published_bundle_sequence_rises_once_per_change_of_roots_and_survives_reloads
 
     // An operator adds a second root: the sequence goes up once, and stays there.
     let (other_dir, other) = init("published-next", &AuthorityOptions::default());
-    let both = format!("{}{}", ca.trust_bundle().to_pem(), other.trust_bundle().to_pem());
+    let both = format!(
+        "{}{}",
+        ca.trust_bundle().to_pem(),
+        other.trust_bundle().to_pem()
+    );
     std::fs::write(ca_dir.join(files::ROOT_CERT), both).unwrap();
     let second = published_trust_bundle(&ca_dir).unwrap();
     assert_eq!(second.sequence, 2);

@@ -224,7 +224,9 @@ impl RootsFile {
             }
             Ok(_) => None,
             Err(error) => {
-                tracing::warn!("the CA's roots cannot be read ({error}); keeping the last good ones");
+                tracing::warn!(
+                    "the CA's roots cannot be read ({error}); keeping the last good ones"
+                );
                 None
             }
         }
