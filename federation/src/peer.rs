@@ -194,6 +194,62 @@ pub fn parse_peer(text: &str, file: &str) -> Result<Peer, PeerError> {
     peer.ok_or_else(|| fail(Vec::new()))
 }
 
+/// A peer's fields as given one by one (`strait link`'s flags), before validation.
+#[derive(Debug, Clone, Default)]
+pub struct PeerFields {
+    pub name: String,
+    pub trust_domain: String,
+    pub network: String,
+    pub eastwest_address: String,
+    pub bundle_endpoint_url: String,
+    pub bundle_endpoint_id: String,
+    /// SPIFFE bundle JSON.
+    pub trust_bundle: String,
+}
+
+impl Peer {
+    /// A peer from its fields, validated exactly as a document is (findings name the document
+    /// field, without a file or line).
+    pub fn from_fields(fields: PeerFields) -> Result<Peer, PeerError> {
+        let doc = PeerDoc {
+            api_version: PEER_API_VERSION.into(),
+            kind: PEER_KIND.into(),
+            metadata: MetadataDoc { name: fields.name },
+            spec: SpecDoc {
+                trust_domain: fields.trust_domain,
+                network: fields.network,
+                eastwest_address: fields.eastwest_address,
+                bundle_endpoint: EndpointDoc {
+                    url: fields.bundle_endpoint_url,
+                    spiffe_id: fields.bundle_endpoint_id,
+                },
+                trust_bundle: fields.trust_bundle,
+            },
+        };
+        let root = Node {
+            value: yaml::Value::Null,
+            position: yaml::Position::UNKNOWN,
+        };
+        let mut findings = Vec::new();
+        let peer = Checker {
+            root: &root,
+            findings: &mut findings,
+        }
+        .peer(&doc);
+        let object = ObjectRef {
+            kind: PEER_KIND.into(),
+            namespace: String::new(),
+            name: doc.metadata.name.clone(),
+        };
+        match peer {
+            Some(peer) if findings.is_empty() => Ok(peer),
+            _ => Err(PeerError {
+                findings: findings.into_iter().map(|f| f.about(&object)).collect(),
+            }),
+        }
+    }
+}
+
 /// Collects what is wrong, each finding at the node it is about.
 struct Checker<'a> {
     root: &'a Node,

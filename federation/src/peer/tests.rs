@@ -118,3 +118,31 @@ fn a_first_contact_bundle_of_another_trust_domain_or_without_roots_is_refused() 
         .to_string();
     assert!(error.contains("not a SPIFFE bundle"), "{error}");
 }
+
+#[test]
+fn fields_are_validated_as_a_document_is() {
+    let dir = TestDir::new("peer-fields");
+    let bundle = west_bundle(&dir);
+    let fields = PeerFields {
+        name: "west".into(),
+        trust_domain: "west.mesh".into(),
+        network: "net-west".into(),
+        eastwest_address: "gw.west.example:15443".into(),
+        bundle_endpoint_url: "https://gw.west.example:15446".into(),
+        bundle_endpoint_id: "spiffe://west.mesh/ns/strait-system/sa/eastwest".into(),
+        trust_bundle: bundle.to_spiffe_json().unwrap(),
+    };
+    let peer = Peer::from_fields(fields.clone()).unwrap();
+    assert_eq!(peer.trust_bundle, bundle);
+    assert_eq!(peer.bundle_endpoint.host(), "gw.west.example");
+    let error = Peer::from_fields(PeerFields {
+        trust_domain: "West.Mesh".into(),
+        ..fields
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.starts_with("error: Peer west: spec.trustDomain:"),
+        "{error}"
+    );
+}
