@@ -271,6 +271,22 @@ impl Checker<'_> {
         true
     }
 
+    /// A required field that `check` accepts.
+    fn checked(
+        &mut self,
+        path: &FieldPath,
+        value: &str,
+        code: &'static str,
+        check: fn(&str) -> Result<(), String>,
+    ) {
+        if !self.required(path, value) {
+            return;
+        }
+        if let Err(reason) = check(value) {
+            self.error(path, code, reason);
+        }
+    }
+
     fn peer(&mut self, doc: &PeerDoc) -> Option<Peer> {
         let root = FieldPath::ROOT;
         if doc.api_version != PEER_API_VERSION {
@@ -287,26 +303,26 @@ impl Checker<'_> {
                 format!("must be {PEER_KIND}, not {:?}", doc.kind),
             );
         }
-        let name_path = root.field("metadata").field("name");
-        if self.required(&name_path, &doc.metadata.name) {
-            if let Err(reason) = check_name(&doc.metadata.name) {
-                self.error(&name_path, "peer-name", reason);
-            }
-        }
+        self.checked(
+            &root.field("metadata").field("name"),
+            &doc.metadata.name,
+            "peer-name",
+            check_name,
+        );
         let spec = root.field("spec");
         let trust_domain = self.trust_domain(&spec.field("trustDomain"), &doc.spec.trust_domain);
-        let network_path = spec.field("network");
-        if self.required(&network_path, &doc.spec.network) {
-            if let Err(reason) = check_network(&doc.spec.network) {
-                self.error(&network_path, "peer-network", reason);
-            }
-        }
-        let eastwest_path = spec.field("eastwestAddress");
-        if self.required(&eastwest_path, &doc.spec.eastwest_address) {
-            if let Err(reason) = check_host_port(&doc.spec.eastwest_address) {
-                self.error(&eastwest_path, "peer-address", reason);
-            }
-        }
+        self.checked(
+            &spec.field("network"),
+            &doc.spec.network,
+            "peer-network",
+            check_network,
+        );
+        self.checked(
+            &spec.field("eastwestAddress"),
+            &doc.spec.eastwest_address,
+            "peer-address",
+            check_host_port,
+        );
         let endpoint = self.endpoint(
             &spec.field("bundleEndpoint"),
             &doc.spec.bundle_endpoint,

@@ -7,8 +7,9 @@
 //! rotation or a reissued certificate is served without a restart.
 //!
 //! `poll` follows every peer in `DATA/peers` at its refresh hint and stores each accepted bundle
-//! (also in `DATA/ca/federated`, for the CA service's stream); `--once` polls each peer once and
-//! says what happened.
+//! (also in `DATA/ca/federated`, for the CA service's stream); SIGHUP asks for an early refresh
+//! of every peer (rate-limited, as the data path's unknown-issuer errors will); `--once` polls
+//! each peer once and says what happened.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ enum Command {
         /// How often `DATA/peers` is read again for added and removed peers.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         rescan_interval: Duration,
+        /// The least time between two early refreshes of one peer (SIGHUP asks for one).
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        nudge_interval: Duration,
     },
 }
 
@@ -111,6 +115,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             retry,
             fetch_timeout,
             rescan_interval,
+            nudge_interval,
         } => {
             let options = PollerOptions {
                 min_interval: *min_refresh,
@@ -118,6 +123,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 retry_initial: *retry,
                 fetch_timeout: *fetch_timeout,
                 rescan_interval: *rescan_interval,
+                nudge_interval: *nudge_interval,
                 ..PollerOptions::default()
             };
             runtime.block_on(poll(&args.data, options, *once))
@@ -144,9 +150,11 @@ async fn serve_bundle(
             svid.id()
         );
     }
-    tracing::info!(
-        %listen, trust_domain = %trust_domain, identity = %svid.id(), sequence = bundle.sequence,
-        "bundle endpoint serving"
+    let announce = format!(
+        "{} as {} (bundle sequence {})",
+        trust_domain,
+        svid.id(),
+        bundle.sequence
     );
     let cell = Arc::new(IdentityCell::new(svid));
     let source = TrustBundleSet::from_bundles([bundle])
@@ -156,6 +164,7 @@ async fn serve_bundle(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, "bundle endpoint serving {announce}");
     let endpoint = BundleEndpoint {
         source: source.clone(),
         trust_domain,
@@ -191,7 +200,9 @@ fn refresh_bundle(ca_dir: &Path, source: &strait_certs::SharedBundles) {
     let bundle: TrustBundle = match published_trust_bundle(ca_dir) {
         Ok(bundle) => bundle,
         Err(error) => {
-            tracing::warn!("bundle endpoint: the CA's roots cannot be read ({error}); serving the last good ones");
+            tracing::warn!(
+                "bundle endpoint: the CA's roots cannot be read ({error}); serving the last good ones"
+            );
             return;
         }
     };
@@ -211,11 +222,10 @@ fn refresh_bundle(ca_dir: &Path, source: &strait_certs::SharedBundles) {
 }
 
 fn read_identity(dir: &Path) -> Result<Svid> {
-    let read =
-        |name: &str| -> Result<String> {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-        };
+    let read = |name: &str| -> Result<String> {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
     Svid::from_pem(&read("cert-chain.pem")?, &read("key.pem")?)
         .with_context(|| format!("the identity in {}", dir.display()))
 }
@@ -235,7 +245,11 @@ async fn poll(data: &Path, options: PollerOptions, once: bool) -> Result<ExitCod
                     reset,
                 }) => format!(
                     "{name}: bundle updated from sequence {from} to {to} ({roots} root(s)){}",
-                    if reset { ", under a sequence reset" } else { "" }
+                    if reset {
+                        ", under a sequence reset"
+                    } else {
+                        ""
+                    }
                 ),
                 Ok(PollOutcome::Unchanged { sequence }) => {
                     format!("{name}: bundle unchanged at sequence {sequence}")
@@ -260,9 +274,29 @@ async fn poll(data: &Path, options: PollerOptions, once: bool) -> Result<ExitCod
         });
     }
     tracing::info!(peers = %store.peers_dir().display(), "polling the peers' bundle endpoints");
-    BundlePoller::new(store, options)
-        .run(shutdown_signal()?)
-        .await;
+    let poller = BundlePoller::new(store.clone(), options);
+    let nudges = poller.nudges();
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let early = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let peers = match store.list() {
+                Ok(peers) => peers,
+                Err(error) => {
+                    tracing::warn!("SIGHUP: reading the peers failed ({error})");
+                    continue;
+                }
+            };
+            for stored in peers {
+                let taken = nudges.nudge(&stored.peer.trust_domain);
+                tracing::info!(
+                    peer = %stored.peer.name, taken,
+                    "SIGHUP: early refresh asked for (taken at most once per --nudge-interval)"
+                );
+            }
+        }
+    });
+    poller.run(shutdown_signal()?).await;
+    early.abort();
     tracing::info!("bundle poller stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -134,9 +134,8 @@ pub fn run(args: &PeerArgs) -> Result<ExitCode> {
                     TrustDomain::new(td).with_context(|| format!("--local-trust-domain {td}"))?
                 }
                 None => {
-                    let dir = ca_dir(&args.data).context(
-                        "the local trust domain is needed: give --local-trust-domain",
-                    )?;
+                    let dir = ca_dir(&args.data)
+                        .context("the local trust domain is needed: give --local-trust-domain")?;
                     Authority::load(&dir)
                         .with_context(|| format!("loading the CA in {}", dir.display()))?
                         .trust_domain()
@@ -150,7 +149,9 @@ pub fn run(args: &PeerArgs) -> Result<ExitCode> {
             let what = match applied {
                 Applied::Created => "created",
                 Applied::UpdatedBundle => "updated",
-                Applied::KeptLatest(_) => "updated (the stored bundle is at least as new and stays)",
+                Applied::KeptLatest(_) => {
+                    "updated (the stored bundle is at least as new and stays)"
+                }
             };
             println!(
                 "peer {} (trust domain {}) {what}; bundle sequence {} with {} root(s) in {}",
@@ -196,9 +197,7 @@ pub fn run(args: &PeerArgs) -> Result<ExitCode> {
         }
         PeerCommand::ResetSequence { name } => {
             store.request_sequence_reset(name)?;
-            println!(
-                "the next bundle fetched from peer {name} is accepted whatever its sequence"
-            );
+            println!("the next bundle fetched from peer {name} is accepted whatever its sequence");
         }
     }
     Ok(ExitCode::SUCCESS)
