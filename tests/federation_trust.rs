@@ -393,6 +393,31 @@ fn peers_of_the_local_trust_domain_or_with_another_domains_bundle_are_not_applie
     let document = link(&west, 15446);
     let file = dir.write("west-peer.yaml", &document);
 
+    // `strait link` speaks only for the CA's own trust domain.
+    let wrong = run(strait().args([
+        "link",
+        "--data",
+        s(&west),
+        "--name",
+        "west",
+        "--trust-domain",
+        "east.mesh",
+        "--network",
+        "net-west",
+        "--eastwest",
+        "127.0.0.1:15443",
+        "--bundle-endpoint",
+        "https://127.0.0.1:15446",
+        "--bundle-endpoint-id",
+        ENDPOINT_ID,
+    ]));
+    assert_eq!(wrong.code, Some(2));
+    assert!(
+        wrong.stderr.contains("is for trust domain west.mesh"),
+        "{}",
+        wrong.stderr
+    );
+
     // West applying its own Peer: a cluster does not peer with itself.
     let own = peer(&west, &["apply", "-f", s(&file)]);
     assert_eq!(own.code, Some(2));

@@ -7,7 +7,7 @@
 //!
 //! | file | content | mode |
 //! |---|---|---|
-//! | `authority.json` | trust domain, origin (`self-signed` or `plug-in`), issuance limits, bundle sequence; written last | 0644 |
+//! | `authority.json` | trust domain, origin (`self-signed` or `plug-in`), issuance limits, bundle sequence and the digest of the roots it stands for; written last | 0644 |
 //! | `root-cert.pem` | the trust domain's roots (the trust bundle) | 0644 |
 //! | `root-key.pem` | the root's key (`init` only; move it offline once the intermediate exists) | 0600 |
 //! | `ca-cert.pem` | the issuing CA certificate | 0644 |

@@ -500,8 +500,14 @@ pub fn check_host_port(text: &str) -> Result<(), String> {
         return Err(format!("{text:?} is not HOST:PORT"));
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(['/', '@', ' ']) {
-        return Err(format!("{text:?} has no usable host"));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if !host_ok {
+        return Err(format!(
+            "{text:?}: the host is not a DNS name or an IP address"
+        ));
     }
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok(()),
