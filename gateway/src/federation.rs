@@ -39,8 +39,10 @@ pub struct Args {
     /// Where Strait keeps its state (`ca`, `peers`).
     #[arg(long, global = true, default_value = ".strait")]
     data: PathBuf,
+    /// The log's format on standard error.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The log filter (`info`, `debug`, `strait_federation=debug`, ...).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
 }
