@@ -254,8 +254,9 @@ fn east_follows_west_from_link_through_rotation_restart_and_a_sequence_reset() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(stored(&federated), (2, 2));
+    // Logged once both copies are written.
     poller.wait_for(&["peer bundle updated", "from=1", "to=2"]);
+    assert_eq!(stored(&federated), (2, 2));
     drop(poller);
 
     // A restart of east's poller starts from the stored bundle.

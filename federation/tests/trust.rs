@@ -160,26 +160,22 @@ async fn east_follows_west_through_a_rotation_and_refuses_what_it_must() {
     let rotated = published_trust_bundle(&west_ca_dir).unwrap();
     assert_eq!(rotated.sequence, 2);
     serve_bundle(&served, rotated.clone());
+    // The peer's file and the CA service's copy both get it (in that order).
+    let federated = || {
+        let text = std::fs::read_to_string(store.federated_path(&td("west.mesh"))).unwrap();
+        TrustBundle::from_spiffe_json(td("west.mesh"), text.as_bytes()).unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let latest = store.get("west").unwrap().latest;
-        if latest.sequence == 2 {
-            assert_eq!(latest.roots, rotated.roots);
-            assert_eq!(latest.refresh_hint, Some(Duration::from_secs(1)));
-            break;
-        }
+    while federated().sequence != 2 {
         assert!(Instant::now() < deadline, "east never took sequence 2");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop.send(());
     running.await.unwrap();
-    // The CA service's copy is the same bundle.
-    let federated = std::fs::read_to_string(store.federated_path(&td("west.mesh"))).unwrap();
-    let federated = TrustBundle::from_spiffe_json(td("west.mesh"), federated.as_bytes()).unwrap();
-    assert_eq!(
-        (federated.sequence, federated.roots),
-        (2, rotated.roots.clone())
-    );
+    assert_eq!(federated().roots, rotated.roots);
+    let latest = store.get("west").unwrap().latest;
+    assert_eq!((latest.sequence, &latest.roots), (2, &rotated.roots));
+    assert_eq!(latest.refresh_hint, Some(Duration::from_secs(1)));
 
     // A lower sequence is refused; so is sequence 2 with other roots.
     serve_bundle(&served, first.clone());
