@@ -7,7 +7,7 @@
 //!
 //! | file | content | mode |
 //! |---|---|---|
-//! | `authority.json` | trust domain, origin (`self-signed` or `plug-in`), issuance limits, bundle sequence; written last | 0644 |
+//! | `authority.json` | trust domain, origin (`self-signed` or `plug-in`), issuance limits, bundle sequence and the digest of the roots it stands for; written last | 0644 |
 //! | `root-cert.pem` | the trust domain's roots (the trust bundle) | 0644 |
 //! | `root-key.pem` | the root's key (`init` only; move it offline once the intermediate exists) | 0600 |
 //! | `ca-cert.pem` | the issuing CA certificate | 0644 |
@@ -152,6 +152,10 @@ struct AuthorityMeta {
     max_workload_ttl_secs: u64,
     refresh_hint_secs: u64,
     bundle_sequence: u64,
+    /// SHA-256 (hex) of the roots `bundle_sequence` was recorded for; see
+    /// [`published_trust_bundle`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bundle_roots_sha256: Option<String>,
 }
 
 /// A certificate chain issued for one SPIFFE ID.
@@ -441,6 +445,53 @@ impl Authority {
     }
 }
 
+/// The trust bundle the CA directory `dir` holds now, for publishing beyond this machine (the
+/// SPIFFE bundle endpoint, `strait link`): `root-cert.pem` read again, with the bundle sequence
+/// and refresh hint of `authority.json`. When the roots differ from those the sequence was
+/// recorded for (an operator added or removed a root), the sequence is bumped and recorded
+/// (atomically) before the bundle is returned, so the same sequence never stands for two sets
+/// of roots, across restarts too: peers accept only a higher sequence.
+pub fn published_trust_bundle(dir: &Path) -> Result<TrustBundle, AuthorityError> {
+    let meta_path = dir.join(files::AUTHORITY);
+    let mut meta: AuthorityMeta =
+        serde_json::from_str(&fs::read_text(&meta_path)?).map_err(|e| bad_file(&meta_path, e))?;
+    let roots_path = dir.join(files::ROOT_CERT);
+    let roots = crate::bundle::parse_pem_certs(&fs::read_text(&roots_path)?)
+        .map_err(|e| bad_file(&roots_path, e))?;
+    let digest = roots_digest(&roots);
+    match &meta.bundle_roots_sha256 {
+        Some(recorded) if *recorded == digest => {}
+        recorded => {
+            // The first record keeps the sequence: nothing was published under another set.
+            if recorded.is_some() {
+                meta.bundle_sequence += 1;
+            }
+            meta.bundle_roots_sha256 = Some(digest);
+            write_meta(dir, &meta)?;
+        }
+    }
+    Ok(TrustBundle {
+        trust_domain: meta.trust_domain,
+        roots,
+        sequence: meta.bundle_sequence,
+        refresh_hint: Some(Duration::from_secs(meta.refresh_hint_secs)),
+    })
+}
+
+fn roots_digest(roots: &[CertificateDer<'_>]) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for root in roots {
+        context.update(&(root.len() as u64).to_be_bytes());
+        context.update(root.as_ref());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The public key of a CSR that passes every check (size, DER, signature, ECDSA P-256).
 fn csr_public_key(csr_der: &[u8]) -> Result<rcgen::SubjectPublicKeyInfo, AuthorityError> {
     if csr_der.len() > MAX_CSR_BYTES {
@@ -499,6 +550,7 @@ fn new_meta(
         max_workload_ttl_secs: options.max_workload_ttl.as_secs(),
         refresh_hint_secs: options.refresh_hint.as_secs(),
         bundle_sequence: 1,
+        bundle_roots_sha256: None,
     }
 }
 

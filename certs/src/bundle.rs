@@ -20,7 +20,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor};
 use serde_json::{Map, Value, json};
 use x509_parser::public_key::PublicKey;
 
-use crate::spiffe::TrustDomain;
+use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::x509;
 
 /// The `use` value of a JWK that carries an X.509 root.
@@ -60,6 +60,14 @@ pub enum BundleError {
         "root {index}: its public key cannot be written as a JWK (only EC P-256/P-384 and RSA)"
     )]
     UnsupportedKey { index: usize },
+    #[error(
+        "root {index} names trust domain {claimed} (its URI SAN), not {trust_domain}, the trust domain the bundle is taken for"
+    )]
+    ForeignRoot {
+        index: usize,
+        claimed: TrustDomain,
+        trust_domain: TrustDomain,
+    },
     #[error("trust domain {trust_domain}: bundle sequence {offered} is not newer than {current}")]
     StaleSequence {
         trust_domain: TrustDomain,
@@ -177,6 +185,31 @@ impl TrustBundle {
     /// The roots as concatenated PEM.
     pub fn to_pem(&self) -> String {
         certs_to_pem(&self.roots)
+    }
+
+    /// Refuses a bundle whose content speaks for another trust domain. A bundle document does
+    /// not name its trust domain (it is bound to one by whoever holds it), so the only claim its
+    /// content can make is a root's own SPIFFE ID: a signing certificate may carry
+    /// `spiffe://TRUST_DOMAIN` as its URI SAN, as the roots of [`crate::Authority`] do. A root
+    /// that names another trust domain is refused; roots that name none are taken as they are.
+    pub fn check_trust_domain(&self) -> Result<(), BundleError> {
+        for (index, root) in self.roots.iter().enumerate() {
+            let cert = x509::parse_cert(root).ok_or(BundleError::BadRoot { index })?;
+            let uris = x509::uri_sans(&cert).map_err(|()| BundleError::BadRoot { index })?;
+            for uri in uris {
+                let Ok(id) = SpiffeId::parse(uri) else {
+                    continue;
+                };
+                if id.trust_domain_name() != self.trust_domain.as_str() {
+                    return Err(BundleError::ForeignRoot {
+                        index,
+                        claimed: id.trust_domain(),
+                        trust_domain: self.trust_domain.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -497,6 +530,38 @@ mod tests {
             a_anchor.subject_public_key_info
         );
         assert_eq!(set.trust_domains().count(), 2);
+    }
+
+    fn root_with_id(uri: &str) -> CertificateDer<'static> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_root_naming_another_trust_domain_is_refused() {
+        let own = TrustBundle::new(
+            td("west.mesh"),
+            vec![root("plain"), root_with_id("spiffe://west.mesh")],
+        );
+        own.check_trust_domain().unwrap();
+        let mixed = TrustBundle::new(
+            td("west.mesh"),
+            vec![
+                root_with_id("spiffe://west.mesh"),
+                root_with_id("spiffe://east.mesh"),
+            ],
+        );
+        match mixed.check_trust_domain() {
+            Err(BundleError::ForeignRoot {
+                index: 1, claimed, ..
+            }) => assert_eq!(claimed, td("east.mesh")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -72,10 +72,15 @@ pub mod tokens;
 pub mod verify;
 mod x509;
 
-pub use authority::{Authority, AuthorityError, AuthorityOptions, IssuedSvid};
+pub use authority::{
+    Authority, AuthorityError, AuthorityOptions, IssuedSvid, published_trust_bundle,
+};
 pub use bundle::{BundleError, SharedBundles, TrustBundle, TrustBundleSet};
 
-pub use rotation::{IdentityCell, mesh_client_config, mesh_server_config};
+pub use rotation::{
+    IdentityCell, bundle_endpoint_client_config, bundle_endpoint_server_config, mesh_client_config,
+    mesh_server_config,
+};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use svid::{
     CertificateRequest, Svid, SvidError, client_certificate_xfcc, renew_at, xfcc_value,

@@ -138,5 +138,42 @@ pub fn mesh_client_config(
     Ok(config)
 }
 
+/// What a SPIFFE bundle endpoint serves and its clients speak: HTTP/1.1.
+pub const BUNDLE_ENDPOINT_ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// The server config of an `https_spiffe` bundle endpoint: presents the cell's SVID and asks
+/// for no client certificate (SPIFFE federation forbids requiring one: anyone may read a
+/// bundle).
+pub fn bundle_endpoint_server_config(
+    cell: Arc<IdentityCell>,
+) -> Result<ServerConfig, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_cert_resolver(cell);
+    config.alpn_protocols = BUNDLE_ENDPOINT_ALPN.iter().map(|p| p.to_vec()).collect();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The client config of an `https_spiffe` bundle fetch: presents no certificate, and accepts a
+/// server whose SVID verifies against `bundles` (the peer's latest bundle) and whose ID
+/// `authorizer` allows (exactly the configured endpoint SPIFFE ID), with the same verifier as
+/// mesh mTLS.
+pub fn bundle_endpoint_client_config(
+    bundles: SharedBundles,
+    authorizer: Authorizer,
+) -> Result<ClientConfig, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(bundles, authorizer)))
+        .with_no_client_auth();
+    config.alpn_protocols = BUNDLE_ENDPOINT_ALPN.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,3 +5,23 @@
 //!
 //! Must not know: the command line, process lifecycle or how roles are assembled; those belong
 //! to the `strait` binary above it. Depends on `strait-discovery` and below.
+//!
+//! Modules:
+//! - [`peer`]: the Peer document (`strait.io/v1alpha1`, `kind: Peer`), read and validated.
+//! - [`peer_store`]: peers and their latest bundles as owner-only files under `DATA/peers`,
+//!   and the one write path of a peer's bundle (also to `DATA/ca/federated`, where the CA
+//!   service streams it to sidecars).
+//! - [`bundle_endpoint`]: the SPIFFE bundle endpoint (`https_spiffe`, port 15446) serving the
+//!   local trust domain's bundle.
+//! - [`bundle_fetch`]: one `https_spiffe` fetch of a peer's bundle.
+//! - [`bundle_poller`]: which fetched bundles are accepted (sequence rules), and polling every
+//!   peer at its refresh hint with backoff and rate-limited early refreshes.
+
+pub mod bundle_endpoint;
+pub mod bundle_fetch;
+pub mod bundle_poller;
+pub mod peer;
+pub mod peer_store;
+
+#[cfg(test)]
+mod test_support;

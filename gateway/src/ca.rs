@@ -311,7 +311,7 @@ fn workload_id(text: &str, authority: &Authority) -> Result<SpiffeId> {
 }
 
 /// Writes to standard output; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> Result<()> {
+pub(crate) fn emit(text: &str) -> Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -8,9 +8,11 @@ mod args;
 mod ca;
 mod capture;
 mod control;
+mod federation;
 mod identity;
 mod last_good;
 mod logging;
+mod peer;
 mod proxy_config;
 mod run;
 mod sidecar;
@@ -41,6 +43,12 @@ enum Command {
     Validate(validate::Args),
     /// The cluster's certificate authority: create it, mint bootstrap tokens, sign and issue.
     Ca(ca::Args),
+    /// Print the Peer document another cluster applies to federate with this one.
+    Link(peer::LinkArgs),
+    /// The peer clusters: apply a Peer document, list, remove, reset a bundle sequence.
+    Peer(peer::PeerArgs),
+    /// The trust exchange on its own: serve the bundle endpoint, poll the peers' endpoints.
+    Federation(federation::Args),
     /// Print the version and the git commit this binary was built from.
     Version,
 }
@@ -62,6 +70,9 @@ fn main() -> ExitCode {
         Command::ProxyConfig(args) => proxy_config::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Ca(args) => ca::run(&args),
+        Command::Link(args) => peer::link(&args),
+        Command::Peer(args) => peer::run(&args),
+        Command::Federation(args) => federation::run(&args),
         Command::Version => {
             println!("strait {}", version());
             Ok(ExitCode::SUCCESS)

@@ -459,3 +459,31 @@ fn an_expired_issuer_does_not_issue() {
         Err(AuthorityError::IssuerExpired)
     ));
 }
+
+#[test]
+fn published_bundle_sequence_rises_once_per_change_of_roots_and_survives_reloads() {
+    let (dir, ca) = init("published", &AuthorityOptions::default());
+    let ca_dir = dir.path().join("ca");
+    let first = published_trust_bundle(&ca_dir).unwrap();
+    assert_eq!(first.sequence, 1);
+    assert_eq!(first.roots, ca.trust_bundle().roots);
+    assert_eq!(first.refresh_hint, Some(DEFAULT_REFRESH_HINT));
+    // Unchanged roots: the same sequence, however often it is asked for.
+    assert_eq!(published_trust_bundle(&ca_dir).unwrap(), first);
+
+    // An operator adds a second root: the sequence goes up once, and stays there.
+    let (other_dir, other) = init("published-next", &AuthorityOptions::default());
+    let both = format!(
+        "{}{}",
+        ca.trust_bundle().to_pem(),
+        other.trust_bundle().to_pem()
+    );
+    std::fs::write(ca_dir.join(files::ROOT_CERT), both).unwrap();
+    let second = published_trust_bundle(&ca_dir).unwrap();
+    assert_eq!(second.sequence, 2);
+    assert_eq!(second.roots.len(), 2);
+    assert_eq!(published_trust_bundle(&ca_dir).unwrap().sequence, 2);
+    // The CA still loads, and the recorded sequence is what a restart sees.
+    assert_eq!(Authority::load(&ca_dir).unwrap().trust_bundle().sequence, 2);
+    drop(other_dir);
+}

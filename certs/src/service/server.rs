@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::authority::{Authority, AuthorityError};
+use crate::authority::{Authority, AuthorityError, published_trust_bundle};
 use crate::bundle::{TrustBundle, TrustBundleSet};
 use crate::rotation::{IdentityCell, mesh_server_config};
 use crate::service::auth::{authority_status, authorization_status, bearer_token, token_status};
@@ -190,39 +190,41 @@ impl CaServer {
 
 /// The CA's `root-cert.pem`, read again on each poll: an operator adding a root (the first step
 /// of a rotation) or removing an old one publishes the new set, and renewals under any of them
-/// are accepted. Issuance keeps the intermediate loaded at start.
+/// are accepted. Issuance keeps the intermediate loaded at start. The new set's sequence is the
+/// one recorded in the CA directory ([`published_trust_bundle`]), so the stream and the SPIFFE
+/// bundle endpoint agree, across restarts too.
 #[derive(Debug)]
 struct RootsFile {
-    path: PathBuf,
+    dir: PathBuf,
     last: Vec<u8>,
 }
 
 impl RootsFile {
     fn new(authority: &Authority) -> Self {
-        let path = authority.dir().join(crate::authority::files::ROOT_CERT);
-        let last = std::fs::read(&path).unwrap_or_default();
-        Self { path, last }
+        let dir = authority.dir().to_path_buf();
+        let last = std::fs::read(dir.join(crate::authority::files::ROOT_CERT)).unwrap_or_default();
+        Self { dir, last }
     }
 
     /// The new own bundle, when the file changed and reads as roots.
     fn changed(&mut self, current: &TrustBundle) -> Option<TrustBundle> {
-        let bytes = std::fs::read(&self.path).ok()?;
+        let bytes = std::fs::read(self.dir.join(crate::authority::files::ROOT_CERT)).ok()?;
         if bytes == self.last {
             return None;
         }
-        self.last = bytes.clone();
-        let text = String::from_utf8_lossy(&bytes);
-        match TrustBundle::from_pem(current.trust_domain.clone(), &text) {
-            Ok(mut bundle) if bundle.roots != current.roots => {
-                bundle.sequence = current.sequence + 1;
-                bundle.refresh_hint = current.refresh_hint;
-                tracing::info!(roots = bundle.roots.len(), "the CA's roots changed");
+        self.last = bytes;
+        match published_trust_bundle(&self.dir) {
+            Ok(bundle) if bundle.roots != current.roots => {
+                tracing::info!(
+                    roots = bundle.roots.len(),
+                    sequence = bundle.sequence,
+                    "the CA's roots changed"
+                );
                 Some(bundle)
             }
             Ok(_) => None,
             Err(error) => {
                 tracing::warn!(
-                    file = %self.path.display(),
                     "the CA's roots cannot be read ({error}); keeping the last good ones"
                 );
                 None
