@@ -520,6 +520,8 @@ fn a_header_limit_below_what_http1_can_enforce_is_refused_at_start() {
         dir.path().as_os_str(),
         "--max-request-header-bytes".as_ref(),
         "4096".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("data").as_os_str(),
     ]));
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("8192"), "{}", run.stderr);

@@ -256,7 +256,9 @@ fn sidecars_get_their_identity_from_the_ca_with_a_bootstrap_token() {
         .arg("--trust-bundle")
         .arg(mesh.dir.path().join("bundle.pem"))
         .arg("--bootstrap-token-file")
-        .arg(mesh.dir.path().join("sleep.token")));
+        .arg(mesh.dir.path().join("sleep.token"))
+        .arg("--data")
+        .arg(mesh.dir.path().join("reused-data")));
     assert_ne!(reused.code, Some(0));
     assert!(reused.stderr.contains("already used"), "{}", reused.stderr);
 }
