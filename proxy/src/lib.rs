@@ -38,6 +38,9 @@ pub use runtime::{InstallError, ProxyOptions};
 use snapshot::Snapshot;
 use telemetry::Telemetry;
 pub use upstream::connect::set_socket_mark;
+pub use upstream::connector::{
+    BoxedUpstreamIo, ConnectFuture, NETWORK_LABEL, UpstreamConnector, UpstreamIo, UpstreamTarget,
+};
 
 /// A running proxy: the listeners of the snapshot installed last, and what outlives snapshots.
 #[derive(Debug)]

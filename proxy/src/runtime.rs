@@ -24,6 +24,7 @@ use crate::tls::mesh::{MeshIdentity, MeshPeer, MeshTlsError};
 use crate::tls::server::{TlsConfigError, server_config};
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::connect::{SocketSetup, TlsOrigination};
+use crate::upstream::connector::UpstreamConnector;
 use crate::upstream::pool::Pools;
 
 /// Settings of the proxy process that are not configuration.
@@ -54,6 +55,9 @@ pub struct ProxyOptions {
     pub mesh: Option<MeshIdentity>,
     /// How often a JWKS fetched from a `jwksUri` is fetched again.
     pub jwks_refresh_interval: Duration,
+    /// Offered every connection a TCP route opens to an endpoint, to carry over a transport of
+    /// its own (see [`crate::UpstreamConnector`]); without one, or when it declines, TCP.
+    pub upstream_connector: Option<Arc<dyn UpstreamConnector>>,
 }
 
 impl Default for ProxyOptions {
@@ -69,6 +73,7 @@ impl Default for ProxyOptions {
             socket_mark: None,
             mesh: None,
             jwks_refresh_interval: crate::authn::jwks::DEFAULT_REFRESH_INTERVAL,
+            upstream_connector: None,
         }
     }
 }
