@@ -99,7 +99,10 @@ mod tests {
             "outbound_.9080_.v1_.reviews.default.svc.cluster.local",
             "outbound_.443_._.api.example.com",
         ] {
-            assert_eq!(OutboundName::parse(sni).map(|n| n.sni()).as_deref(), Some(sni));
+            assert_eq!(
+                OutboundName::parse(sni).map(|n| n.sni()).as_deref(),
+                Some(sni)
+            );
         }
     }
 }

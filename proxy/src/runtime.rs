@@ -55,9 +55,6 @@ pub struct ProxyOptions {
     pub mesh: Option<MeshIdentity>,
     /// How often a JWKS fetched from a `jwksUri` is fetched again.
     pub jwks_refresh_interval: Duration,
-    /// Offered every connection a TCP route opens to an endpoint, to carry over a transport of
-    /// its own (see [`crate::UpstreamConnector`]); without one, or when it declines, TCP.
-    pub upstream_connector: Option<Arc<dyn UpstreamConnector>>,
 }
 
 impl Default for ProxyOptions {
@@ -73,7 +70,6 @@ impl Default for ProxyOptions {
             socket_mark: None,
             mesh: None,
             jwks_refresh_interval: crate::authn::jwks::DEFAULT_REFRESH_INTERVAL,
-            upstream_connector: None,
         }
     }
 }
@@ -198,6 +194,9 @@ pub(crate) struct Shared {
     jwks: JwksStore,
     pub(crate) telemetry: Telemetry,
     pub(crate) options: ProxyOptions,
+    /// Offered every connection a TCP route opens to an endpoint (see
+    /// [`crate::UpstreamConnector`]); without one, or when it declines, TCP.
+    pub(crate) upstream_connector: Option<Arc<dyn UpstreamConnector>>,
     /// Set to true when the proxy drains: connections finish what they are doing and close.
     pub(crate) draining: watch::Sender<bool>,
     /// Downstream connections open now.
@@ -220,8 +219,13 @@ impl Drop for OpenConnection {
 }
 
 impl Shared {
-    pub(crate) fn new(telemetry: Telemetry, options: ProxyOptions) -> Shared {
+    pub(crate) fn new(
+        telemetry: Telemetry,
+        options: ProxyOptions,
+        upstream_connector: Option<Arc<dyn UpstreamConnector>>,
+    ) -> Shared {
         Shared {
+            upstream_connector,
             active: ArcSwap::new(Arc::new(Active::empty())),
             clusters: Mutex::new(HashMap::new()),
             pools: Pools::default(),

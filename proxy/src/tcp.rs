@@ -95,7 +95,7 @@ pub(crate) async fn proxy<IO>(
         }
         tried.push(address);
         entry.upstream_host = Some(address);
-        let connecting = shared.options.upstream_connector.as_ref().and_then(|c| {
+        let connecting = shared.upstream_connector.as_ref().and_then(|c| {
             c.connect(UpstreamTarget {
                 cluster: cluster_name.to_owned(),
                 address,

@@ -1,6 +1,8 @@
 //! A plugged `UpstreamConnector` carries the TCP route's connections to the endpoints it takes
 //! (here: those of network `west`), and the core connects over TCP itself to the rest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -50,7 +52,9 @@ async fn named_server(name: &'static str) -> SocketAddr {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let _ = stream.write_all(name.as_bytes()).await;
                 let _ = stream.shutdown().await;
@@ -129,13 +133,10 @@ async fn the_connector_carries_the_endpoints_it_takes_and_tcp_the_rest() {
         relay,
         asked: Mutex::new(Vec::new()),
     });
-    let options = ProxyOptions {
-        upstream_connector: Some(connector.clone()),
-        ..ProxyOptions::default()
-    };
-    let proxy = Proxy::new(
+    let proxy = Proxy::with_upstream_connector(
         Telemetry::new(AccessLog::disabled(), Metrics::new(Vec::new())),
-        options,
+        ProxyOptions::default(),
+        connector.clone(),
     );
     let cluster = "outbound|9000|v1|echo.default.svc.cluster.local";
 
@@ -188,12 +189,10 @@ async fn a_failing_connector_is_a_connect_failure() {
             }))
         }
     }
-    let proxy = Proxy::new(
+    let proxy = Proxy::with_upstream_connector(
         Telemetry::new(AccessLog::disabled(), Metrics::new(Vec::new())),
-        ProxyOptions {
-            upstream_connector: Some(Arc::new(Refusing)),
-            ..ProxyOptions::default()
-        },
+        ProxyOptions::default(),
+        Arc::new(Refusing),
     );
     let direct = named_server("direct").await;
     proxy

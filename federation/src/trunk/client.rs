@@ -25,7 +25,8 @@ use super::transport::TrunkPath;
 
 /// How long a handshake with a peer gateway may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the remote gateway may take to answer a stream's header (it connects to the
+/// How long the remote gateway may take to allow a new stream (when the connection's
+/// concurrent streams are all in use), and then to answer its header (it connects to the
 /// endpoint first).
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The application error code a connection is closed with when the client stops.
@@ -86,6 +87,8 @@ pub enum OpenError {
         peer: String,
         source: quinn::ConnectionError,
     },
+    #[error("{peer} allowed no further stream within {STATUS_TIMEOUT:?}")]
+    NoStreamCredit { peer: String },
     #[error("sending on the trunk to {peer}: {source}")]
     Write {
         peer: String,
@@ -182,7 +185,9 @@ impl TrunkClient {
         for peer in peers {
             let config = identity.client_config(&peer.identity, path)?;
             let trunk = Arc::new(PeerTrunk {
-                slots: (0..peer.connections.max(1)).map(|_| Mutex::new(None)).collect(),
+                slots: (0..peer.connections.max(1))
+                    .map(|_| Mutex::new(None))
+                    .collect(),
                 next: AtomicUsize::new(0),
                 live: watch::channel(0).0,
                 last_failure: Mutex::new(None),
@@ -209,12 +214,7 @@ impl TrunkClient {
 
     /// Why the last connection attempt to `peer` failed or its last connection was lost.
     pub fn last_failure(&self, peer: &str) -> Option<String> {
-        self.peers
-            .get(peer)?
-            .last_failure
-            .lock()
-            .ok()?
-            .clone()
+        self.peers.get(peer)?.last_failure.lock().ok()?.clone()
     }
 
     /// Opens a stream to `peer` for the connection `header` describes, sends the header and
@@ -239,9 +239,11 @@ impl TrunkClient {
             .ok_or_else(|| OpenError::Down(peer.to_owned()))?;
         let mut first = header.encode().map_err(OpenError::Header)?;
         first.extend_from_slice(early);
-        let (send, recv) = connection
-            .open_bi()
+        let (send, recv) = tokio::time::timeout(STATUS_TIMEOUT, connection.open_bi())
             .await
+            .map_err(|_| OpenError::NoStreamCredit {
+                peer: peer.to_owned(),
+            })?
             .map_err(|source| OpenError::Connection {
                 peer: peer.to_owned(),
                 source,
@@ -254,8 +256,8 @@ impl TrunkClient {
                 source: source.into(),
             });
         }
-        let status = tokio::time::timeout(STATUS_TIMEOUT, StreamStatus::read(stream.recv_mut()))
-            .await;
+        let status =
+            tokio::time::timeout(STATUS_TIMEOUT, StreamStatus::read(stream.recv_mut())).await;
         match status {
             Ok(Ok(StreamStatus::Ok)) => Ok(stream),
             Ok(Ok(StreamStatus::Refused { reason, text })) => {

@@ -32,7 +32,9 @@ const PREFIX: usize = 4;
 /// Why a header or a status could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("the stream does not start with a trunk frame (first byte {0:#04x}, expected {MAGIC:#04x})")]
+    #[error(
+        "the stream does not start with a trunk frame (first byte {0:#04x}, expected {MAGIC:#04x})"
+    )]
     BadMagic(u8),
     #[error("trunk frame version {0} is not supported (this side speaks version {VERSION})")]
     UnsupportedVersion(u8),
@@ -207,7 +209,13 @@ impl StreamHeader {
             usize::from(u8::MAX),
             is_sni_char,
         )?;
-        check_name("source network", &self.source_network, 0, MAX_LABEL, is_name_char)
+        check_name(
+            "source network",
+            &self.source_network,
+            0,
+            MAX_LABEL,
+            is_name_char,
+        )
     }
 }
 

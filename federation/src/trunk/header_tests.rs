@@ -25,7 +25,10 @@ fn a_header_round_trips() {
         ..header()
     };
     let bytes = empty.encode().unwrap();
-    assert_eq!(StreamHeader::decode(&bytes).unwrap(), Some((empty, bytes.len())));
+    assert_eq!(
+        StreamHeader::decode(&bytes).unwrap(),
+        Some((empty, bytes.len()))
+    );
 }
 
 #[test]
@@ -33,7 +36,10 @@ fn decode_leaves_the_bytes_after_the_header_alone() {
     let mut bytes = header().encode().unwrap();
     let length = bytes.len();
     bytes.extend_from_slice(b"\x16\x03\x01 the ClientHello");
-    assert_eq!(StreamHeader::decode(&bytes).unwrap(), Some((header(), length)));
+    assert_eq!(
+        StreamHeader::decode(&bytes).unwrap(),
+        Some((header(), length))
+    );
 }
 
 #[test]
@@ -57,7 +63,10 @@ async fn reading_a_truncated_frame_from_a_stream_says_so() {
     for end in [0, 1, 3, 4, bytes.len() - 1] {
         let mut reader = &bytes[..end];
         let error = StreamHeader::read(&mut reader).await.unwrap_err();
-        assert!(matches!(error, FrameError::Truncated("header")), "{end}: {error}");
+        assert!(
+            matches!(error, FrameError::Truncated("header")),
+            "{end}: {error}"
+        );
     }
     let mut reader = &bytes[..];
     assert_eq!(StreamHeader::read(&mut reader).await.unwrap(), header());
@@ -175,7 +184,10 @@ fn statuses_round_trip() {
         StreamStatus::refused(RefusalReason::Other(200), "from a newer peer"),
     ] {
         let bytes = status.encode();
-        assert_eq!(StreamStatus::decode(&bytes).unwrap(), Some((status, bytes.len())));
+        assert_eq!(
+            StreamStatus::decode(&bytes).unwrap(),
+            Some((status, bytes.len()))
+        );
     }
 }
 
@@ -207,13 +219,16 @@ fn malformed_statuses_are_errors() {
     bad_text[last] = 0xff;
     assert!(matches!(
         StreamStatus::decode(&bad_text),
-        Err(FrameError::InvalidField { field: "status text", .. })
+        Err(FrameError::InvalidField {
+            field: "status text",
+            ..
+        })
     ));
 }
 
 #[test]
 fn random_bytes_never_panic() {
-    let mut rng = fastrand::Rng::with_seed(0x7472_756e_6b);
+    let mut rng = fastrand::Rng::with_seed(0x0074_7275_6e6b);
     let valid = header().encode().unwrap();
     for round in 0..20_000 {
         let bytes: Vec<u8> = if round % 2 == 0 {

@@ -85,8 +85,11 @@ struct Context {
 async fn serve(mut tcp: TcpStream, remote: SocketAddr, context: Arc<Context>) {
     let _ = tcp.set_nodelay(true);
     let mut peeked = BytesMut::new();
-    let hello =
-        tokio::time::timeout(CLIENT_HELLO_TIMEOUT, read_client_hello(&mut tcp, &mut peeked)).await;
+    let hello = tokio::time::timeout(
+        CLIENT_HELLO_TIMEOUT,
+        read_client_hello(&mut tcp, &mut peeked),
+    )
+    .await;
     let sni = match hello {
         Ok(Ok(Parsed::Complete(hello))) => hello.server_name,
         Ok(Ok(_)) => None,

@@ -61,11 +61,10 @@ impl TrunkServer {
         resolve: EndpointResolver,
     ) -> Result<TrunkServer, TrunkSetupError> {
         let config = identity.server_config(path)?;
-        let endpoint =
-            Endpoint::server(config, bind).map_err(|source| TrunkSetupError::Bind {
-                address: bind,
-                source,
-            })?;
+        let endpoint = Endpoint::server(config, bind).map_err(|source| TrunkSetupError::Bind {
+            address: bind,
+            source,
+        })?;
         let local = endpoint
             .local_addr()
             .map_err(|source| TrunkSetupError::Bind {
@@ -104,10 +103,13 @@ async fn accept_loop(endpoint: Endpoint, authorize: PeerAuthorizer, resolve: End
     }
 }
 
-async fn serve_connection(incoming: Incoming, authorize: PeerAuthorizer, resolve: EndpointResolver) {
+async fn serve_connection(
+    incoming: Incoming,
+    authorize: PeerAuthorizer,
+    resolve: EndpointResolver,
+) {
     let remote = incoming.remote_address();
-    let connection = match tokio::time::timeout(super::client::HANDSHAKE_TIMEOUT, incoming).await
-    {
+    let connection = match tokio::time::timeout(super::client::HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => {
             tracing::warn!(%remote, %error, "trunk handshake failed");
@@ -150,23 +152,22 @@ async fn accept_streams(
 }
 
 async fn serve_stream(mut stream: TrunkStream, peer: Arc<SpiffeId>, resolve: EndpointResolver) {
-    let header = match tokio::time::timeout(HEADER_TIMEOUT, StreamHeader::read(stream.recv_mut()))
-        .await
-    {
-        Ok(Ok(header)) => header,
-        Ok(Err(error)) => {
-            tracing::warn!(%peer, %error, "trunk stream with a malformed header");
-            let refusal = Refusal {
-                reason: RefusalReason::MalformedHeader,
-                text: error.to_string(),
-            };
-            return refuse(stream, refusal).await;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "trunk stream sent no header within {HEADER_TIMEOUT:?}");
-            return stream.reset();
-        }
-    };
+    let header =
+        match tokio::time::timeout(HEADER_TIMEOUT, StreamHeader::read(stream.recv_mut())).await {
+            Ok(Ok(header)) => header,
+            Ok(Err(error)) => {
+                tracing::warn!(%peer, %error, "trunk stream with a malformed header");
+                let refusal = Refusal {
+                    reason: RefusalReason::MalformedHeader,
+                    text: error.to_string(),
+                };
+                return refuse(stream, refusal).await;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "trunk stream sent no header within {HEADER_TIMEOUT:?}");
+                return stream.reset();
+            }
+        };
     let address = match resolve(&peer, &header) {
         Ok(address) => address,
         Err(refusal) => {

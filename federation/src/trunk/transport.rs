@@ -54,8 +54,8 @@ impl Default for TrunkPath {
 impl TrunkPath {
     /// Bytes in flight on a full path: bandwidth x round trip.
     pub fn bandwidth_delay_product(&self) -> u64 {
-        let bits = u128::from(self.bandwidth_bits_per_second) * self.round_trip.as_micros()
-            / 1_000_000;
+        let bits =
+            u128::from(self.bandwidth_bits_per_second) * self.round_trip.as_micros() / 1_000_000;
         u64::try_from(bits / 8).unwrap_or(u64::MAX)
     }
 

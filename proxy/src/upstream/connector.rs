@@ -2,7 +2,7 @@
 //! (the federation crate's QUIC trunk to a peer cluster's east-west gateway, say), so that the
 //! proxy core needs to know none of them.
 //!
-//! A proxy started with an [`UpstreamConnector`] (`ProxyOptions::upstream_connector`) offers it
+//! A proxy made with an [`UpstreamConnector`] (`Proxy::with_upstream_connector`) offers it
 //! every connection a TCP route (or TLS passthrough) opens to an endpoint, described by an
 //! [`UpstreamTarget`]. The connector either takes it, returning a future of a byte stream, or
 //! declines (`None`), and the core opens TCP itself as it always does. A connector that fails
@@ -32,8 +32,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + fmt::Debug> UpstreamIo for T {}
 pub type BoxedUpstreamIo = Box<dyn UpstreamIo>;
 
 /// A connector's connection being made.
-pub type ConnectFuture<'a> =
-    Pin<Box<dyn Future<Output = io::Result<BoxedUpstreamIo>> + Send + 'a>>;
+pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxedUpstreamIo>> + Send + 'a>>;
 
 /// The connection the core is about to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
