@@ -26,7 +26,15 @@ use strait_federation::trunk::{
     Backoff, OpenError, Refusal, RefusalReason, StreamHeader, TrunkClient, TrunkConnector,
     TrunkIdentity, TrunkIngress, TrunkPath, TrunkPeer, TrunkServer, TrunkSetupError,
 };
-use strait_proxy::{UpstreamConnector, UpstreamTarget};
+use strait_proxy::snapshot::{
+    Application, ChainMatch, Cluster as ProxyCluster, Endpoint, FilterChain, LbPolicy, Listener,
+    PoolLimits, Snapshot, TcpRoute, Transport, UpstreamProtocol, UpstreamTls,
+};
+use strait_proxy::telemetry::Telemetry;
+use strait_proxy::telemetry::access_log::AccessLog;
+use strait_proxy::telemetry::metrics::Metrics;
+use strait_proxy::tls::mesh::MeshIdentity;
+use strait_proxy::{NETWORK_LABEL, Proxy, ProxyOptions, UpstreamConnector, UpstreamTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -270,6 +278,44 @@ async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (address, open)
 }
 
+/// The west's echo workload: terminates mesh mTLS with its own SVID, records the verified
+/// caller of each connection, and echoes until the caller's FIN.
+fn mesh_echo_backend(trunk: &Trunk, listener: TcpListener) -> Arc<Mutex<Vec<Option<String>>>> {
+    let echo = identity(trunk.west.svid("default", "echo"), &trunk.bundles);
+    let server_tls = mesh_server_config(
+        echo.cell.clone(),
+        trunk.bundles.clone(),
+        ClientAuth::Required(Authorizer::Any),
+        MESH_SERVER_ALPN,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let callers = Arc::new(Mutex::new(Vec::new()));
+    let seen = callers.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let caller = peer_identity(tls.get_ref().1.peer_certificates().unwrap_or_default());
+                seen.lock()
+                    .unwrap()
+                    .push(caller.ok().map(|id| id.to_string()));
+                let (mut read, mut write) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+                let _ = write.shutdown().await;
+            });
+        }
+    });
+    callers
+}
+
 fn echo_header() -> StreamHeader {
     StreamHeader {
         service: ECHO.to_owned(),
@@ -307,36 +353,7 @@ async fn a_sidecars_mtls_crosses_the_trunk_untouched_and_keeps_its_identity() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = listener.local_addr().unwrap();
     let trunk = trunk(test, vec![(ECHO, 9000, backend)], 1).await;
-    let echo = identity(trunk.west.svid("default", "echo"), &trunk.bundles);
-    let server_tls = mesh_server_config(
-        echo.cell.clone(),
-        trunk.bundles.clone(),
-        ClientAuth::Required(Authorizer::Any),
-        MESH_SERVER_ALPN,
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
-    let callers = Arc::new(Mutex::new(Vec::new()));
-    let seen = callers.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let caller = peer_identity(tls.get_ref().1.peer_certificates().unwrap_or_default());
-                seen.lock().unwrap().push(caller.map(|id| id.to_string()));
-                let (mut read, mut write) = tokio::io::split(tls);
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-                let _ = write.shutdown().await;
-            });
-        }
-    });
+    let callers = mesh_echo_backend(&trunk, listener);
 
     // The east sidecar: its own mTLS to the west workload, through the east trunk ingress.
     let web = identity(trunk.east.svid("default", "web"), &trunk.bundles);
@@ -370,7 +387,7 @@ async fn a_sidecars_mtls_crosses_the_trunk_untouched_and_keeps_its_identity() {
     // The workload saw the east sidecar's identity, not a gateway's.
     assert_eq!(
         *callers.lock().unwrap(),
-        vec![Ok("spiffe://east.mesh/ns/default/sa/web".to_owned())]
+        vec![Some("spiffe://east.mesh/ns/default/sa/web".to_owned())]
     );
     // The west gateway saw the header the ingress built from the SNI, from the east gateway.
     let asked = trunk.asked.lock().unwrap().clone();
@@ -946,5 +963,104 @@ async fn opening_100_streams_next_to_100_tcp_and_tls_handshakes() {
     let handshakes = started.elapsed();
     println!(
         "100 trunk streams: {streams:?}; 100 TCP+mTLS connections: {handshakes:?} (loopback, debug build)"
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_proxy_reaches_a_peer_networks_endpoint_over_the_trunk() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let trunk = trunk("sidecar", vec![(ECHO, 9000, backend)], 1).await;
+    let callers = mesh_echo_backend(&trunk, listener);
+
+    // An east proxy with the web workload's identity, whose TCP route sends to an ISTIO_MUTUAL
+    // cluster with one endpoint in network `west-net` (an address never dialled).
+    let web = identity(trunk.east.svid("default", "web"), &trunk.bundles);
+    let connector = TrunkConnector::new(
+        trunk.client.clone(),
+        HashMap::from([("west-net".to_owned(), WEST.to_owned())]),
+        "east-net".to_owned(),
+    );
+    let proxy = Proxy::with_upstream_connector(
+        Telemetry::new(AccessLog::disabled(), Metrics::new(Vec::new())),
+        ProxyOptions {
+            mesh: Some(MeshIdentity {
+                cell: web.cell.clone(),
+                bundles: web.bundles.clone(),
+            }),
+            ..ProxyOptions::default()
+        },
+        Arc::new(connector),
+    );
+    let cluster = format!("outbound|9000||{ECHO}");
+    let mut snapshot = Snapshot {
+        version: 1,
+        ..Snapshot::default()
+    };
+    snapshot.listeners.push(Listener {
+        name: "outbound".to_owned(),
+        address: "127.0.0.1:0".parse().unwrap(),
+        original_destination: false,
+        filter_chains: vec![FilterChain {
+            name: "echo".to_owned(),
+            server_names: Vec::new(),
+            matches: ChainMatch::default(),
+            transport: Transport::Plaintext,
+            application: Application::Tcp {
+                routes: vec![TcpRoute {
+                    name: "echo".to_owned(),
+                    server_names: Vec::new(),
+                    clusters: vec![(cluster.clone(), 1)],
+                }],
+            },
+        }],
+    });
+    snapshot.clusters.insert(
+        cluster.clone(),
+        Arc::new(ProxyCluster {
+            name: cluster.clone(),
+            lb: LbPolicy::RoundRobin,
+            connect_timeout: Duration::from_secs(5),
+            pool: PoolLimits::default(),
+            outlier: None,
+            tls: UpstreamTls::IstioMutual {
+                sni: ECHO_SNI.to_owned(),
+                subject_alt_names: vec![trunk.west.id("default", "echo").to_string()],
+            },
+            protocol: UpstreamProtocol::default(),
+            endpoints: vec![Endpoint {
+                address: "10.255.0.1:15443".parse().unwrap(),
+                weight: 1,
+                locality: None,
+                labels: [(NETWORK_LABEL.to_owned(), "west-net".to_owned())].into(),
+                dns_name: None,
+            }],
+            original_destination: false,
+            upstream_bind: None,
+            telemetry: Vec::new(),
+            empty_reason: None,
+        }),
+    );
+    proxy.install(snapshot).await.unwrap();
+    let (_, address) = proxy.listening().into_iter().next().unwrap();
+
+    let mut app = TcpStream::connect(address).await.unwrap();
+    app.write_all(b"plain text from the app").await.unwrap();
+    app.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(PATIENCE, app.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"plain text from the app");
+    // The proxy's own mTLS went through the trunk: the workload saw the web identity, and the
+    // west gateway the header built from the cluster and the originated SNI.
+    assert_eq!(
+        *callers.lock().unwrap(),
+        vec![Some("spiffe://east.mesh/ns/default/sa/web".to_owned())]
+    );
+    assert_eq!(
+        trunk.asked.lock().unwrap().clone(),
+        vec![(trunk.east.gateway_id(), echo_header())]
     );
 }
