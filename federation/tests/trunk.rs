@@ -601,6 +601,22 @@ async fn a_trunk_that_is_down_fails_at_once_and_the_ingress_resets() {
         client.open("nobody", &echo_header(), &[]).await,
         Err(OpenError::UnknownPeer(_))
     ));
+    let twice = TrunkPeer {
+        name: WEST.to_owned(),
+        address: silent.local_addr().unwrap(),
+        identity: west.gateway_id(),
+        connections: 1,
+    };
+    assert!(matches!(
+        TrunkClient::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity(east.svid("istio-system", "eastwest"), &bundles),
+            &TrunkPath::default(),
+            backoff(),
+            vec![twice.clone(), twice],
+        ),
+        Err(TrunkSetupError::DuplicatePeer(_))
+    ));
 
     let ingress = TrunkIngress::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -161,11 +161,12 @@ pub struct TrunkClient {
 }
 
 impl TrunkClient {
-    /// Binds a UDP socket on `bind` and starts connecting to `peers`.
+    /// Binds a UDP socket on `bind` and starts connecting to `peers` (within a Tokio runtime).
     ///
     /// # Errors
     ///
-    /// When the socket cannot be bound or the TLS configuration not built.
+    /// When the socket cannot be bound, the TLS configuration not built, or two peers have one
+    /// name.
     pub fn start(
         bind: SocketAddr,
         identity: &TrunkIdentity,
@@ -183,6 +184,9 @@ impl TrunkClient {
             tasks: Vec::new(),
         };
         for peer in peers {
+            if client.peers.contains_key(&peer.name) {
+                return Err(TrunkSetupError::DuplicatePeer(peer.name));
+            }
             let config = identity.client_config(&peer.identity, path)?;
             let trunk = Arc::new(PeerTrunk {
                 slots: (0..peer.connections.max(1))

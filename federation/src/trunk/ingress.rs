@@ -34,8 +34,8 @@ pub struct TrunkIngress {
 }
 
 impl TrunkIngress {
-    /// Serves `listener`: connections go to the peers `select` names over `client`, with
-    /// headers naming `source_network` as where they come from.
+    /// Serves `listener` (within a Tokio runtime): connections go to the peers `select` names
+    /// over `client`, with headers naming `source_network` as where they come from.
     pub fn start(
         listener: TcpListener,
         client: Arc<TrunkClient>,

@@ -48,7 +48,7 @@ pub struct TrunkServer {
 }
 
 impl TrunkServer {
-    /// Binds UDP `bind` and serves peer gateways' trunks.
+    /// Binds UDP `bind` and serves peer gateways' trunks (within a Tokio runtime).
     ///
     /// # Errors
     ///

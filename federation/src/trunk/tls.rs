@@ -32,6 +32,8 @@ pub enum TrunkSetupError {
     Tls(#[from] rustls::Error),
     #[error("trunk QUIC configuration: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("two trunk peers are named {0:?}")]
+    DuplicatePeer(String),
     #[error("binding the trunk's UDP socket on {address}: {source}")]
     Bind {
         address: std::net::SocketAddr,
