@@ -520,7 +520,33 @@ async fn streams_spread_over_several_connections_to_one_peer() {
 #[tokio::test]
 async fn a_refused_stream_gets_the_status_and_the_ingress_resets_its_connection() {
     let (backend, _) = echo_server().await;
-    let trunk = trunk("refused", vec![(ECHO, 9000, backend)], 1).await;
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gone = "gone.default.svc.cluster.local";
+    let trunk = trunk(
+        "refused",
+        vec![(ECHO, 9000, backend), (gone, 9000, closed)],
+        1,
+    )
+    .await;
+    // Exported, but nothing listens: refused with the connect error.
+    let to_gone = StreamHeader {
+        service: gone.to_owned(),
+        ..echo_header()
+    };
+    match trunk.client.open(WEST, &to_gone, &[]).await {
+        Err(OpenError::Refused { reason, text, .. }) => {
+            assert_eq!(reason, RefusalReason::UpstreamConnectFailure);
+            assert!(
+                text.starts_with(&format!("connecting to {closed}: ")),
+                "{text}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     let secret = StreamHeader {
         service: "secret.default.svc.cluster.local".to_owned(),
         original_sni: "outbound_.9000_._.secret.default.svc.cluster.local".to_owned(),

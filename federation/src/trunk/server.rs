@@ -187,17 +187,11 @@ async fn serve_stream(mut stream: TrunkStream, peer: Arc<SpiffeId>, resolve: End
     };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(error)) => {
-            let text = format!("connecting to {address}: {error}");
-            tracing::warn!(%peer, service = %header.service, port = header.port, %text, "trunk stream refused");
-            let refusal = Refusal {
-                reason: RefusalReason::UpstreamConnectFailure,
-                text,
+        failed => {
+            let text = match failed {
+                Ok(Err(error)) => format!("connecting to {address}: {error}"),
+                _ => format!("connecting to {address} timed out after {CONNECT_TIMEOUT:?}"),
             };
-            return refuse(stream, refusal).await;
-        }
-        Err(_) => {
-            let text = format!("connecting to {address} timed out after {CONNECT_TIMEOUT:?}");
             tracing::warn!(%peer, service = %header.service, port = header.port, %text, "trunk stream refused");
             let refusal = Refusal {
                 reason: RefusalReason::UpstreamConnectFailure,
