@@ -16,12 +16,16 @@
 //! - [`bundle_fetch`]: one `https_spiffe` fetch of a peer's bundle.
 //! - [`bundle_poller`]: which fetched bundles are accepted (sequence rules), and polling every
 //!   peer at its refresh hint with backoff and rate-limited early refreshes.
+//! - [`sni`]: Istio's outbound names (`outbound_.PORT_.SUBSET_.HOST`, `outbound|PORT|SUBSET|HOST`).
+//! - [`trunk`]: the QUIC trunk between east-west gateways and its trunk-ingress port.
 
 pub mod bundle_endpoint;
 pub mod bundle_fetch;
 pub mod bundle_poller;
 pub mod peer;
 pub mod peer_store;
+pub mod sni;
+pub mod trunk;
 
 #[cfg(test)]
 mod test_support;

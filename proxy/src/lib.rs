@@ -38,6 +38,9 @@ pub use runtime::{InstallError, ProxyOptions};
 use snapshot::Snapshot;
 use telemetry::Telemetry;
 pub use upstream::connect::set_socket_mark;
+pub use upstream::connector::{
+    BoxedUpstreamIo, ConnectFuture, NETWORK_LABEL, UpstreamConnector, UpstreamIo, UpstreamTarget,
+};
 
 /// A running proxy: the listeners of the snapshot installed last, and what outlives snapshots.
 #[derive(Debug)]
@@ -56,8 +59,26 @@ struct RunningListener {
 
 impl Proxy {
     pub fn new(telemetry: Telemetry, options: ProxyOptions) -> Proxy {
+        Proxy::build(telemetry, options, None)
+    }
+
+    /// A proxy that offers every connection a TCP route opens to an endpoint to `connector`
+    /// first (see [`UpstreamConnector`]).
+    pub fn with_upstream_connector(
+        telemetry: Telemetry,
+        options: ProxyOptions,
+        connector: Arc<dyn UpstreamConnector>,
+    ) -> Proxy {
+        Proxy::build(telemetry, options, Some(connector))
+    }
+
+    fn build(
+        telemetry: Telemetry,
+        options: ProxyOptions,
+        connector: Option<Arc<dyn UpstreamConnector>>,
+    ) -> Proxy {
         Proxy {
-            shared: Arc::new(Shared::new(telemetry, options)),
+            shared: Arc::new(Shared::new(telemetry, options, connector)),
             listeners: Mutex::new(HashMap::new()),
         }
     }

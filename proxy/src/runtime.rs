@@ -24,6 +24,7 @@ use crate::tls::mesh::{MeshIdentity, MeshPeer, MeshTlsError};
 use crate::tls::server::{TlsConfigError, server_config};
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::connect::{SocketSetup, TlsOrigination};
+use crate::upstream::connector::UpstreamConnector;
 use crate::upstream::pool::Pools;
 
 /// Settings of the proxy process that are not configuration.
@@ -193,6 +194,9 @@ pub(crate) struct Shared {
     jwks: JwksStore,
     pub(crate) telemetry: Telemetry,
     pub(crate) options: ProxyOptions,
+    /// Offered every connection a TCP route opens to an endpoint (see
+    /// [`crate::UpstreamConnector`]); without one, or when it declines, TCP.
+    pub(crate) upstream_connector: Option<Arc<dyn UpstreamConnector>>,
     /// Set to true when the proxy drains: connections finish what they are doing and close.
     pub(crate) draining: watch::Sender<bool>,
     /// Downstream connections open now.
@@ -215,8 +219,13 @@ impl Drop for OpenConnection {
 }
 
 impl Shared {
-    pub(crate) fn new(telemetry: Telemetry, options: ProxyOptions) -> Shared {
+    pub(crate) fn new(
+        telemetry: Telemetry,
+        options: ProxyOptions,
+        upstream_connector: Option<Arc<dyn UpstreamConnector>>,
+    ) -> Shared {
         Shared {
+            upstream_connector,
             active: ArcSwap::new(Arc::new(Active::empty())),
             clusters: Mutex::new(HashMap::new()),
             pools: Pools::default(),

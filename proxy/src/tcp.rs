@@ -18,7 +18,8 @@ use crate::http::flags::ResponseFlags;
 use crate::runtime::{Downstream, Shared};
 use crate::snapshot::{Policies, TcpRoute};
 use crate::telemetry::access_log::AccessLogEntry;
-use crate::upstream::connect::connect;
+use crate::upstream::connect::{connect, connect_through};
+use crate::upstream::connector::{NETWORK_LABEL, UpstreamTarget};
 use crate::upstream::outlier::Outcome;
 
 /// Endpoints tried before a connection is given up.
@@ -112,15 +113,37 @@ where
         }
         tried.push(address);
         entry.upstream_host = Some(address);
-        match connect(
-            address,
-            config.connect_timeout,
-            config.pool.tcp_keepalive.as_ref(),
-            tls.as_deref(),
-            shared.socket_setup(&config),
-        )
-        .await
-        {
+        let connecting = shared.upstream_connector.as_ref().and_then(|c| {
+            c.connect(UpstreamTarget {
+                cluster: cluster_name.to_owned(),
+                address,
+                network: config
+                    .endpoints
+                    .iter()
+                    .find(|e| e.address == address)
+                    .and_then(|e| e.labels.get(NETWORK_LABEL).cloned()),
+                server_name: match &tls {
+                    Some(tls) => Some(tls.server_name.to_str().into_owned()),
+                    None => downstream.sni.clone(),
+                },
+            })
+        });
+        let connected = match connecting {
+            Some(connecting) => {
+                connect_through(connecting, address, config.connect_timeout, tls.as_deref()).await
+            }
+            None => {
+                connect(
+                    address,
+                    config.connect_timeout,
+                    config.pool.tcp_keepalive.as_ref(),
+                    tls.as_deref(),
+                    shared.socket_setup(&config),
+                )
+                .await
+            }
+        };
+        match connected {
             Ok(stream) => {
                 cluster.report(endpoint.endpoint(), Outcome::Success);
                 upstream = Some((stream, endpoint));

@@ -86,7 +86,8 @@ async fn get(text: &str, timeout: Duration, mark: Option<u32>) -> Result<String,
     let setup = SocketSetup { source: None, mark };
     let stream = match connect(address, timeout, None, None, setup).await {
         Ok(UpstreamStream::Plain(stream)) => stream,
-        Ok(UpstreamStream::Tls(_)) => return Err(FetchError::HttpsUnsupported),
+        // Without TLS origination `connect` makes plain TCP only.
+        Ok(_) => return Err(FetchError::HttpsUnsupported),
         Err(error) => return Err(FetchError::Connect(error.to_string())),
     };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -422,7 +422,7 @@ mod tests {
 
     fn shared() -> Arc<Shared> {
         let telemetry = Telemetry::new(AccessLog::disabled(), Metrics::new(Vec::new()));
-        Arc::new(Shared::new(telemetry, ProxyOptions::default()))
+        Arc::new(Shared::new(telemetry, ProxyOptions::default(), None))
     }
 
     fn exchange(cluster: &str, flags: ResponseFlags) -> Exchange {

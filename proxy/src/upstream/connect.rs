@@ -1,6 +1,7 @@
 //! Opening connections to endpoints: TCP with a connect timeout, keepalive and no Nagle, from
 //! the source address and with the socket mark the proxy is set up with, then TLS when the
-//! cluster originates it.
+//! cluster originates it; or through an [`UpstreamConnector`](super::connector::UpstreamConnector)'s
+//! stream, with TLS inside it the same way.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::snapshot::TcpKeepalive;
+use crate::upstream::connector::{BoxedUpstreamIo, ConnectFuture};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub(crate) enum ConnectError {
     Io(SocketAddr, io::Error),
     #[error("TLS handshake with {0}: {1}")]
     Tls(SocketAddr, io::Error),
+    #[error("connecting to {0} through the upstream connector: {1}")]
+    Connector(SocketAddr, io::Error),
 }
 
 /// How the proxy's sockets towards endpoints are set up.
@@ -50,14 +54,18 @@ pub(crate) struct TlsOrigination {
 pub(crate) enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A connection an upstream connector made.
+    Connector(BoxedUpstreamIo),
+    ConnectorTls(Box<tokio_rustls::client::TlsStream<BoxedUpstreamIo>>),
 }
 
 impl UpstreamStream {
     /// The ALPN protocol the TLS handshake settled on.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
         match self {
-            UpstreamStream::Plain(_) => None,
+            UpstreamStream::Plain(_) | UpstreamStream::Connector(_) => None,
             UpstreamStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            UpstreamStream::ConnectorTls(tls) => tls.get_ref().1.alpn_protocol(),
         }
     }
 }
@@ -87,6 +95,29 @@ pub(crate) async fn connect(
         .map_err(|_| ConnectError::Timeout(address, timeout))?
         .map_err(|e| ConnectError::Tls(address, e))?;
     Ok(UpstreamStream::Tls(Box::new(stream)))
+}
+
+/// Waits for a connector's connection to `address` within `timeout`, then originates TLS
+/// inside it if asked to.
+pub(crate) async fn connect_through(
+    connecting: ConnectFuture<'_>,
+    address: SocketAddr,
+    timeout: Duration,
+    tls: Option<&TlsOrigination>,
+) -> Result<UpstreamStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ConnectError::Timeout(address, timeout))?
+        .map_err(|e| ConnectError::Connector(address, e))?;
+    let Some(tls) = tls else {
+        return Ok(UpstreamStream::Connector(stream));
+    };
+    let handshake = TlsConnector::from(tls.config.clone()).connect(tls.server_name.clone(), stream);
+    let stream = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Timeout(address, timeout))?
+        .map_err(|e| ConnectError::Tls(address, e))?;
+    Ok(UpstreamStream::ConnectorTls(Box::new(stream)))
 }
 
 async fn connect_tcp(address: SocketAddr, setup: SocketSetup) -> io::Result<TcpStream> {
@@ -140,6 +171,8 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Connector(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -153,6 +186,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Connector(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -164,6 +199,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            UpstreamStream::Connector(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -171,6 +208,8 @@ impl AsyncWrite for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.is_write_vectored(),
             UpstreamStream::Tls(s) => s.is_write_vectored(),
+            UpstreamStream::Connector(s) => s.is_write_vectored(),
+            UpstreamStream::ConnectorTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -178,6 +217,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Connector(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -185,6 +226,8 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Connector(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Upstream: the live state of clusters and their endpoints, load balancing, outlier detection,
-//! and pooled connections to endpoints.
+//! pooled connections to endpoints, and the hook for other transports to endpoints (`connector`).
 
 pub(crate) mod cluster;
 pub(crate) mod connect;
+pub mod connector;
 pub(crate) mod lb;
 pub(crate) mod outlier;
 pub(crate) mod pool;
