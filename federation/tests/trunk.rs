@@ -335,6 +335,19 @@ fn client_hello(config: Arc<rustls::ClientConfig>, sni: &str) -> Vec<u8> {
     hello
 }
 
+/// The ClientHello of a mesh client without a certificate: enough for the trunk ingress, which
+/// only reads the SNI.
+fn anonymous_hello(bundles: &SharedBundles, sni: &str) -> Vec<u8> {
+    let config = mesh_client_config(
+        Arc::new(IdentityCell::empty()),
+        bundles.clone(),
+        Authorizer::Any,
+        ISTIO_ALPN_TCP,
+    )
+    .unwrap();
+    client_hello(Arc::new(config), sni)
+}
+
 async fn expect_reset(mut tcp: TcpStream) {
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
@@ -409,18 +422,7 @@ async fn half_closes_cross_the_trunk_both_ways() {
         let _ = received_tx.send(received);
     });
     let trunk = trunk("halfclose", vec![(ECHO, 9000, backend)], 1).await;
-    let hello = client_hello(
-        Arc::new(
-            mesh_client_config(
-                Arc::new(IdentityCell::empty()),
-                trunk.bundles.clone(),
-                Authorizer::Any,
-                ISTIO_ALPN_TCP,
-            )
-            .unwrap(),
-        ),
-        ECHO_SNI,
-    );
+    let hello = anonymous_hello(&trunk.bundles, ECHO_SNI);
 
     let mut tcp = TcpStream::connect(trunk.ingress.local_addr())
         .await
@@ -563,18 +565,7 @@ async fn a_refused_stream_gets_the_status_and_the_ingress_resets_its_connection(
         other => panic!("expected a refusal, got {other:?}"),
     }
 
-    let hello = client_hello(
-        Arc::new(
-            mesh_client_config(
-                Arc::new(IdentityCell::empty()),
-                trunk.bundles.clone(),
-                Authorizer::Any,
-                ISTIO_ALPN_TCP,
-            )
-            .unwrap(),
-        ),
-        &secret.original_sni,
-    );
+    let hello = anonymous_hello(&trunk.bundles, &secret.original_sni);
     let mut tcp = TcpStream::connect(trunk.ingress.local_addr())
         .await
         .unwrap();
@@ -651,18 +642,7 @@ async fn a_trunk_that_is_down_fails_at_once_and_the_ingress_resets() {
         Arc::new(|_: &OutboundName| Some(WEST.to_owned())),
     )
     .unwrap();
-    let hello = client_hello(
-        Arc::new(
-            mesh_client_config(
-                Arc::new(IdentityCell::empty()),
-                bundles.clone(),
-                Authorizer::Any,
-                ISTIO_ALPN_TCP,
-            )
-            .unwrap(),
-        ),
-        ECHO_SNI,
-    );
+    let hello = anonymous_hello(&bundles, ECHO_SNI);
     let mut tcp = TcpStream::connect(ingress.local_addr()).await.unwrap();
     tcp.write_all(&hello).await.unwrap();
     expect_reset(tcp).await;
@@ -892,20 +872,7 @@ async fn a_reset_on_either_side_resets_the_other() {
         1,
     )
     .await;
-    let hello = |sni: &str| {
-        client_hello(
-            Arc::new(
-                mesh_client_config(
-                    Arc::new(IdentityCell::empty()),
-                    trunk.bundles.clone(),
-                    Authorizer::Any,
-                    ISTIO_ALPN_TCP,
-                )
-                .unwrap(),
-            ),
-            sni,
-        )
-    };
+    let hello = |sni: &str| anonymous_hello(&trunk.bundles, sni);
 
     // The backend resets: the caller's connection is reset, not closed cleanly.
     let mut tcp = TcpStream::connect(trunk.ingress.local_addr())
