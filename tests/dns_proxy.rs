@@ -244,11 +244,32 @@ fn a_real_client_gets_mesh_names_vips_and_short_names_and_the_rest_from_upstream
     // The same VIPs after a restart, with more hosts in the configuration.
     drop(proxy);
     dir.write("config/aaa-more.yaml", MORE);
-    let _proxy = start_sidecar(&netns, &dir);
+    let proxy = start_sidecar(&netns, &dir);
     assert_eq!(vip4(&netns, "web.external.test"), web);
     assert_eq!(vip4(&netns, "cart"), cart);
     let more = vip4(&netns, "aaa.external.test");
     assert!(more != web && more != cart);
+
+    // Restarted without its configuration, the sidecar serves the last-known-good snapshot,
+    // and its DNS proxy answers the names and VIPs that snapshot was compiled with.
+    let last_good = dir.path().join("sleep-data/last-good/snapshot.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&last_good)
+        .unwrap_or_default()
+        .contains("aaa.external.test")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no last-known-good snapshot with the new hosts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(proxy);
+    std::fs::rename(dir.path().join("config"), dir.path().join("config-away")).unwrap();
+    let _proxy = start_sidecar(&netns, &dir);
+    assert_eq!(vip4(&netns, "aaa.external.test"), more);
+    assert_eq!(vip4(&netns, "cart"), cart);
+    assert_eq!(short(&netns, &["api.example.com", "A"]), ["192.0.2.10"]);
 }
 
 /// A TCP server in `netns` on `port` that answers every connection with `name`.

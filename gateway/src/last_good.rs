@@ -5,9 +5,9 @@
 //!
 //! At start, before any configuration is read: the store is opened (a damaged one is moved
 //! aside and rebuilt, see `strait_discovery::state`), the last-good file is loaded, and the DNS
-//! cache starts from the stored answers, then from the file's DNS-resolved endpoints for names
-//! the store lacks. `run` then reads the configuration, and serves the file's snapshot when the
-//! source is unavailable or compiles to nothing.
+//! cache starts from the stored answers and the file's DNS-resolved endpoints, the newer of the
+//! two where they differ. `run` then reads the configuration, and serves the file's snapshot
+//! (and its DNS proxy names) when the source is unavailable or compiles to nothing.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use strait_discovery::dns::DnsCache;
+use strait_discovery::dns_proxy::NameTable;
 use strait_discovery::state::{LastGood, LastGoodFile, SledStore, Store, format_ms};
 use strait_proxy::snapshot::Snapshot;
 use tokio::sync::watch;
@@ -226,21 +227,26 @@ pub fn serving_line(last_good: &LastGood, why: &str) -> String {
 /// coalesced into one write of the newest.
 #[derive(Debug)]
 pub struct LastGoodWriter {
-    latest: watch::Sender<Option<(Arc<Snapshot>, u64)>>,
+    latest: watch::Sender<Option<Offered>>,
 }
 
 impl LastGoodWriter {
     pub fn start(file: LastGoodFile, role: String, status: Arc<ServingStatus>) -> LastGoodWriter {
-        let (latest, mut offered) = watch::channel(None::<(Arc<Snapshot>, u64)>);
+        let (latest, mut offered) = watch::channel(None::<Offered>);
         tokio::spawn(async move {
             while offered.changed().await.is_ok() {
-                let Some((snapshot, compiled_at_ms)) = offered.borrow_and_update().clone() else {
+                let Some(installed) = offered.borrow_and_update().clone() else {
                     continue;
                 };
                 let (file, role) = (file.clone(), role.clone());
-                let version = snapshot.version;
+                let version = installed.snapshot.version;
                 let written = tokio::task::spawn_blocking(move || {
-                    file.write(&role, &snapshot, compiled_at_ms)
+                    file.write(
+                        &role,
+                        &installed.snapshot,
+                        &installed.names,
+                        installed.compiled_at_ms,
+                    )
                 })
                 .await;
                 match written {
@@ -255,10 +261,22 @@ impl LastGoodWriter {
         LastGoodWriter { latest }
     }
 
-    /// Offers the snapshot installed, compiled at `compiled_at_ms`.
-    pub fn offer(&self, snapshot: Arc<Snapshot>, compiled_at_ms: u64) {
-        self.latest.send_replace(Some((snapshot, compiled_at_ms)));
+    /// Offers the snapshot installed and the DNS proxy's names, compiled at `compiled_at_ms`.
+    pub fn offer(&self, snapshot: Arc<Snapshot>, names: Arc<NameTable>, compiled_at_ms: u64) {
+        self.latest.send_replace(Some(Offered {
+            snapshot,
+            names,
+            compiled_at_ms,
+        }));
     }
+}
+
+/// What was installed, waiting to be written.
+#[derive(Clone, Debug)]
+struct Offered {
+    snapshot: Arc<Snapshot>,
+    names: Arc<NameTable>,
+    compiled_at_ms: u64,
 }
 
 #[cfg(test)]

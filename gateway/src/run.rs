@@ -607,7 +607,11 @@ impl Reloader {
             .context("the new configuration was not installed; the previous one stays live")?;
         self.version += 1;
         self.status.serving_configuration();
-        self.writer.offer(self.proxy.snapshot(), compiled_at_ms);
+        self.writer.offer(
+            self.proxy.snapshot(),
+            self.names.load_full(),
+            compiled_at_ms,
+        );
         tracing::info!(
             version = self.version,
             listeners,
@@ -633,6 +637,7 @@ impl Reloader {
             .await
             .context("the last-known-good snapshot could not be installed")?;
         self.version += 1;
+        self.names.store(Arc::new(last_good.names.clone()));
         self.status.serving_last_good(serving_line(last_good, why));
         Ok(true)
     }

@@ -21,15 +21,18 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use serde::{Deserialize, Serialize};
+
 /// The addresses of one known name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameEntry {
     pub v4: Vec<Ipv4Addr>,
     pub v6: Vec<Ipv6Addr>,
 }
 
-/// The names a sidecar's DNS proxy answers itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The names a sidecar's DNS proxy answers itself (kept with the last-known-good snapshot, so
+/// that a sidecar serving it answers the VIPs its listeners expect).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameTable {
     /// Lowercase, without the trailing dot.
     names: HashMap<String, NameEntry>,

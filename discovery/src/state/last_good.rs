@@ -1,7 +1,8 @@
 //! The last-known-good compiled snapshot: `DATA/last-good/snapshot.json`, written atomically
 //! (temporary file, fsync, rename, fsync of the directory) and owner-only, because it carries
 //! the private keys of the TLS it serves. It is what a restart serves when the configuration
-//! source is unavailable, and where DNS answers the store lost come back from.
+//! source is unavailable (with the names the sidecar's DNS proxy answered with it), and where
+//! DNS answers the store lost come back from.
 //!
 //! A file that does not read back is moved aside (`snapshot.json.corrupt-UNIXMS`) and reported
 //! loudly; the process carries on without it.
@@ -13,6 +14,7 @@ use strait_certs::fs::{PRIVATE_FILE_MODE, create_private_dir, write_atomic};
 use strait_proxy::snapshot::{Snapshot, state_file};
 
 use super::{StateError, move_aside};
+use crate::dns_proxy::NameTable;
 
 /// The file's format; a file of another format is not read.
 const FORMAT: u32 = 1;
@@ -28,6 +30,9 @@ pub struct LastGood {
     pub written_at_ms: u64,
     /// When it was compiled: its DNS-resolved endpoints are the answers known then.
     pub compiled_at_ms: u64,
+    /// The names the sidecar's DNS proxy answered with it (none for gateways).
+    #[serde(default)]
+    pub names: NameTable,
     pub snapshot: Snapshot,
 }
 
@@ -57,12 +62,13 @@ impl LastGoodFile {
         &self.path
     }
 
-    /// Writes `snapshot`, compiled at `compiled_at_ms`, as the last known good one for `role`;
-    /// returns when it was written.
+    /// Writes `snapshot` and the DNS proxy's `names`, compiled at `compiled_at_ms`, as the last
+    /// known good ones for `role`; returns when it was written.
     pub fn write(
         &self,
         role: &str,
         snapshot: &Snapshot,
+        names: &NameTable,
         compiled_at_ms: u64,
     ) -> Result<u64, StateError> {
         let error = |what: String| StateError::File {
@@ -75,6 +81,7 @@ impl LastGoodFile {
             role,
             written_at_ms,
             compiled_at_ms,
+            names,
             snapshot,
         };
         let bytes = state_file::to_json(&record).map_err(|e| error(format!("encode: {e}")))?;
@@ -152,6 +159,7 @@ struct LastGoodRef<'a> {
     role: &'a str,
     written_at_ms: u64,
     compiled_at_ms: u64,
+    names: &'a NameTable,
     snapshot: &'a Snapshot,
 }
 

@@ -132,7 +132,8 @@ fn everything(dir: &TestDir) -> (Snapshot, String, String) {
 fn round_trip(snapshot: &Snapshot, role: &str) -> Snapshot {
     let dir = TestDir::new("last-good-round-trip");
     let file = LastGoodFile::in_data_dir(dir.path());
-    file.write(role, snapshot, 1).unwrap();
+    file.write(role, snapshot, &NameTable::default(), 1)
+        .unwrap();
     let mode = std::fs::metadata(file.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the file holds private keys");
     let loaded = file.load(role);
@@ -230,7 +231,8 @@ fn bookinfo_gateway_and_sidecar_snapshots_read_back_equal() {
 fn a_garbled_file_is_moved_aside_and_reported() {
     let dir = TestDir::new("last-good-garbled");
     let file = LastGoodFile::in_data_dir(dir.path());
-    file.write("ingress", &Snapshot::default(), 1).unwrap();
+    file.write("ingress", &Snapshot::default(), &NameTable::default(), 1)
+        .unwrap();
     let text = std::fs::read(file.path()).unwrap();
     std::fs::write(file.path(), &text[..text.len() / 2]).unwrap();
     let loaded = file.load("ingress");
@@ -251,7 +253,8 @@ fn a_garbled_file_is_moved_aside_and_reported() {
 fn another_roles_snapshot_is_not_served() {
     let dir = TestDir::new("last-good-role");
     let file = LastGoodFile::in_data_dir(dir.path());
-    file.write("sidecar", &Snapshot::default(), 1).unwrap();
+    file.write("sidecar", &Snapshot::default(), &NameTable::default(), 1)
+        .unwrap();
     let loaded = file.load("ingress");
     assert!(loaded.last_good.is_none());
     assert!(loaded.problem.expect("reported").contains("role sidecar"));
