@@ -35,13 +35,18 @@ enum ServerKind {
     TerminatedHttp,
     TerminatedTcp,
     Passthrough,
+    /// `AUTO_PASSTHROUGH` at an east-west gateway: the SNI names the destination (`eastwest`).
+    AutoPassthrough,
 }
 
 impl ServerKind {
     fn is_tls(self) -> bool {
         matches!(
             self,
-            ServerKind::TerminatedHttp | ServerKind::TerminatedTcp | ServerKind::Passthrough
+            ServerKind::TerminatedHttp
+                | ServerKind::TerminatedTcp
+                | ServerKind::Passthrough
+                | ServerKind::AutoPassthrough
         )
     }
 }
@@ -214,6 +219,9 @@ impl<'a> Compiler<'a> {
                         ServerKind::TerminatedTcp
                     }
                 }
+                ServerTlsMode::AutoPassthrough if self.options.eastwest => {
+                    ServerKind::AutoPassthrough
+                }
                 ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => {
                     self.problem(format!(
                         "tls.mode {mode:?} needs a mesh identity (--identity-dir or --ca-address) or the east-west role; this server is not served"
@@ -338,6 +346,11 @@ impl<'a> Compiler<'a> {
                         ));
                         continue;
                     }
+                    if server.kind == ServerKind::AutoPassthrough {
+                        let auto = self.auto_passthrough_chains(&server.hosts);
+                        chains.extend(auto);
+                        continue;
+                    }
                     if let Some(chain) = self.tls_chain(server, services, tables) {
                         chains.push(chain);
                     }
@@ -408,7 +421,7 @@ impl<'a> Compiler<'a> {
                     application: Application::Tcp { routes },
                 })
             }
-            ServerKind::Http | ServerKind::Tcp => None,
+            ServerKind::Http | ServerKind::Tcp | ServerKind::AutoPassthrough => None,
         }
     }
 
