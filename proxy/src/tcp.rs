@@ -129,7 +129,7 @@ where
             Err(error) => {
                 cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
                 flags |= ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
-                entry.reason = config.connect_failure(address, &error);
+                entry.reason = config.connect_failure(address, &error, error.unreachable());
             }
         }
     }

@@ -448,7 +448,7 @@ spec:
             }
         );
         assert_eq!(
-            cluster.connect_failure("192.0.2.10:15443".parse().unwrap(), &"refused"),
+            cluster.connect_failure("192.0.2.10:15443".parse().unwrap(), &"refused", true),
             "network west's gateway 192.0.2.10:15443 unreachable: refused"
         );
     }

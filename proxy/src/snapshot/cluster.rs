@@ -32,17 +32,28 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Why connecting to the endpoint at `address` failed, for the access log: the gateway of
-    /// another network is named as such, since the caller never sees the workloads behind it.
-    pub fn connect_failure(&self, address: SocketAddr, error: &dyn std::fmt::Display) -> String {
+    /// Why connecting to the endpoint at `address` failed, for the access log; `unreachable`
+    /// when no TCP connection was made (else the TLS handshake failed). The gateway of another
+    /// network is named as such, since the caller never sees the workloads behind it.
+    pub fn connect_failure(
+        &self,
+        address: SocketAddr,
+        error: &dyn std::fmt::Display,
+        unreachable: bool,
+    ) -> String {
         let gateway_of = self
             .endpoints
             .iter()
             .find(|e| e.address == address)
             .and_then(|e| e.network_gateway.as_deref());
-        match gateway_of {
-            Some(network) => format!("network {network}'s gateway {address} unreachable: {error}"),
-            None => format!("upstream connect error: {error}"),
+        match (gateway_of, unreachable) {
+            (Some(network), true) => {
+                format!("network {network}'s gateway {address} unreachable: {error}")
+            }
+            (Some(network), false) => format!(
+                "mesh TLS through network {network}'s gateway {address} failed: a trust failure, or the gateway refused the destination (its access log says why): {error}"
+            ),
+            (None, _) => format!("upstream connect error: {error}"),
         }
     }
 }
