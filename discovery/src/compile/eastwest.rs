@@ -78,10 +78,7 @@ impl<'a> Compiler<'a> {
                     destination.service.object.name()
                 ))
             } else {
-                match self.local_cluster(&destination) {
-                    Ok(()) => None,
-                    Err(why) => Some(why),
-                }
+                self.local_cluster(&destination).err()
             };
             match why {
                 Some(why) => {

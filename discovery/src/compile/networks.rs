@@ -30,8 +30,15 @@ const DEFAULT_GATEWAY_PORT: u16 = 15443;
 pub(crate) struct Networks {
     /// `fromCidr` ranges, in order: the first that holds an address names its network.
     ranges: Vec<(IpNet, String)>,
-    /// Each network's gateways (address and locality), or why it has none that can be used.
-    gateways: BTreeMap<String, Result<Vec<(SocketAddr, Option<String>)>, String>>,
+    /// Each network's gateways, or why it has none that can be used.
+    gateways: BTreeMap<String, Result<Vec<Gateway>, String>>,
+}
+
+/// A network's east-west gateway: its address and locality.
+#[derive(Debug, Clone)]
+struct Gateway {
+    address: SocketAddr,
+    locality: Option<String>,
 }
 
 impl Networks {
@@ -59,7 +66,10 @@ impl Networks {
                     .unwrap_or(DEFAULT_GATEWAY_PORT);
                 match (&gateway.address, &gateway.registry_service_name) {
                     (Some(address), _) => match address.parse::<IpAddr>() {
-                        Ok(ip) => usable.push((SocketAddr::new(ip, port), gateway.locality.clone())),
+                        Ok(ip) => usable.push(Gateway {
+                            address: SocketAddr::new(ip, port),
+                            locality: gateway.locality.clone(),
+                        }),
                         // As Istio's sidecars: only a gateway with an IP address is used.
                         Err(_) => why.push(format!("gateway address {address:?} is not an IP address")),
                     },
@@ -141,11 +151,11 @@ impl Networks {
             .collect();
         for (network, count, gateways) in reachable {
             let share = count.saturating_mul(scale) / gateways.len() as u32;
-            for (address, locality) in gateways {
+            for gateway in gateways {
                 out.push(Endpoint {
-                    address: *address,
+                    address: gateway.address,
                     weight: share.max(1),
-                    locality: locality.clone(),
+                    locality: gateway.locality.clone(),
                     labels: BTreeMap::from([(NETWORK_LABEL.to_owned(), network.clone())]),
                     dns_name: None,
                     network_gateway: Some(network.clone()),
