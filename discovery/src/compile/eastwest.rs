@@ -432,4 +432,28 @@ metadata: {name: details, namespace: default}
             compiled.findings
         );
     }
+
+    #[test]
+    fn several_auto_passthrough_servers_on_a_port_expose_their_hosts_together() {
+        let config = CONFIG.replace(
+            "    hosts: [\"*.local\"]\n",
+            "    hosts: [\"*/reviews.default.svc.cluster.local\"]\n  - port: {number: 15443, name: tls-details, protocol: TLS}\n    tls: {mode: AUTO_PASSTHROUGH}\n    hosts: [\"details.default.svc.cluster.local\"]\n",
+        );
+        let snapshot = compile(&config);
+        assert_eq!(
+            chain_names(&snapshot),
+            [
+                "outbound_.9080_._.details.default.svc.cluster.local",
+                "outbound_.9080_._.reviews.default.svc.cluster.local",
+                "outbound_.9080_.v1_.reviews.default.svc.cluster.local",
+                super::REFUSAL_CHAIN,
+            ]
+        );
+        // ratings is outside both servers' hosts: only the catch-all refuses it.
+        let Application::Tcp { routes } = &snapshot.listeners[0].filter_chains[3].application
+        else {
+            panic!("the refusal chain is TCP");
+        };
+        assert!(routes.iter().all(|r| !r.name.contains("ratings")));
+    }
 }

@@ -336,6 +336,17 @@ impl<'a> Compiler<'a> {
             }
             _ => {
                 let mut chains: Vec<FilterChain> = Vec::new();
+                // The AUTO_PASSTHROUGH servers of a port expose what their hosts take in
+                // together: one chain per destination, one refusal chain.
+                let (auto, accepted): (Vec<_>, Vec<_>) = accepted
+                    .into_iter()
+                    .partition(|s| s.kind == ServerKind::AutoPassthrough);
+                if !auto.is_empty() {
+                    let hosts: Vec<(Option<String>, String)> =
+                        auto.iter().flat_map(|s| s.hosts.iter().cloned()).collect();
+                    self.at(auto[0].gateway, auto[0].path.clone());
+                    chains.extend(self.auto_passthrough_chains(&hosts));
+                }
                 for server in accepted {
                     self.at(server.gateway, server.path.clone());
                     let server_names = server.server_names();
@@ -344,11 +355,6 @@ impl<'a> Compiler<'a> {
                             "another server on port {} ({}) already serves the same hosts; this one is ignored",
                             server.number, existing.name
                         ));
-                        continue;
-                    }
-                    if server.kind == ServerKind::AutoPassthrough {
-                        let auto = self.auto_passthrough_chains(&server.hosts);
-                        chains.extend(auto);
                         continue;
                     }
                     if let Some(chain) = self.tls_chain(server, services, tables) {
