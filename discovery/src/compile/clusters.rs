@@ -123,7 +123,7 @@ impl<'a> Compiler<'a> {
             .endpoints(service, &service_port, subset_spec, &mut problems);
         // Names the DNS cache has no addresses for are not configuration problems: they are
         // the cluster's reason to be empty.
-        let (dns_waits, mut problems): (Vec<String>, Vec<String>) = problems
+        let (dns_waits, problems): (Vec<String>, Vec<String>) = problems
             .into_iter()
             .partition(|p| p.starts_with(DNS_PREFIX));
         let dns_waits: Vec<String> = dns_waits
@@ -169,13 +169,15 @@ impl<'a> Compiler<'a> {
                 service.object.namespace.clone(),
             ));
         }
-        // Endpoints on other networks are reached through their networks' gateways.
+        // Endpoints on other networks are reached through their networks' gateways; those of
+        // a network without one cannot be reached.
+        let mut unreachable = Vec::new();
         let endpoints: Vec<Endpoint> = self.registry.networks.split_horizon(
             found,
             self.options.network.as_deref(),
-            &mut problems,
+            &mut unreachable,
         );
-        for problem in problems {
+        for problem in problems.iter().chain(&unreachable) {
             self.problem(format!("{host}: {problem}"));
         }
         let protocol = upstream_protocol(service_port.declared_protocol(), policy.connection_pool);
@@ -217,9 +219,11 @@ impl<'a> Compiler<'a> {
             self.missing_clusters.insert(name, why);
             return None;
         }
-        // A cluster whose DNS names have no addresses (yet, or any more) says why.
+        // A cluster whose DNS names have no addresses (yet, or any more), or whose endpoints
+        // are all on unreachable networks, says why.
+        let why_empty: Vec<String> = dns_waits.into_iter().chain(unreachable).collect();
         let empty_reason =
-            (endpoints.is_empty() && !dns_waits.is_empty()).then(|| dns_waits.join("; "));
+            (endpoints.is_empty() && !why_empty.is_empty()).then(|| why_empty.join("; "));
         let cluster = Cluster {
             name: name.clone(),
             lb,

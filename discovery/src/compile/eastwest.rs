@@ -23,9 +23,9 @@ use crate::hosts;
 use crate::resources::Spec;
 
 /// The label that exports a ServiceEntry's service to peer clusters.
-pub const EXPORT_LABEL: &str = "strait.io/export";
+pub(crate) const EXPORT_LABEL: &str = "strait.io/export";
 /// The cluster of connections whose SNI names nothing the gateway exposes.
-pub const REFUSED_CLUSTER: &str = "AutoPassthroughRefused";
+pub(crate) const REFUSED_CLUSTER: &str = "AutoPassthroughRefused";
 /// The name of the refusal chain.
 const REFUSAL_CHAIN: &str = "auto_passthrough_refused";
 

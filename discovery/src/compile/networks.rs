@@ -462,4 +462,51 @@ spec:
             "network west's gateway 192.0.2.10:15443 unreachable: refused"
         );
     }
+
+    #[test]
+    fn a_cluster_whose_endpoints_are_all_unreachable_says_why_it_is_empty() {
+        use std::sync::Arc;
+
+        use crate::compile::{GatewayOptions, compile_gateway};
+        use crate::resources::{LoadOptions, Loaded, load_text};
+
+        let config = REMOTE
+            .replace(
+                "gateways: [{address: 192.0.2.10, port: 15443}]",
+                "gateways: []",
+            )
+            .replace("address: 10.1.0.7", "address: 10.2.0.9");
+        let config = format!(
+            "{config}---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ratings, namespace: istio-system}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: ratings.default.svc.cluster.local, port: {{number: 9080}}}}}}]}}]\n"
+        );
+        let mut loaded = Loaded::default();
+        load_text(
+            &Arc::from("test.yaml"),
+            &config,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let options = GatewayOptions {
+            network: Some("east".to_owned()),
+            ..GatewayOptions::default()
+        };
+        let compiled = compile_gateway(&loaded.objects, &options, 1);
+        let cluster =
+            &compiled.snapshot.clusters["outbound|9080||ratings.default.svc.cluster.local"];
+        assert!(cluster.endpoints.is_empty());
+        let why = cluster.empty_reason.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("3 endpoint(s) on network west are left out: it has no gateway"),
+            "{why}"
+        );
+        assert!(
+            compiled
+                .findings
+                .iter()
+                .any(|f| f.message.contains("network west are left out")),
+            "{:?}",
+            compiled.findings
+        );
+    }
 }
