@@ -84,6 +84,26 @@ fn the_egress_example_validates_cleanly() {
 }
 
 #[test]
+fn the_east_west_examples_validate_cleanly() {
+    for (cluster, labels, objects) in [
+        (
+            "west",
+            &["--gateway-labels", "istio=eastwestgateway"][..],
+            8,
+        ),
+        ("east", &[][..], 4),
+    ] {
+        let example = repo().join("deploy/examples/eastwest").join(cluster);
+        let out = run(strait().arg("validate").arg(&example).args(labels));
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(
+            out.stdout.trim(),
+            format!("{objects} objects, 0 errors, 0 warnings")
+        );
+    }
+}
+
+#[test]
 fn an_egress_gateway_route_to_a_resolution_none_host_is_reported() {
     let dir = TempDir::new("validate-egress");
     let file = dir.write(

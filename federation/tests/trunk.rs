@@ -1043,6 +1043,7 @@ async fn a_sidecar_proxy_reaches_a_peer_networks_endpoint_over_the_trunk() {
                 locality: None,
                 labels: [(NETWORK_LABEL.to_owned(), "west-net".to_owned())].into(),
                 dns_name: None,
+                network_gateway: None,
             }],
             original_destination: false,
             upstream_bind: None,

@@ -7,7 +7,9 @@
 //! certificate, which is then renewed at half its lifetime (with jitter) by presenting itself,
 //! and the CA's stream of trust bundles is followed. Or it comes from files (`--identity-dir`,
 //! as `strait ca issue` or `strait ca request` write them: `key.pem`, `cert-chain.pem`,
-//! `root-cert.pem`), read again on SIGHUP and when they change. Either way a renewed
+//! `root-cert.pem`, and the bundles of federated trust domains as `federated/TRUST_DOMAIN.json`
+//! or `.pem`, the layout of the CA's own federated folder), read again on SIGHUP and when they
+//! change. Either way a renewed
 //! certificate or a new root reaches new handshakes without a restart.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +28,9 @@ pub struct IdentityArgs {
     /// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
     #[arg(long, default_value = "default")]
     pub service_account: String,
-    /// A folder with the proxy's `key.pem`, `cert-chain.pem` and `root-cert.pem`.
+    /// A folder with the proxy's `key.pem`, `cert-chain.pem` and `root-cert.pem`, and
+    /// optionally `federated/TRUST_DOMAIN.json` (SPIFFE bundle JSON, or PEM in `.pem`): the
+    /// bundles of other trust domains whose identities the proxy accepts.
     #[arg(long, value_name = "DIR", conflicts_with = "ca_address")]
     pub identity_dir: Option<PathBuf>,
     /// The CA service (`strait run --role control`) to get and renew the identity from.
@@ -65,7 +69,7 @@ impl IdentityArgs {
                 "a mesh identity needs --ca-address (with --bootstrap-token-file) or --identity-dir"
             );
         };
-        let (svid, bundle) = self.read_identity(dir)?;
+        let (svid, bundles) = self.read_identity(dir)?;
         let expected = SpiffeId::istio(&svid.id().trust_domain(), namespace, &self.service_account)
             .context("the proxy's SPIFFE ID")?;
         if *svid.id() != expected {
@@ -75,8 +79,8 @@ impl IdentityArgs {
                 svid.id()
             );
         }
-        let bundles = TrustBundleSet::from_bundles([bundle])
-            .context("the trust bundle")?
+        let bundles = TrustBundleSet::from_bundles(bundles)
+            .context("the trust bundles")?
             .into_shared();
         Ok(MeshIdentity {
             cell: Arc::new(IdentityCell::new(svid)),
@@ -152,7 +156,7 @@ impl IdentityArgs {
         else {
             return Ok(());
         };
-        let (svid, bundle) = self.read_identity(dir)?;
+        let (svid, bundles) = self.read_identity(dir)?;
         if identity
             .cell
             .current()
@@ -161,12 +165,13 @@ impl IdentityArgs {
             tracing::info!(identity = %svid.id(), "installing a renewed certificate");
             identity.cell.install(svid);
         }
-        let bundles = TrustBundleSet::from_bundles([bundle]).context("the trust bundle")?;
+        let bundles = TrustBundleSet::from_bundles(bundles).context("the trust bundles")?;
         identity.bundles.store(Arc::new(bundles));
         Ok(())
     }
 
-    fn read_identity(&self, dir: &Path) -> anyhow::Result<(Svid, TrustBundle)> {
+    /// The identity in `dir`, and the trust bundles: its own trust domain's first.
+    fn read_identity(&self, dir: &Path) -> anyhow::Result<(Svid, Vec<TrustBundle>)> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         };
@@ -181,6 +186,87 @@ impl IdentityArgs {
         let text = read(&bundle_path)?;
         let bundle = TrustBundle::parse(svid.id().trust_domain(), &text)
             .with_context(|| format!("the trust bundle {}", bundle_path.display()))?;
-        Ok((svid, bundle))
+        let mut bundles = vec![bundle];
+        bundles.extend(read_federated(
+            &dir.join(FEDERATED_DIR),
+            &svid.id().trust_domain(),
+        )?);
+        Ok((svid, bundles))
+    }
+}
+
+/// The folder of an identity folder holding other trust domains' bundles.
+const FEDERATED_DIR: &str = "federated";
+
+/// The bundles in `folder` (none if it does not exist): `TRUST_DOMAIN.json` or
+/// `TRUST_DOMAIN.pem` each, in order of name. A file that does not parse, or that names `own`,
+/// is an error naming the file.
+fn read_federated(folder: &Path, own: &TrustDomain) -> anyhow::Result<Vec<TrustBundle>> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", folder.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "pem"))
+        .collect();
+    paths.sort();
+    let mut bundles = Vec::new();
+    for path in paths {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let trust_domain = TrustDomain::new(name)
+            .with_context(|| format!("{}: the file name must be a trust domain", path.display()))?;
+        if trust_domain == *own {
+            bail!(
+                "{}: names the proxy's own trust domain, whose bundle is root-cert.pem",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let bundle = TrustBundle::parse(trust_domain, &text)
+            .with_context(|| format!("the federated bundle {}", path.display()))?;
+        bundles.push(bundle);
+    }
+    Ok(bundles)
+}
+
+#[cfg(test)]
+mod federated_tests {
+    use super::*;
+
+    #[test]
+    fn federated_bundles_are_read_by_trust_domain_and_the_own_domain_is_refused() {
+        let dir = std::env::temp_dir().join(format!("strait-federated-{}", std::process::id()));
+        let folder = dir.join(FEDERATED_DIR);
+        std::fs::create_dir_all(&folder).unwrap();
+        let own = TrustDomain::new("east.mesh").unwrap();
+        assert!(
+            read_federated(&dir.join("absent"), &own)
+                .unwrap()
+                .is_empty()
+        );
+        let west = strait_certs::Authority::init(
+            TrustDomain::new("west.mesh").unwrap(),
+            &dir.join("west-ca"),
+            &strait_certs::AuthorityOptions::default(),
+        )
+        .unwrap();
+        std::fs::write(folder.join("west.mesh.pem"), west.trust_bundle().to_pem()).unwrap();
+        std::fs::write(folder.join("notes.txt"), "ignored").unwrap();
+        let bundles = read_federated(&folder, &own).unwrap();
+        assert_eq!(bundles.len(), 1);
+        assert_eq!(bundles[0].trust_domain.as_str(), "west.mesh");
+        std::fs::write(folder.join("east.mesh.pem"), west.trust_bundle().to_pem()).unwrap();
+        let error = read_federated(&folder, &own).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("own trust domain"),
+            "{error:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -291,6 +291,7 @@ mod tests {
             locality: None,
             labels: BTreeMap::new(),
             dns_name: dns_name.map(str::to_owned),
+            network_gateway: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! `strait run --role ingress|egress|sidecar`: the proxy process and its lifecycle.
+//! `strait run --role ingress|egress|eastwest|sidecar`: the proxy process and its lifecycle.
 //!
 //! Start: open the state under `--data` (the store of DNS answers and the last-known-good
 //! snapshot, see `last_good`), read the configuration directory, compile the snapshot (or,
@@ -60,10 +60,15 @@ pub struct Args {
     #[arg(long)]
     config: Vec<PathBuf>,
     /// The proxy's labels: a gateway serves the Gateways whose selector they satisfy
-    /// (default `istio=ingressgateway`, `istio=egressgateway` for the egress role); a sidecar's
-    /// are its workload's.
+    /// (default `istio=ingressgateway`, `istio=egressgateway` for the egress role,
+    /// `istio=eastwestgateway` for the east-west role); a sidecar's are its workload's.
     #[arg(long, value_name = "K=V,...")]
     labels: Option<String>,
+    /// The network the proxy is on (Istio's `ISTIO_META_NETWORK`): endpoints on other networks
+    /// are reached through their MeshNetworks gateways; an east-west gateway forwards only to
+    /// endpoints on it. None: the same network as every endpoint.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
     /// The gateway's namespace (DestinationRule lookup, `.` in server hosts).
     #[arg(long, default_value = "istio-system")]
     namespace: String,
@@ -160,7 +165,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     client_hello_timeout: Duration,
     /// The workload name this gateway reports in metrics (`source_workload`); by default
-    /// `strait-ingressgateway` or `strait-egressgateway`.
+    /// `strait-ingressgateway`, `strait-egressgateway` or `strait-eastwestgateway`.
     #[arg(long)]
     workload_name: Option<String>,
     /// How many threads serve traffic (the async runtime's workers); the number of CPUs when
@@ -226,12 +231,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.config.is_empty() {
         bail!("--config is required for --role {:?}", args.role);
     }
-    if !matches!(args.role, Role::Ingress | Role::Egress | Role::Sidecar) {
-        bail!(
-            "--role {:?}: the ingress, egress, sidecar and control roles are available in this version",
-            args.role
-        );
-    }
     let logging = Logging::init(args.log_format, &args.log_level)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.worker_threads {
@@ -251,6 +250,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     let default_labels = match args.role {
         Role::Sidecar => "",
         Role::Egress => "istio=egressgateway",
+        Role::Eastwest => "istio=eastwestgateway",
         _ => "istio=ingressgateway",
     };
     let labels = parse_labels("--labels", args.labels.as_deref().unwrap_or(default_labels))?;
@@ -284,6 +284,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 &args.identity.service_account,
             );
             options.dns = dns.clone();
+            options.network = args.network.clone();
             (Target::Sidecar(options), Some(mesh))
         }
         _ => {
@@ -311,6 +312,8 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
                 egress: (args.role == Role::Egress).then(|| EgressOptions {
                     own_ips: args.sidecar.instance_ip.into_iter().collect(),
                 }),
+                network: args.network.clone(),
+                eastwest: args.role == Role::Eastwest,
             });
             (target, mesh)
         }
@@ -708,6 +711,7 @@ fn gateway_workload_name(args: &Args) -> String {
     match (&args.workload_name, args.role) {
         (Some(name), _) => name.clone(),
         (None, Role::Egress) => "strait-egressgateway".to_owned(),
+        (None, Role::Eastwest) => "strait-eastwestgateway".to_owned(),
         (None, _) => "strait-ingressgateway".to_owned(),
     }
 }

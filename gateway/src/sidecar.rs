@@ -96,6 +96,7 @@ impl SidecarArgs {
                 .http_proxy_port
                 .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
             dns: Default::default(),
+            network: None,
         }
     }
 }

@@ -152,7 +152,7 @@ where
             Err(error) => {
                 cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
                 flags |= ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
-                entry.reason = format!("upstream connect error: {error}");
+                entry.reason = config.connect_failure(address, &error, error.unreachable());
             }
         }
     }

@@ -107,6 +107,7 @@ fn snapshot(cluster: &str, endpoint: SocketAddr, network: Option<&str>) -> Snaps
                 locality: None,
                 labels,
                 dns_name: None,
+                network_gateway: None,
             }],
             original_destination: false,
             upstream_bind: None,

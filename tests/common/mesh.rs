@@ -98,8 +98,15 @@ pub struct Ca {
 impl Ca {
     /// A new CA for the trust domain `cluster.local`.
     pub fn init(dir: &TempDir, name: &str) -> Ca {
+        Ca::init_for(dir, name, "cluster.local")
+    }
+
+    /// A new CA for `trust_domain`, as another cluster has its own.
+    pub fn init_for(dir: &TempDir, name: &str, trust_domain: &str) -> Ca {
         let data = dir.path().join(name);
-        let init = run(strait().args(["ca", "init", "--data"]).arg(&data));
+        let init = run(strait()
+            .args(["ca", "init", "--trust-domain", trust_domain, "--data"])
+            .arg(&data));
         assert_eq!(init.code, Some(0), "strait ca init: {}", init.stderr);
         Ca { data }
     }

@@ -19,7 +19,7 @@ use super::registry::{DNS_PREFIX, EndpointInfo, Service};
 use crate::resources::common::Protocol;
 use crate::resources::destination_rule::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule,
-    H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
+    H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, SimpleLb, Subset, TrafficPolicy,
 };
 
 /// Istio's cluster name for a destination.
@@ -29,7 +29,7 @@ pub(crate) fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> Strin
 
 /// The parts of a traffic policy that apply to one cluster.
 #[derive(Debug, Default, Clone)]
-struct Policy<'a> {
+pub(super) struct Policy<'a> {
     load_balancer: Option<&'a LoadBalancerSettings>,
     connection_pool: Option<&'a ConnectionPoolSettings>,
     outlier_detection: Option<&'a OutlierDetection>,
@@ -78,7 +78,7 @@ impl<'a> Policy<'a> {
     }
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
     /// Builds (once) the cluster for `host:port` and `subset`, as the client in `namespace` sees
     /// it; returns its name, or `None` (with a finding) when no service declares the host.
     pub(crate) fn cluster(
@@ -116,36 +116,7 @@ impl Compiler<'_> {
         if self.clusters.contains_key(&name) {
             return Some(name);
         }
-        let rule = self.registry.destination_rule(host, namespace);
-        let rule_spec: Option<&DestinationRule> = rule.map(|(_, r)| r);
-        let subset_spec = match (subset, rule_spec) {
-            (None, _) => None,
-            (Some(wanted), Some(rule)) => {
-                let found = rule
-                    .subsets
-                    .iter()
-                    .find(|s| s.name.as_deref() == Some(wanted));
-                if found.is_none() {
-                    self.problem(format!(
-                        "subset {wanted:?} of {host} is not defined by a DestinationRule"
-                    ));
-                }
-                found
-            }
-            (Some(wanted), None) => {
-                self.problem(format!(
-                    "subset {wanted:?} of {host}: no DestinationRule for the host"
-                ));
-                None
-            }
-        };
-        let mut policy = rule_spec
-            .and_then(|r| r.traffic_policy.as_ref())
-            .map(|t| Policy::of(t, number))
-            .unwrap_or_default();
-        if let Some(subset_policy) = subset_spec.and_then(|s| s.traffic_policy.as_ref()) {
-            policy = policy.overridden_by(Policy::of(subset_policy, number));
-        }
+        let (subset_spec, policy) = self.destination_policy(host, number, subset, namespace);
         let mut problems = Vec::new();
         let found = self
             .registry
@@ -182,17 +153,7 @@ impl Compiler<'_> {
             let first = values.next().flatten()?;
             values.all(|v| v == Some(first)).then(|| first.clone())
         };
-        let mut telemetry = vec![
-            ("destination_service".to_owned(), host.to_owned()),
-            (
-                "destination_service_name".to_owned(),
-                host.split('.').next().unwrap_or(host).to_owned(),
-            ),
-            (
-                "destination_service_namespace".to_owned(),
-                service.object.namespace.clone(),
-            ),
-        ];
+        let mut telemetry = service_telemetry(host, service);
         for (label, value) in [
             ("destination_app", agreed("app")),
             ("destination_version", agreed("version")),
@@ -208,17 +169,15 @@ impl Compiler<'_> {
                 service.object.namespace.clone(),
             ));
         }
-        let endpoints: Vec<Endpoint> = found
-            .into_iter()
-            .map(|e| Endpoint {
-                address: e.address,
-                weight: e.weight,
-                locality: e.locality,
-                labels: e.labels,
-                dns_name: e.dns_name,
-            })
-            .collect();
-        for problem in problems {
+        // Endpoints on other networks are reached through their networks' gateways; those of
+        // a network without one cannot be reached.
+        let mut unreachable = Vec::new();
+        let endpoints: Vec<Endpoint> = self.registry.networks.split_horizon(
+            found,
+            self.options.network.as_deref(),
+            &mut unreachable,
+        );
+        for problem in problems.iter().chain(&unreachable) {
             self.problem(format!("{host}: {problem}"));
         }
         let protocol = upstream_protocol(service_port.declared_protocol(), policy.connection_pool);
@@ -260,9 +219,11 @@ impl Compiler<'_> {
             self.missing_clusters.insert(name, why);
             return None;
         }
-        // A cluster whose DNS names have no addresses (yet, or any more) says why.
+        // A cluster whose DNS names have no addresses (yet, or any more), or whose endpoints
+        // are all on unreachable networks, says why.
+        let why_empty: Vec<String> = dns_waits.into_iter().chain(unreachable).collect();
         let empty_reason =
-            (endpoints.is_empty() && !dns_waits.is_empty()).then(|| dns_waits.join("; "));
+            (endpoints.is_empty() && !why_empty.is_empty()).then(|| why_empty.join("; "));
         let cluster = Cluster {
             name: name.clone(),
             lb,
@@ -285,6 +246,49 @@ impl Compiler<'_> {
         self.clusters
             .insert(name.clone(), std::sync::Arc::new(cluster));
         Some(name)
+    }
+
+    /// The DestinationRule subset `subset` of `host` (as a client in `namespace` sees it) and
+    /// the traffic policy for port `number`: the rule's, its port-level entry's, the subset's
+    /// over it.
+    pub(super) fn destination_policy(
+        &mut self,
+        host: &str,
+        number: u32,
+        subset: Option<&str>,
+        namespace: &str,
+    ) -> (Option<&'a Subset>, Policy<'a>) {
+        let rule = self.registry.destination_rule(host, namespace);
+        let rule_spec: Option<&'a DestinationRule> = rule.map(|(_, r)| r);
+        let subset_spec = match (subset, rule_spec) {
+            (None, _) => None,
+            (Some(wanted), Some(rule)) => {
+                let found = rule
+                    .subsets
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(wanted));
+                if found.is_none() {
+                    self.problem(format!(
+                        "subset {wanted:?} of {host} is not defined by a DestinationRule"
+                    ));
+                }
+                found
+            }
+            (Some(wanted), None) => {
+                self.problem(format!(
+                    "subset {wanted:?} of {host}: no DestinationRule for the host"
+                ));
+                None
+            }
+        };
+        let mut policy = rule_spec
+            .and_then(|r| r.traffic_policy.as_ref())
+            .map(|t| Policy::of(t, number))
+            .unwrap_or_default();
+        if let Some(subset_policy) = subset_spec.and_then(|s| s.traffic_policy.as_ref()) {
+            policy = policy.overridden_by(Policy::of(subset_policy, number));
+        }
+        (subset_spec, policy)
     }
 
     fn upstream_tls(
@@ -425,11 +429,12 @@ impl Compiler<'_> {
         }
         let mut names: Vec<String> = endpoints
             .iter()
-            .filter_map(|e| e.service_account.as_deref())
-            .map(|sa| {
+            .filter_map(|e| Some((e.service_account.as_deref()?, e.trust_domain.as_deref())))
+            .map(|(sa, trust_domain)| {
                 format!(
                     "spiffe://{}/ns/{}/sa/{sa}",
-                    self.registry.mesh.trust_domain, service.object.namespace
+                    trust_domain.unwrap_or(&self.registry.mesh.trust_domain),
+                    service.object.namespace
                 )
             })
             .collect();
@@ -463,6 +468,55 @@ impl Compiler<'_> {
         let first = modes.next()?;
         modes.all(|m| m == first).then_some(first)
     }
+}
+
+impl Policy<'_> {
+    /// A cluster of `endpoints` that carries the bytes as they come, adding no TLS of its own,
+    /// balanced, pooled and watched for outliers as the policy says: where an east-west
+    /// gateway forwards the mTLS connections it passes through.
+    pub(super) fn passthrough_cluster(
+        &self,
+        name: String,
+        endpoints: Vec<Endpoint>,
+        mesh_connect_timeout: Duration,
+        telemetry: Vec<(String, String)>,
+    ) -> Cluster {
+        let (lb, _) = lb_policy(self.load_balancer);
+        Cluster {
+            name,
+            lb,
+            connect_timeout: self
+                .connection_pool
+                .and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.connect_timeout.as_ref())
+                .and_then(|d| d.value)
+                .unwrap_or(mesh_connect_timeout),
+            pool: pool_limits(self.connection_pool),
+            outlier: self.outlier_detection.map(outlier),
+            tls: UpstreamTls::Disabled,
+            protocol: UpstreamProtocol::Downstream,
+            endpoints,
+            original_destination: false,
+            upstream_bind: None,
+            telemetry,
+            empty_reason: None,
+        }
+    }
+}
+
+/// The metric labels that name the destination service.
+pub(super) fn service_telemetry(host: &str, service: Service<'_>) -> Vec<(String, String)> {
+    vec![
+        ("destination_service".to_owned(), host.to_owned()),
+        (
+            "destination_service_name".to_owned(),
+            host.split('.').next().unwrap_or(host).to_owned(),
+        ),
+        (
+            "destination_service_namespace".to_owned(),
+            service.object.namespace.clone(),
+        ),
+    ]
 }
 
 /// The protocol to the endpoints: HTTP/2 for HTTP2 and gRPC ports (declared by the

@@ -35,13 +35,18 @@ enum ServerKind {
     TerminatedHttp,
     TerminatedTcp,
     Passthrough,
+    /// `AUTO_PASSTHROUGH` at an east-west gateway: the SNI names the destination (`eastwest`).
+    AutoPassthrough,
 }
 
 impl ServerKind {
     fn is_tls(self) -> bool {
         matches!(
             self,
-            ServerKind::TerminatedHttp | ServerKind::TerminatedTcp | ServerKind::Passthrough
+            ServerKind::TerminatedHttp
+                | ServerKind::TerminatedTcp
+                | ServerKind::Passthrough
+                | ServerKind::AutoPassthrough
         )
     }
 }
@@ -214,6 +219,9 @@ impl<'a> Compiler<'a> {
                         ServerKind::TerminatedTcp
                     }
                 }
+                ServerTlsMode::AutoPassthrough if self.options.eastwest => {
+                    ServerKind::AutoPassthrough
+                }
                 ServerTlsMode::AutoPassthrough | ServerTlsMode::IstioMutual => {
                     self.problem(format!(
                         "tls.mode {mode:?} needs a mesh identity (--identity-dir or --ca-address) or the east-west role; this server is not served"
@@ -328,6 +336,17 @@ impl<'a> Compiler<'a> {
             }
             _ => {
                 let mut chains: Vec<FilterChain> = Vec::new();
+                // The AUTO_PASSTHROUGH servers of a port expose what their hosts take in
+                // together: one chain per destination, one refusal chain.
+                let (auto, accepted): (Vec<_>, Vec<_>) = accepted
+                    .into_iter()
+                    .partition(|s| s.kind == ServerKind::AutoPassthrough);
+                if !auto.is_empty() {
+                    let hosts: Vec<(Option<String>, String)> =
+                        auto.iter().flat_map(|s| s.hosts.iter().cloned()).collect();
+                    self.at(auto[0].gateway, auto[0].path.clone());
+                    chains.extend(self.auto_passthrough_chains(&hosts));
+                }
                 for server in accepted {
                     self.at(server.gateway, server.path.clone());
                     let server_names = server.server_names();
@@ -408,7 +427,7 @@ impl<'a> Compiler<'a> {
                     application: Application::Tcp { routes },
                 })
             }
-            ServerKind::Http | ServerKind::Tcp => None,
+            ServerKind::Http | ServerKind::Tcp | ServerKind::AutoPassthrough => None,
         }
     }
 

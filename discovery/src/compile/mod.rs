@@ -15,8 +15,10 @@
 
 mod clusters;
 pub mod credentials;
+mod eastwest;
 mod egress;
 mod listeners;
+mod networks;
 pub mod policies;
 mod registry;
 mod routes;
@@ -69,6 +71,11 @@ pub struct GatewayOptions {
     pub dns: crate::dns::DnsCache,
     /// Set for an egress gateway, which enforces REGISTRY_ONLY (`egress`).
     pub egress: Option<EgressOptions>,
+    /// The proxy's network (`--network`, Istio's `ISTIO_META_NETWORK`): endpoints on other
+    /// networks are reached through their gateways (`networks`). None is every network.
+    pub network: Option<String>,
+    /// Set for an east-west gateway, which serves `AUTO_PASSTHROUGH` servers (`eastwest`).
+    pub eastwest: bool,
 }
 
 impl Default for GatewayOptions {
@@ -84,6 +91,8 @@ impl Default for GatewayOptions {
             mesh_identity: false,
             dns: crate::dns::DnsCache::default(),
             egress: None,
+            network: None,
+            eastwest: false,
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::resources::service_entry::{Resolution, ServiceEntry, WorkloadEntry};
 use crate::resources::virtual_service::HttpRetry;
 use crate::resources::{Object, Spec};
 
+use super::networks::Networks;
+
 /// A service: a ServiceEntry and the host it is declared for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Service<'a> {
@@ -42,9 +44,22 @@ pub(crate) struct EndpointInfo {
     pub(crate) locality: Option<String>,
     /// The service account its workload runs as (WorkloadEntry `serviceAccount`).
     pub(crate) service_account: Option<String>,
+    /// The trust domain of its workload's identity when it is not the mesh's: the annotation
+    /// [`TRUST_DOMAIN_ANNOTATION`] on its WorkloadEntry (or, for inline endpoints, on the
+    /// ServiceEntry). Endpoints of another cluster run as identities of that cluster's domain.
+    pub(crate) trust_domain: Option<String>,
+    /// Its network (MeshNetworks `fromCidr`, else WorkloadEntry `network`); none is every
+    /// network.
+    pub(crate) network: Option<String>,
     /// The DNS name the address was resolved from, when it was one.
     pub(crate) dns_name: Option<String>,
 }
+
+/// Strait's annotation naming the trust domain of the workloads behind a WorkloadEntry (or a
+/// ServiceEntry's inline endpoints): `spiffe://DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT` is then
+/// the identity callers expect of them. Istio has no such field (its multi-network meshes share
+/// one trust domain); federated clusters each keep their own.
+pub(crate) const TRUST_DOMAIN_ANNOTATION: &str = "strait.io/trust-domain";
 
 /// Mesh-wide defaults from MeshConfig.
 #[derive(Debug, Clone)]
@@ -110,6 +125,8 @@ pub(crate) struct Registry<'a> {
     wildcard_rules: Vec<(String, &'a Object, &'a DestinationRule)>,
     /// The latest answers for DNS names.
     dns: DnsCache,
+    /// The networks MeshNetworks declares: endpoints' networks and their gateways.
+    pub(crate) networks: Networks,
 }
 
 impl<'a> Registry<'a> {
@@ -128,6 +145,7 @@ impl<'a> Registry<'a> {
             rules: HashMap::new(),
             wildcard_rules: Vec::new(),
             dns: dns.clone(),
+            networks: Networks::default(),
         };
         for object in objects {
             match &object.spec {
@@ -155,6 +173,7 @@ impl<'a> Registry<'a> {
                         }
                     }
                 }
+                Spec::MeshNetworks(networks) => registry.networks = Networks::from(networks),
                 Spec::MeshConfig(mesh) => {
                     registry.mesh = MeshDefaults::from(Some(mesh));
                     dns.set_mesh_refresh_rate(mesh.dns_refresh_rate.as_ref().and_then(|d| d.value));
@@ -264,7 +283,7 @@ impl<'a> Registry<'a> {
         let target = port.target_port.or(port.number).unwrap_or(0);
         let port_name = port.name.as_deref().unwrap_or_default();
         // Endpoints are WorkloadEntries: selected by labels, or written inline.
-        let workloads: Vec<&WorkloadEntry> = match &entry.workload_selector {
+        let workloads: Vec<(&Object, &WorkloadEntry)> = match &entry.workload_selector {
             Some(selector) => self
                 .workloads
                 .iter()
@@ -275,20 +294,25 @@ impl<'a> Registry<'a> {
                             .iter()
                             .all(|(k, v)| workload.labels.get(k) == Some(v))
                 })
-                .map(|(_, workload)| *workload)
+                .copied()
                 .collect(),
-            None => entry.endpoints.iter().flatten().collect(),
+            None => entry
+                .endpoints
+                .iter()
+                .flatten()
+                .map(|workload| (service.object, workload))
+                .collect(),
         };
-        let mut found: Vec<(String, u32, &WorkloadEntry)> = workloads
+        let mut found: Vec<(String, u32, &Object, &WorkloadEntry)> = workloads
             .into_iter()
-            .filter_map(|workload| {
+            .filter_map(|(object, workload)| {
                 let number = workload
                     .ports
                     .as_ref()
                     .and_then(|p| p.get(port_name))
                     .copied()
                     .unwrap_or(target);
-                Some((workload.address.clone()?, number, workload))
+                Some((workload.address.clone()?, number, object, workload))
             })
             .collect();
         let dns = matches!(
@@ -298,11 +322,11 @@ impl<'a> Registry<'a> {
         if found.is_empty() && entry.workload_selector.is_none() && dns {
             // DNS with no endpoints: the hosts themselves are resolved.
             for host in entry.hosts.iter().flatten().filter(|h| !h.contains('*')) {
-                found.push((host.clone(), target, &NO_WORKLOAD));
+                found.push((host.clone(), target, service.object, &NO_WORKLOAD));
             }
         }
         let mut endpoints = Vec::new();
-        for (address, number, workload) in found {
+        for (address, number, object, workload) in found {
             let labels = &workload.labels;
             if subset.is_some_and(|s| !s.labels.iter().all(|(k, v)| labels.get(k) == Some(v))) {
                 continue;
@@ -319,13 +343,23 @@ impl<'a> Registry<'a> {
                 // LOGICAL_DNS: one endpoint, the first address of the latest answer.
                 addresses.truncate(1);
             }
+            let trust_domain = object
+                .meta
+                .annotations
+                .get(TRUST_DOMAIN_ANNOTATION)
+                .cloned();
             for resolved in addresses {
+                let network = self
+                    .networks
+                    .network_of(resolved.ip(), workload.network.as_deref());
                 endpoints.push(EndpointInfo {
                     address: resolved,
                     weight: workload.weight.unwrap_or(1).max(1),
                     labels: labels.clone(),
                     locality: workload.locality.clone(),
                     service_account: workload.service_account.clone(),
+                    trust_domain: trust_domain.clone(),
+                    network,
                     dns_name: dns_name.clone(),
                 });
             }

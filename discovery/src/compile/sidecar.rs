@@ -101,6 +101,9 @@ pub struct SidecarOptions {
     pub http_proxy: Option<SocketAddr>,
     /// The latest DNS answers for `resolution: DNS` hosts (read, never waited on).
     pub dns: crate::dns::DnsCache,
+    /// The workload's network (`--network`): endpoints on other networks are reached through
+    /// their east-west gateways.
+    pub network: Option<String>,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -128,6 +131,7 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         domain_suffix: options.domain_suffix.clone(),
         mesh_identity: true,
         dns: options.dns.clone(),
+        network: options.network.clone(),
         ..GatewayOptions::default()
     };
     let mut compiler = Compiler::new(&visible, &as_client);
@@ -1082,6 +1086,7 @@ spec:
             service_account: "bookinfo-productpage".to_owned(),
             http_proxy: None,
             dns: Default::default(),
+            network: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

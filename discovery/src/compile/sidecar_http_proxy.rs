@@ -229,6 +229,7 @@ spec:
             workload_name: "vm".to_owned(),
             service_account: "vm".to_owned(),
             dns: Default::default(),
+            network: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -203,6 +203,7 @@ impl<'a> Compiler<'a> {
                     locality: None,
                     labels: BTreeMap::new(),
                     dns_name: None,
+                    network_gateway: None,
                 }],
                 original_destination: false,
                 upstream_bind,
@@ -539,6 +540,7 @@ spec:
             service_account: app.to_owned(),
             http_proxy: None,
             dns: Default::default(),
+            network: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -211,6 +211,7 @@ fn bookinfo_gateway_and_sidecar_snapshots_read_back_equal() {
             service_account: "bookinfo-productpage".to_owned(),
             http_proxy: None,
             dns: Default::default(),
+            network: None,
         },
         4,
     )

@@ -427,6 +427,7 @@ async fn forward_with_retries(
         let tls = active.upstream_tls.get(&config.name).map(|t| t.0.as_ref());
         let outcome = try_once(
             upstream_request,
+            &config,
             &pool,
             &config.pool,
             config.connect_timeout,
@@ -627,8 +628,10 @@ fn upstream_request(parts: &Parts, body: Body, wire: Wire, tls: bool) -> Request
 }
 
 /// One try: lease a connection, send, and wait for the response headers within the try's time.
+#[allow(clippy::too_many_arguments)]
 async fn try_once(
     request: Request<Body>,
+    cluster: &crate::snapshot::Cluster,
     pool: &Arc<crate::upstream::pool::Pool>,
     limits: &crate::snapshot::PoolLimits,
     connect_timeout: Duration,
@@ -659,7 +662,7 @@ async fn try_once(
             return (
                 Attempt::Failed {
                     flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                    reason: format!("upstream connect error: {error}"),
+                    reason: cluster.connect_failure(address, &error, error.unreachable()),
                     unsent: true,
                     kind: Failure::Connect,
                     status: StatusCode::SERVICE_UNAVAILABLE,

@@ -31,6 +31,33 @@ pub struct Cluster {
     pub empty_reason: Option<String>,
 }
 
+impl Cluster {
+    /// Why connecting to the endpoint at `address` failed, for the access log; `unreachable`
+    /// when no TCP connection was made (else the TLS handshake failed). The gateway of another
+    /// network is named as such, since the caller never sees the workloads behind it.
+    pub fn connect_failure(
+        &self,
+        address: SocketAddr,
+        error: &dyn std::fmt::Display,
+        unreachable: bool,
+    ) -> String {
+        let gateway_of = self
+            .endpoints
+            .iter()
+            .find(|e| e.address == address)
+            .and_then(|e| e.network_gateway.as_deref());
+        match (gateway_of, unreachable) {
+            (Some(network), true) => {
+                format!("network {network}'s gateway {address} unreachable: {error}")
+            }
+            (Some(network), false) => format!(
+                "mesh TLS through network {network}'s gateway {address} failed: a trust failure, or the gateway refused the destination (its access log says why): {error}"
+            ),
+            (None, _) => format!("upstream connect error: {error}"),
+        }
+    }
+}
+
 /// How an endpoint is chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,4 +187,8 @@ pub struct Endpoint {
     /// that a restart without DNS can start from the last answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
+    /// Set when this endpoint is the east-west gateway of another network, standing in for
+    /// that network's endpoints (Istio's split-horizon view): the network's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_gateway: Option<String>,
 }

@@ -66,11 +66,16 @@ impl Snapshot {
         self.listeners.iter().find(|l| l.name == name)
     }
 
-    /// Why a cluster a route names is not served, for the access log.
+    /// Why a cluster a route names is not served, for the access log: one that refuses on
+    /// purpose says so.
     pub fn missing_cluster_reason(&self, name: &str) -> String {
-        match self.missing_clusters.get(name) {
-            Some(why) => format!("cluster {name} is not configured: {why}"),
-            None => format!("cluster {name} is not configured"),
+        match (
+            self.missing_clusters.get(name),
+            self.blackhole_clusters.contains(name),
+        ) {
+            (Some(why), true) => format!("refused by {name}: {why}"),
+            (Some(why), false) => format!("cluster {name} is not configured: {why}"),
+            (None, _) => format!("cluster {name} is not configured"),
         }
     }
 }

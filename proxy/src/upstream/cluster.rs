@@ -409,6 +409,7 @@ mod tests {
             locality: None,
             labels: Default::default(),
             dns_name: None,
+            network_gateway: None,
         };
         Arc::new(Cluster {
             name: "outbound|80||a.example.com".to_owned(),

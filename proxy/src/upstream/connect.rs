@@ -32,6 +32,14 @@ pub(crate) enum ConnectError {
     Connector(SocketAddr, io::Error),
 }
 
+impl ConnectError {
+    /// Whether the endpoint could not be reached at all (no TCP connection), as opposed to a
+    /// TLS handshake that failed once connected.
+    pub(crate) fn unreachable(&self) -> bool {
+        !matches!(self, ConnectError::Tls(..))
+    }
+}
+
 /// How the proxy's sockets towards endpoints are set up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct SocketSetup {

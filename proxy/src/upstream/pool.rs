@@ -74,6 +74,13 @@ pub(crate) enum PoolError {
     Overflow(SocketAddr, u32),
 }
 
+impl PoolError {
+    /// Whether the endpoint could not be reached at all (see [`ConnectError::unreachable`]).
+    pub(crate) fn unreachable(&self) -> bool {
+        matches!(self, PoolError::Connect(error) if error.unreachable())
+    }
+}
+
 /// The connections to one endpoint with one set of settings.
 #[derive(Debug)]
 pub(crate) struct Pool {
