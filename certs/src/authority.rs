@@ -564,14 +564,24 @@ impl NewCa {
     /// Writes the plug-in files and the root key to `dir`, with `roots_pem` as
     /// `root-cert.pem`.
     pub(crate) fn write(&self, dir: &Path, roots_pem: &str) -> Result<(), AuthorityError> {
-        write(dir, files::ROOT_CERT, roots_pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        write(
+            dir,
+            files::ROOT_CERT,
+            roots_pem.as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
         write(
             dir,
             files::ROOT_KEY,
             self.root_key_pem.as_bytes(),
             PRIVATE_FILE_MODE,
         )?;
-        write(dir, files::CA_CERT, self.ca_pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        write(
+            dir,
+            files::CA_CERT,
+            self.ca_pem.as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
         write(
             dir,
             files::CA_KEY,

@@ -99,6 +99,9 @@ pub fn prepare(dir: &Path, options: &AuthorityOptions) -> Result<RotationStatus,
             "this CA's root was plugged in (`strait ca init --plug-in`); its owner rotates it: make new plug-in files under a new root and add that root to root-cert.pem",
         ));
     }
+    // The roots in place now get their sequence recorded first (a CA whose bundle was never
+    // read for publishing has none yet), so that adding the new root raises it.
+    published_trust_bundle(dir)?;
     let record = read_record(dir)?;
     match record.as_ref().map(|r| r.phase) {
         Some(RotationPhase::Switched) => {
@@ -227,15 +230,24 @@ pub fn switch(dir: &Path) -> Result<RotationStatus, AuthorityError> {
     report(dir, Some(&record), true)
 }
 
-/// Step 3: removes the old root from the published bundle and deletes `previous/`. `force`
-/// finishes although certificates issued under the old root may still be live.
-pub fn finish(dir: &Path, force: bool) -> Result<RotationStatus, AuthorityError> {
-    finish_at(dir, force, SystemTime::now())
+/// Step 3: removes the old root from the published bundle and deletes `previous/`.
+///
+/// Certificates issued under the old root may be live until the switch plus the CA's longest
+/// workload lifetime (capped at the old chain's expiry); `max_workload_ttl` shortens that
+/// lifetime when the issuer granted less (the control role's `--workload-ttl`). `force`
+/// finishes before that time.
+pub fn finish(
+    dir: &Path,
+    force: bool,
+    max_workload_ttl: Option<Duration>,
+) -> Result<RotationStatus, AuthorityError> {
+    finish_at(dir, force, max_workload_ttl, SystemTime::now())
 }
 
 pub(crate) fn finish_at(
     dir: &Path,
     force: bool,
+    max_workload_ttl: Option<Duration>,
     now: SystemTime,
 ) -> Result<RotationStatus, AuthorityError> {
     let meta = read_meta(dir)?;
@@ -265,7 +277,10 @@ pub(crate) fn finish_at(
             dir.display()
         )));
     }
-    let until = UNIX_EPOCH + Duration::from_secs(record.old_leaves_valid_until.unwrap_or(0));
+    let mut until = UNIX_EPOCH + Duration::from_secs(record.old_leaves_valid_until.unwrap_or(0));
+    if let (Some(ttl), Some(switched_at)) = (max_workload_ttl, record.switched_at) {
+        until = until.min(UNIX_EPOCH + Duration::from_secs(switched_at) + ttl);
+    }
     if !force && let Ok(left) = until.duration_since(now) {
         return Err(AuthorityError::OldCertificatesLive {
             until_unix: unix(until),

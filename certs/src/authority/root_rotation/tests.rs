@@ -35,7 +35,9 @@ fn mode(path: &Path) -> u32 {
 /// Whether `chain` (leaf first) verifies against `roots` as a mesh server SVID.
 fn verifies(chain: &[CertificateDer<'static>], roots: &[CertificateDer<'static>]) -> bool {
     let bundle = TrustBundle::new(td(), roots.to_vec());
-    let set = TrustBundleSet::from_bundles([bundle]).unwrap().into_shared();
+    let set = TrustBundleSet::from_bundles([bundle])
+        .unwrap()
+        .into_shared();
     MeshServerVerifier::new(set, Authorizer::Any)
         .verify(&chain[0], &chain[1..], unix_now())
         .is_ok()
@@ -54,8 +56,7 @@ fn a_rotation_overlaps_the_roots_and_each_step_is_idempotent() {
     let before = Authority::load(&ca_dir).unwrap();
     let old_root = before.trust_bundle().roots[0].clone();
     let old_leaf = before.sign_csr_for_test(&web());
-    assert_eq!(status(&ca_dir).unwrap().phase, None);
-    assert_eq!(status(&ca_dir).unwrap().bundle.sequence, 1);
+    assert_eq!(before.trust_bundle().sequence, 1);
 
     // prepare: the new material in an owner-only next/, both roots published, sequence up.
     let prepared = prepare(&ca_dir, &AuthorityOptions::default()).unwrap();
@@ -106,26 +107,43 @@ fn a_rotation_overlaps_the_roots_and_each_step_is_idempotent() {
     assert!(!switch(&ca_dir).unwrap().changed);
 
     // finish: refused while old leaves may live, unless forced or once that time passed.
-    match finish(&ca_dir, false) {
+    match finish(&ca_dir, false, None) {
         Err(AuthorityError::OldCertificatesLive { left_secs, .. }) => {
             assert!(left_secs > 3500, "{left_secs}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let finished = finish_at(&ca_dir, false, until + Duration::from_secs(1)).unwrap();
+    // A shorter lifetime granted by the issuer shortens the wait.
+    assert!(matches!(
+        finish(&ca_dir, false, Some(Duration::from_secs(600))),
+        Err(AuthorityError::OldCertificatesLive { left_secs, .. }) if left_secs <= 600
+    ));
+    let soon = SystemTime::now() + Duration::from_secs(601);
+    assert!(
+        finish_at(&ca_dir, false, Some(Duration::from_secs(600)), soon)
+            .unwrap()
+            .changed
+    );
+    // Done: a later finish (past every deadline) changes nothing.
+    let finished = finish_at(&ca_dir, false, None, until + Duration::from_secs(1)).unwrap();
+    assert!(!finished.changed);
     assert_eq!(finished.phase, Some(RotationPhase::Finished));
     assert_eq!(finished.bundle.sequence, 3);
     assert_eq!(finished.bundle.roots, vec![new_root.clone()]);
     assert!(!previous.exists());
     assert!(verifies(&new_leaf, &finished.bundle.roots));
     assert!(!verifies(&old_leaf, &finished.bundle.roots));
-    let again = finish(&ca_dir, false).unwrap();
+    let again = finish(&ca_dir, false, None).unwrap();
     assert!(!again.changed);
     assert_eq!(again.bundle.sequence, 3);
     // The CA reloads and keeps signing under the new root; a later rotation may start.
     let reloaded = Authority::load(&ca_dir).unwrap();
     assert_eq!(reloaded.issuer_sha256(), after.issuer_sha256());
     assert_eq!(reloaded.trust_bundle().sequence, 3);
+    assert_eq!(
+        status(&ca_dir).unwrap().phase,
+        Some(RotationPhase::Finished)
+    );
     let next_rotation = prepare(&ca_dir, &AuthorityOptions::default()).unwrap();
     assert_eq!(next_rotation.bundle.sequence, 4);
     assert_eq!(next_rotation.bundle.roots[0], new_root);
@@ -135,14 +153,12 @@ fn a_rotation_overlaps_the_roots_and_each_step_is_idempotent() {
 fn steps_out_of_order_are_refused_with_the_step_to_run() {
     let (_dir, ca_dir) = init("rotate-order");
     assert!(order_error(switch(&ca_dir)).contains("rotate prepare"));
-    assert!(order_error(finish(&ca_dir, true)).contains("nothing to finish"));
+    assert!(order_error(finish(&ca_dir, true, None)).contains("nothing to finish"));
     prepare(&ca_dir, &AuthorityOptions::default()).unwrap();
-    assert!(order_error(finish(&ca_dir, true)).contains("rotate switch"));
+    assert!(order_error(finish(&ca_dir, true, None)).contains("rotate switch"));
     switch(&ca_dir).unwrap();
-    assert!(
-        order_error(prepare(&ca_dir, &AuthorityOptions::default())).contains("rotate finish")
-    );
-    finish(&ca_dir, true).unwrap();
+    assert!(order_error(prepare(&ca_dir, &AuthorityOptions::default())).contains("rotate finish"));
+    finish(&ca_dir, true, None).unwrap();
     assert!(order_error(switch(&ca_dir)).contains("rotate prepare"));
 }
 
@@ -162,7 +178,7 @@ fn an_interrupted_switch_is_completed_by_running_it_again() {
         Err(AuthorityError::KeyMismatch { .. })
     ));
     // finish refuses: the signing chain is not the new one.
-    assert!(order_error(finish(&ca_dir, true)).contains("rotate switch"));
+    assert!(order_error(finish(&ca_dir, true, None)).contains("rotate switch"));
     let switched = switch(&ca_dir).unwrap();
     assert_eq!(switched.phase, Some(RotationPhase::Switched));
     let new = Authority::load(&ca_dir).unwrap();
@@ -188,6 +204,7 @@ fn an_interrupted_prepare_keeps_its_new_root() {
 #[test]
 fn a_plug_in_ca_is_not_rotated_here() {
     let (dir, source) = init("rotate-plug-in-source");
+    assert_eq!(status(&source).unwrap().phase, None);
     let target = dir.path().join("plugged");
     Authority::plug_in(td(), &source, &target, &AuthorityOptions::default()).unwrap();
     assert!(order_error(prepare(&target, &AuthorityOptions::default())).contains("plug-in"));
