@@ -303,7 +303,7 @@ impl IdentityClient {
                         tracing::info!(
                             id = %svid.id(),
                             not_after = unix_secs(svid.not_after()),
-                            issuing_ca_sha256 = svid.issuer_sha256().unwrap_or_default(),
+                            issuing_ca_sha256 = %svid.issuer_sha256().unwrap_or_default(),
                             "SVID renewed"
                         );
                         cell.install(svid);

@@ -294,7 +294,7 @@ impl SigningFiles {
         match Authority::load(&self.dir) {
             Ok(authority) => {
                 tracing::info!(
-                    issuing_ca_sha256 = authority.issuer_sha256(),
+                    issuing_ca_sha256 = %authority.issuer_sha256(),
                     not_after = unix_secs(authority.chain_not_after()),
                     "the CA's signing chain changed; issuing under it now"
                 );
