@@ -13,6 +13,8 @@
 //! | `ca-cert.pem` | the issuing CA certificate | 0644 |
 //! | `ca-key.pem` | the issuing CA key | 0600 |
 //! | `cert-chain.pem` | `ca-cert.pem`, its parents, then the root | 0644 |
+//! | `rotation.json` | where a root rotation stands ([`root_rotation`]) | 0644 |
+//! | `next/`, `previous/` | during a rotation: the next root and intermediate, then the replaced signing files, in the same layout | 0700 |
 //!
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the directory); the
 //! directory is owner-only.

@@ -9,9 +9,9 @@
 //! graceful shutdown does not wait on them.
 //!
 //! The CA directory is read again on every poll: a changed `root-cert.pem` publishes the new
-//! set of roots ([`RootsFile`]), and changed signing files (`ca-cert.pem`, `ca-key.pem`,
+//! set of roots (`RootsFile`), and changed signing files (`ca-cert.pem`, `ca-key.pem`,
 //! `cert-chain.pem`, as a root rotation's `switch` leaves them) are loaded and issue from then
-//! on ([`SigningFiles`]), without a restart. A new signing chain is announced on the bundle
+//! on (`SigningFiles`), without a restart. A new signing chain is announced on the bundle
 //! stream, and the service renews its own SVID onto it at once, as proxies do.
 
 use std::future::Future;
