@@ -110,6 +110,17 @@ fn a_root_rotation_under_steady_traffic_loses_no_request() {
     // the bundle stream, and both sidecars (and the CA service itself) renew onto it at once.
     let old_issuer = issuer_in(&logs("control.log"), "trust bundle snapshot published");
     rotate(&mesh, &["switch"]);
+    // finish is refused while certificates under the old root may still be valid (at most the
+    // workload lifetime after the switch).
+    let finish = || {
+        run(strait()
+            .args(["ca", "rotate", "finish", "--max-workload-ttl", WORKLOAD_TTL])
+            .arg("--data")
+            .arg(mesh.ca.data()))
+    };
+    let early = finish();
+    assert_ne!(early.code, Some(0), "{}", early.stdout);
+    assert!(early.stderr.contains("--force"), "{}", early.stderr);
     wait_until("the CA service loading the new signing chain", || {
         logs("control.log").contains("issuing under it now")
     });
@@ -130,21 +141,9 @@ fn a_root_rotation_under_steady_traffic_loses_no_request() {
     );
     more_requests(20, "traffic after switch");
 
-    // finish: refused while certificates under the old root may still be valid (at most the
-    // workload lifetime after the switch), then done; the sidecars drop the old root.
-    let early = run(strait()
-        .args(["ca", "rotate", "finish", "--max-workload-ttl", WORKLOAD_TTL])
-        .arg("--data")
-        .arg(mesh.ca.data()));
-    assert_ne!(early.code, Some(0), "{}", early.stdout);
-    assert!(early.stderr.contains("--force"), "{}", early.stderr);
+    // finish, once the old certificates may have expired: the sidecars drop the old root.
     wait_until("finish once the old certificates expired", || {
-        run(strait()
-            .args(["ca", "rotate", "finish", "--max-workload-ttl", WORKLOAD_TTL])
-            .arg("--data")
-            .arg(mesh.ca.data()))
-        .code
-            == Some(0)
+        finish().code == Some(0)
     });
     for log in sidecars {
         wait_until(&format!("{log}: the new root alone"), || {

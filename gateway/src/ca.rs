@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
+use strait_certs::authority::files;
 use strait_certs::authority::root_rotation::{self, RotationStatus};
 use strait_certs::bundle::certs_to_pem;
 use strait_certs::service::{IdentityClient, control_id};
@@ -249,7 +250,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }))?;
         }
         Command::Rotate { step } => {
-            load(&dir)?;
+            // Not `load`: a switch interrupted half-way does not load, and running it again is
+            // how it completes.
+            if !dir.join(files::AUTHORITY).exists() {
+                bail!(
+                    "no CA in {}: create one with `strait ca init --trust-domain TD`",
+                    dir.display()
+                );
+            }
             let status = match step {
                 RotateStep::Prepare => root_rotation::prepare(&dir, &AuthorityOptions::default())
                     .context("rotate prepare")?,
