@@ -2,7 +2,8 @@
 //! refused when replayed, forged or expired; bad CSRs are refused without spending the token;
 //! renewal over mTLS keeps the caller's identity whatever the CSR asks and keeps a cell rotated;
 //! the bundle stream carries federated bundles dropped in a folder; an SVID from another CA is
-//! refused.
+//! refused; a root rotation's new signing chain issues without a restart, is announced on the
+//! stream, and renewing clients move onto it at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -378,4 +379,87 @@ async fn a_root_added_to_the_ca_reaches_the_bundle_stream() {
         published[1],
         TrustBundle::from_pem(td(), &new_root).unwrap().roots[0]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switched_signing_chain_issues_at_once_and_renewing_clients_move_onto_it() {
+    // A 60 s lifetime: the normal renewal is half a minute away, the reissue a few seconds.
+    let plane = ControlPlane::start(&["--workload-ttl", "60s"]);
+    let client = Arc::new(client(&plane).await);
+    let mut stream = client.watch_bundles().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    let old_issuer = first.issuing_ca_sha256.clone();
+    assert_eq!(old_issuer.len(), 64, "{first:?}");
+    let token = plane.token(WEB, "1h");
+    let svid = client.bootstrap(&id(WEB), &token).await.unwrap();
+    assert_eq!(svid.issuer_sha256(), Some(old_issuer.clone()));
+    let cell = Arc::new(IdentityCell::new(svid.clone()));
+    let shared = client.bundles();
+    let following = tokio::spawn({
+        let (client, shared) = (client.clone(), shared.clone());
+        async move { client.follow_bundles(shared, RetryOptions::default()).await }
+    });
+    let renewing = tokio::spawn({
+        let (client, cell) = (client.clone(), cell.clone());
+        async move { client.keep_renewed(cell, RetryOptions::default()).await }
+    });
+
+    let prepared = ca(&plane.data(), &["rotate", "prepare"]);
+    assert_eq!(prepared.code, Some(0), "{}", prepared.stderr);
+    let snapshot = next_snapshot(&mut stream).await;
+    let roots = TrustBundle::from_spiffe_json(td(), snapshot.bundles[0].spiffe_json.as_bytes())
+        .unwrap()
+        .roots;
+    assert_eq!(roots.len(), 2);
+    assert_eq!(snapshot.issuing_ca_sha256, old_issuer);
+
+    let switched = ca(&plane.data(), &["rotate", "switch"]);
+    assert_eq!(switched.code, Some(0), "{}", switched.stderr);
+    let snapshot = next_snapshot(&mut stream).await;
+    let new_issuer = snapshot.issuing_ca_sha256.clone();
+    assert_ne!(new_issuer, old_issuer);
+    plane.wait_log("issuing under it now");
+
+    // The next certificate is under the new chain, no restart; it verifies against the two
+    // roots the clients hold, and not against the old root alone.
+    let renewed = client.renew(&svid).await.unwrap();
+    assert_eq!(renewed.issuer_sha256(), Some(new_issuer.clone()));
+    let verifier = |roots: Vec<rustls_pki_types::CertificateDer<'static>>| {
+        let set = TrustBundleSet::from_bundles([TrustBundle::new(td(), roots)]).unwrap();
+        MeshServerVerifier::new(set.into_shared(), Authorizer::Any)
+    };
+    let chain = renewed.chain();
+    assert!(
+        verifier(roots.clone())
+            .verify(&chain[0], &chain[1..], unix_now())
+            .is_ok()
+    );
+    assert!(
+        verifier(roots[..1].to_vec())
+            .verify(&chain[0], &chain[1..], unix_now())
+            .is_err()
+    );
+
+    // The renewing client did not wait for half-life: the stream told it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cell.current().unwrap().issuer_sha256() != Some(new_issuer.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "the cell was not renewed onto the new chain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    following.abort();
+    renewing.abort();
+}
+
+/// The next snapshot on a bundle stream, within 10 s.
+async fn next_snapshot(
+    stream: &mut tonic::Streaming<strait_certs::service::proto::BundleSnapshot>,
+) -> strait_certs::service::proto::BundleSnapshot {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a snapshot")
+        .unwrap()
+        .unwrap()
 }

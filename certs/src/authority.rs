@@ -13,6 +13,8 @@
 //! | `ca-cert.pem` | the issuing CA certificate | 0644 |
 //! | `ca-key.pem` | the issuing CA key | 0600 |
 //! | `cert-chain.pem` | `ca-cert.pem`, its parents, then the root | 0644 |
+//! | `rotation.json` | where a root rotation stands ([`root_rotation`]) | 0644 |
+//! | `next/`, `previous/` | during a rotation: the next root and intermediate, then the replaced signing files, in the same layout | 0700 |
 //!
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the directory); the
 //! directory is owner-only.
@@ -69,6 +71,12 @@ pub mod files {
     pub const CA_KEY: &str = "ca-key.pem";
     /// The issuing CA certificate, its parents and the root.
     pub const CERT_CHAIN: &str = "cert-chain.pem";
+    /// The state of a root rotation (see [`super::root_rotation`]).
+    pub const ROTATION: &str = "rotation.json";
+    /// The folder of the next root and intermediate, from `prepare` to `switch`.
+    pub const NEXT: &str = "next";
+    /// The folder of the replaced signing files, from `switch` to `finish`.
+    pub const PREVIOUS: &str = "previous";
 }
 
 /// Lifetimes and limits of a new authority.
@@ -132,6 +140,14 @@ pub enum AuthorityError {
     IssuerExpired,
     #[error("the system random number generator failed")]
     Random,
+    /// A root rotation step asked for out of order, or on a CA it does not apply to.
+    #[error("{0}")]
+    RotationOrder(String),
+    /// `finish` while certificates issued under the old root may still be in use.
+    #[error(
+        "certificates issued under the old root may be in use until {until_unix} (Unix time, {left_secs} s from now); finishing now fails their handshakes. Wait, or pass --force once every workload has renewed"
+    )]
+    OldCertificatesLive { until_unix: u64, left_secs: u64 },
 }
 
 /// Where an authority's keys came from.
@@ -185,6 +201,8 @@ pub struct Authority {
     roots: Vec<CertificateDer<'static>>,
     chain_not_before: SystemTime,
     chain_not_after: SystemTime,
+    /// Hex SHA-256 of `ca-cert.pem`'s certificate: names the signing chain.
+    issuer_sha256: String,
 }
 
 impl std::fmt::Debug for Authority {
@@ -211,53 +229,8 @@ impl Authority {
         if dir.join(files::AUTHORITY).exists() {
             return Err(AuthorityError::AlreadyInitialized(dir.to_path_buf()));
         }
-        let now = x509::whole_seconds(SystemTime::now());
-        let not_before = now - CLOCK_SKEW_BACKDATE;
-
-        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut root_params = ca_params(
-            &trust_domain,
-            "Strait Root CA",
-            BasicConstraints::Constrained(1),
-        )?;
-        root_params.not_before = not_before.into();
-        root_params.not_after = (now + options.root_ttl).into();
-        let root_cert = root_params.self_signed(&root_key)?;
-
-        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut int_params = ca_params(
-            &trust_domain,
-            "Strait Issuing CA",
-            BasicConstraints::Constrained(0),
-        )?;
-        int_params.not_before = not_before.into();
-        int_params.not_after = (now + options.intermediate_ttl.min(options.root_ttl)).into();
-        int_params.use_authority_key_identifier_extension = true;
-        let root_issuer = Issuer::from_params(&root_params, &root_key);
-        let ca_cert = int_params.signed_by(&ca_key, &root_issuer)?;
-
-        let root_pem = root_cert.pem();
-        let ca_pem = ca_cert.pem();
-        write(dir, files::ROOT_CERT, root_pem.as_bytes(), PUBLIC_FILE_MODE)?;
-        write(
-            dir,
-            files::ROOT_KEY,
-            root_key.serialize_pem().as_bytes(),
-            PRIVATE_FILE_MODE,
-        )?;
-        write(dir, files::CA_CERT, ca_pem.as_bytes(), PUBLIC_FILE_MODE)?;
-        write(
-            dir,
-            files::CA_KEY,
-            ca_key.serialize_pem().as_bytes(),
-            PRIVATE_FILE_MODE,
-        )?;
-        write(
-            dir,
-            files::CERT_CHAIN,
-            format!("{ca_pem}{root_pem}").as_bytes(),
-            PUBLIC_FILE_MODE,
-        )?;
+        let ca = NewCa::generate(&trust_domain, options)?;
+        ca.write(dir, &ca.root_pem)?;
         write_meta(
             dir,
             &new_meta(trust_domain, AuthorityOrigin::SelfSigned, options),
@@ -298,14 +271,14 @@ impl Authority {
 
     /// Loads an authority written by [`Authority::init`] or [`Authority::plug_in`] (a restart).
     pub fn load(dir: &Path) -> Result<Self, AuthorityError> {
-        let meta_path = dir.join(files::AUTHORITY);
-        let meta: AuthorityMeta = serde_json::from_str(&fs::read_text(&meta_path)?)
-            .map_err(|e| bad_file(&meta_path, e))?;
+        let meta = read_meta(dir)?;
         let material = Material::read(dir)?;
         let checked = material.check(&meta.trust_domain)?;
+        let issuer_sha256 = x509::sha256_hex(&material.ca_cert);
         let issuer = Issuer::from_ca_cert_der(&material.ca_cert, material.ca_key)
             .map_err(|e| bad_file(&dir.join(files::CA_CERT), e))?;
         Ok(Self {
+            issuer_sha256,
             dir: dir.to_path_buf(),
             meta,
             issuer,
@@ -335,6 +308,12 @@ impl Authority {
     /// then (export it as a metric; alert well before).
     pub fn chain_not_after(&self) -> SystemTime {
         self.chain_not_after
+    }
+
+    /// The hex SHA-256 of the issuing CA certificate: it names the signing chain, and changes
+    /// when a root rotation switches (the CA stream carries it so proxies renew at once).
+    pub fn issuer_sha256(&self) -> &str {
+        &self.issuer_sha256
     }
 
     /// The issuing CA certificate and its parents, without roots.
@@ -452,9 +431,7 @@ impl Authority {
 /// (atomically) before the bundle is returned, so the same sequence never stands for two sets
 /// of roots, across restarts too: peers accept only a higher sequence.
 pub fn published_trust_bundle(dir: &Path) -> Result<TrustBundle, AuthorityError> {
-    let meta_path = dir.join(files::AUTHORITY);
-    let mut meta: AuthorityMeta =
-        serde_json::from_str(&fs::read_text(&meta_path)?).map_err(|e| bad_file(&meta_path, e))?;
+    let mut meta = read_meta(dir)?;
     let roots_path = dir.join(files::ROOT_CERT);
     let roots = crate::bundle::parse_pem_certs(&fs::read_text(&roots_path)?)
         .map_err(|e| bad_file(&roots_path, e))?;
@@ -538,6 +515,90 @@ fn random_serial() -> Result<SerialNumber, AuthorityError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// A new self-signed root and its issuing intermediate (pathlen 0), as PEM, before they are
+/// written: made by [`Authority::init`] and by a root rotation's `prepare`.
+pub(crate) struct NewCa {
+    pub(crate) root_pem: String,
+    root_key_pem: String,
+    ca_pem: String,
+    ca_key_pem: String,
+}
+
+impl NewCa {
+    /// A root (CA:TRUE, pathlen 1, keyCertSign + cRLSign, ECDSA P-256) and an intermediate
+    /// valid inside it.
+    pub(crate) fn generate(
+        trust_domain: &TrustDomain,
+        options: &AuthorityOptions,
+    ) -> Result<Self, AuthorityError> {
+        let now = x509::whole_seconds(SystemTime::now());
+        let not_before = now - CLOCK_SKEW_BACKDATE;
+
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut root_params = ca_params(
+            trust_domain,
+            "Strait Root CA",
+            BasicConstraints::Constrained(1),
+        )?;
+        root_params.not_before = not_before.into();
+        root_params.not_after = (now + options.root_ttl).into();
+        let root_cert = root_params.self_signed(&root_key)?;
+
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut int_params = ca_params(
+            trust_domain,
+            "Strait Issuing CA",
+            BasicConstraints::Constrained(0),
+        )?;
+        int_params.not_before = not_before.into();
+        int_params.not_after = (now + options.intermediate_ttl.min(options.root_ttl)).into();
+        int_params.use_authority_key_identifier_extension = true;
+        let root_issuer = Issuer::from_params(&root_params, &root_key);
+        let ca_cert = int_params.signed_by(&ca_key, &root_issuer)?;
+        Ok(Self {
+            root_pem: root_cert.pem(),
+            root_key_pem: root_key.serialize_pem(),
+            ca_pem: ca_cert.pem(),
+            ca_key_pem: ca_key.serialize_pem(),
+        })
+    }
+
+    /// Writes the plug-in files and the root key to `dir`, with `roots_pem` as
+    /// `root-cert.pem`.
+    pub(crate) fn write(&self, dir: &Path, roots_pem: &str) -> Result<(), AuthorityError> {
+        write(
+            dir,
+            files::ROOT_CERT,
+            roots_pem.as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
+        write(
+            dir,
+            files::ROOT_KEY,
+            self.root_key_pem.as_bytes(),
+            PRIVATE_FILE_MODE,
+        )?;
+        write(
+            dir,
+            files::CA_CERT,
+            self.ca_pem.as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
+        write(
+            dir,
+            files::CA_KEY,
+            self.ca_key_pem.as_bytes(),
+            PRIVATE_FILE_MODE,
+        )?;
+        write(
+            dir,
+            files::CERT_CHAIN,
+            format!("{}{}", self.ca_pem, self.root_pem).as_bytes(),
+            PUBLIC_FILE_MODE,
+        )
+    }
+}
+
 fn new_meta(
     trust_domain: TrustDomain,
     origin: AuthorityOrigin,
@@ -552,6 +613,11 @@ fn new_meta(
         bundle_sequence: 1,
         bundle_roots_sha256: None,
     }
+}
+
+fn read_meta(dir: &Path) -> Result<AuthorityMeta, AuthorityError> {
+    let path = dir.join(files::AUTHORITY);
+    serde_json::from_str(&fs::read_text(&path)?).map_err(|e| bad_file(&path, e))
 }
 
 fn write_meta(dir: &Path, meta: &AuthorityMeta) -> Result<(), AuthorityError> {
@@ -572,6 +638,7 @@ fn bad_file(path: &Path, reason: impl std::fmt::Display) -> AuthorityError {
 }
 
 mod material;
+pub mod root_rotation;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@
 //! - [`spiffe`]: [`SpiffeId`] and [`TrustDomain`], validated per the SPIFFE ID specification.
 //! - [`bundle`]: [`TrustBundle`] (SPIFFE bundle JSON and PEM) and [`TrustBundleSet`], bundles
 //!   kept per trust domain.
-//! - [`authority`]: the CA ([`Authority`]): root and issuing intermediate as files, CSR signing.
+//! - [`authority`]: the CA ([`Authority`]): root and issuing intermediate as files, CSR signing,
+//!   and root rotation with overlapping anchors ([`authority::root_rotation`]).
 //! - [`svid`]: the workload side: [`Svid`], [`CertificateRequest`], renewal time, XFCC.
 //! - [`verify`]: the mesh rustls verifiers ([`MeshServerVerifier`], [`MeshClientVerifier`]) and
 //!   [`peer_identity`].

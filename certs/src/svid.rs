@@ -134,6 +134,12 @@ impl Svid {
         self.not_after
     }
 
+    /// The hex SHA-256 of the issuing CA certificate (the chain's second certificate), which
+    /// names the signing chain the SVID was issued under; `None` for a chain of the leaf alone.
+    pub fn issuer_sha256(&self) -> Option<String> {
+        self.chain().get(1).map(|ca| crate::x509::sha256_hex(ca))
+    }
+
     /// When to renew, for a jitter value in `[-1, 1]` (see [`renew_at`]).
     pub fn renew_at(&self, jitter: f64) -> SystemTime {
         renew_at(self.issued_at, self.not_after, jitter)
@@ -250,7 +256,7 @@ pub fn random_jitter() -> f64 {
 pub fn xfcc_value(own: &SpiffeId, peer_leaf_der: &[u8], peer: &SpiffeId) -> String {
     format!(
         "By={own};Hash={};Subject=\"\";URI={peer}",
-        sha256_hex(peer_leaf_der)
+        crate::x509::sha256_hex(peer_leaf_der)
     )
 }
 
@@ -262,7 +268,7 @@ pub fn client_certificate_xfcc(leaf_der: &[u8]) -> Option<String> {
     let cert = crate::x509::parse_cert(leaf_der)?;
     let mut element = format!(
         "Hash={};Subject=\"{}\"",
-        sha256_hex(leaf_der),
+        crate::x509::sha256_hex(leaf_der),
         crate::x509::rfc2253_subject(&cert).replace('"', "\\\"")
     );
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -279,15 +285,6 @@ pub fn client_certificate_xfcc(leaf_der: &[u8]) -> Option<String> {
         }
     }
     Some(element)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut hash = String::with_capacity(64);
-    for byte in digest.as_ref() {
-        hash.push_str(&format!("{byte:02x}"));
-    }
-    hash
 }
 
 #[cfg(test)]
@@ -428,7 +425,7 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let element = client_certificate_xfcc(cert.der()).unwrap();
-        let hash = sha256_hex(cert.der());
+        let hash = crate::x509::sha256_hex(cert.der());
         assert_eq!(
             element,
             format!(

@@ -212,8 +212,7 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 fn digest_hex(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::x509::sha256_hex(token.as_bytes())
 }
 
 #[cfg(test)]

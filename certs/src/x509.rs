@@ -138,3 +138,9 @@ fn escape_rfc2253(value: &str) -> String {
     }
     escaped
 }
+
+/// The lowercase hex SHA-256 of `bytes` (certificate fingerprints, token digests).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}

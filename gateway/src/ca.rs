@@ -4,7 +4,10 @@
 //! `issue` makes a key and certificate for a workload that cannot make its own CSR (the one
 //! case where a key travels), `bundle` prints the trust bundle proxies start from, and
 //! `request` bootstraps a workload over gRPC from a running CA service with a one-time token
-//! (what a VM runs once: the key is made here and written only here).
+//! (what a VM runs once: the key is made here and written only here). `rotate` replaces the
+//! root with two overlapping anchors: `prepare` (publish the new root beside the old one),
+//! `switch` (sign with the new intermediate; a running control role picks it up and proxies
+//! renew onto it at once), `finish` (withdraw the old root), and `status`.
 //!
 //! The CA lives in `DATA/ca` as files (key files readable by their owner only).
 
@@ -15,6 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
+use strait_certs::authority::files;
+use strait_certs::authority::root_rotation::{self, RotationStatus};
 use strait_certs::bundle::certs_to_pem;
 use strait_certs::service::{IdentityClient, control_id};
 use strait_certs::{
@@ -107,6 +112,36 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Replace the CA's root without a failed request: `prepare`, `switch`, then `finish`.
+    Rotate {
+        #[command(subcommand)]
+        step: RotateStep,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RotateStep {
+    /// Make a new root and intermediate (in `DATA/ca/next`) and add the new root to the
+    /// published trust bundle: proxies following the CA then trust both roots.
+    Prepare,
+    /// Sign with the new intermediate from now on (the replaced files wait in
+    /// `DATA/ca/previous`); a running control role loads it and proxies renew onto it at once.
+    /// Run it once every proxy has the two-root bundle.
+    Switch,
+    /// Remove the old root from the published trust bundle. Refused while certificates issued
+    /// under the old root may still be valid.
+    Finish {
+        /// Finish although certificates issued under the old root may still be valid (every
+        /// workload has renewed since the switch).
+        #[arg(long)]
+        force: bool,
+        /// The longest lifetime the CA granted (the control role's `--workload-ttl`); the
+        /// CA's own maximum when unset.
+        #[arg(long, value_parser = parse_duration)]
+        max_workload_ttl: Option<Duration>,
+    },
+    /// Show where a rotation stands and the roots published.
+    Status,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -214,6 +249,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 ttl: ttl.unwrap_or(Duration::ZERO),
             }))?;
         }
+        Command::Rotate { step } => {
+            // Not `load`: a switch interrupted half-way does not load, and running it again is
+            // how it completes.
+            if !dir.join(files::AUTHORITY).exists() {
+                bail!(
+                    "no CA in {}: create one with `strait ca init --trust-domain TD`",
+                    dir.display()
+                );
+            }
+            let status = match step {
+                RotateStep::Prepare => root_rotation::prepare(&dir, &AuthorityOptions::default())
+                    .context("rotate prepare")?,
+                RotateStep::Switch => root_rotation::switch(&dir).context("rotate switch")?,
+                RotateStep::Finish {
+                    force,
+                    max_workload_ttl,
+                } => root_rotation::finish(&dir, *force, *max_workload_ttl)
+                    .context("rotate finish")?,
+                RotateStep::Status => root_rotation::status(&dir)?,
+            };
+            println!("{}", describe(&status, !matches!(step, RotateStep::Status)));
+        }
         Command::Bundle { format } => {
             let bundle = load(&dir)?.trust_bundle();
             match format {
@@ -296,6 +353,31 @@ fn load(dir: &Path) -> Result<Authority> {
         );
     }
     Authority::load(dir).with_context(|| format!("loading the CA in {}", dir.display()))
+}
+
+/// One line on where a rotation stands (after a step when `step`).
+fn describe(status: &RotationStatus, step: bool) -> String {
+    let phase = status
+        .phase
+        .map_or("no rotation".to_owned(), |p| format!("rotation {p}"));
+    let mut line = format!(
+        "{phase}: {} root(s) published, bundle sequence {}",
+        status.bundle.roots.len(),
+        status.bundle.sequence
+    );
+    if step && !status.changed {
+        line.push_str(" (nothing changed)");
+    }
+    if let Some(until) = status.old_leaves_valid_until {
+        let secs = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        line.push_str(&format!(
+            "; certificates under the old root may be valid until {secs} (Unix time)"
+        ));
+    }
+    line
 }
 
 /// A workload identity in the CA's own trust domain.

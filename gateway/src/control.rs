@@ -3,7 +3,10 @@
 //! endpoints as the other roles.
 //!
 //! It loads the CA that `strait ca init` left in `DATA/ca` (and says so when there is none),
-//! issues its own SVID, and serves until SIGTERM or SIGINT; then readiness fails for the drain
+//! issues its own SVID, and serves until SIGTERM or SIGINT. It follows `DATA/ca` while it runs:
+//! roots added or removed (`strait ca rotate prepare|finish`) are published to the proxies, and
+//! a new signing intermediate (`strait ca rotate switch`) issues from the next request on, with
+//! no restart; then readiness fails for the drain
 //! period while the service still answers, the service stops accepting, and open calls (bundle
 //! streams end at once) get up to the drain timeout.
 

@@ -111,6 +111,11 @@ impl Ca {
         Ca { data }
     }
 
+    /// The `--data` folder the CA is in (`DATA/ca`).
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
     /// Issues `spiffe://cluster.local/ns/default/sa/SA` into `out` (`key.pem`,
     /// `cert-chain.pem`, `root-cert.pem`).
     pub fn issue(&self, service_account: &str, out: &Path) {
@@ -514,11 +519,13 @@ impl Mesh {
         let mut sidecars = Vec::new();
         let ca_address = format!("{}:{CA_PORT}", pair.b_ip);
         let bundle = dir.path().join("bundle.pem").display().to_string();
-        for (netns, workload) in [(&pair.a, "sleep"), (&pair.b, "httpbin")] {
-            if let (Some(sleep_extra), "sleep") = (uncaptured, workload) {
-                let mut flags = vec!["--interception-mode", "NONE"];
-                flags.extend_from_slice(sleep_extra);
-                sidecars.push(sidecar(netns, &dir, workload, &flags));
+        let workloads = [(&pair.a, "sleep"), (&pair.b, "httpbin")];
+        // Capture goes in everywhere before any sidecar starts. Connection tracking begins in a
+        // namespace with its first rules: a connection made before (sleep's to the CA in
+        // httpbin's namespace) is picked up mid-stream, and when the CA's side speaks first its
+        // packet looks like a new outbound connection, is captured, and the stream is reset.
+        for (netns, workload) in workloads {
+            if uncaptured.is_some() && workload == "sleep" {
                 continue;
             }
             capture(
@@ -539,6 +546,14 @@ impl Mesh {
                     vec!["install", "--exclude-inbound-ports", CA_PORT]
                 },
             );
+        }
+        for (netns, workload) in workloads {
+            if let (Some(sleep_extra), "sleep") = (uncaptured, workload) {
+                let mut flags = vec!["--interception-mode", "NONE"];
+                flags.extend_from_slice(sleep_extra);
+                sidecars.push(sidecar(netns, &dir, workload, &flags));
+                continue;
+            }
             let token_file;
             let mut flags: Vec<&str> = extra.to_vec();
             if let Identity::Ca { .. } = identity {

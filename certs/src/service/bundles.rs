@@ -10,6 +10,11 @@
 //! A client turns a snapshot into a [`TrustBundleSet`] with [`bundle_set_from_snapshot`]: one
 //! bundle per trust domain (a snapshot naming one twice is refused, never merged), and the
 //! trust domain the client depends on must be present.
+//!
+//! Each snapshot also names the CA certificate that signs now (its SHA-256): when a root
+//! rotation switches the signing chain ([`BundlePublisher::set_issuer`]) a new snapshot goes
+//! out, and a proxy whose SVID was issued under another chain renews at once
+//! (`issuer_changed`). That is the "reissue now" trigger; nothing else asks for it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,7 @@ use tokio::sync::watch;
 use crate::bundle::{BundleError, TrustBundle, TrustBundleSet};
 use crate::service::proto;
 use crate::spiffe::{SpiffeIdError, TrustDomain};
+use crate::svid::Svid;
 
 /// The extension of a federated bundle file.
 pub const FEDERATED_EXTENSION: &str = "json";
@@ -95,6 +101,29 @@ pub fn bundle_set_from_snapshot(
     Ok(set)
 }
 
+/// Waits until `issuer` (the hex SHA-256 of the CA certificate that signs now, as the CA
+/// says) names a signing chain other than the one `svid` was issued under, and other than
+/// `settled` (one a renewal already went to); returns it. An empty value (a CA that does not
+/// say) and an SVID without an intermediate in its chain never trigger; a closed channel waits
+/// forever.
+pub(crate) async fn issuer_changed(
+    issuer: &mut watch::Receiver<String>,
+    svid: &Svid,
+    settled: Option<&str>,
+) -> String {
+    let Some(own) = svid.issuer_sha256() else {
+        return std::future::pending().await;
+    };
+    let changed = issuer
+        .wait_for(|new| !new.is_empty() && *new != own && Some(new.as_str()) != settled)
+        .await
+        .map(|new| new.clone());
+    match changed {
+        Ok(new) => new,
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// The set of bundles the CA serves, published through a watch channel.
 #[derive(Debug)]
 pub struct BundlePublisher {
@@ -106,6 +135,8 @@ pub struct BundlePublisher {
     ignored: BTreeMap<PathBuf, Vec<u8>>,
     /// The federated bundles published: the last good one of each file.
     published: BTreeMap<TrustDomain, TrustBundle>,
+    /// Hex SHA-256 of the CA certificate that signs now.
+    issuer: String,
     sequence: u64,
     sender: watch::Sender<Arc<proto::BundleSnapshot>>,
 }
@@ -116,8 +147,9 @@ struct FileState {
 }
 
 impl BundlePublisher {
-    /// A publisher of `own` plus the bundles in `folder` (read now); snapshot sequence 1.
-    pub fn new(own: TrustBundle, folder: &Path) -> Self {
+    /// A publisher of `own` plus the bundles in `folder` (read now), saying that the CA
+    /// certificate with the hex SHA-256 `issuer` signs; snapshot sequence 1.
+    pub fn new(own: TrustBundle, issuer: String, folder: &Path) -> Self {
         let (sender, _) = watch::channel(Arc::new(proto::BundleSnapshot::default()));
         let mut publisher = Self {
             own,
@@ -125,6 +157,7 @@ impl BundlePublisher {
             files: BTreeMap::new(),
             ignored: BTreeMap::new(),
             published: BTreeMap::new(),
+            issuer,
             sequence: 0,
             sender,
         };
@@ -165,6 +198,17 @@ impl BundlePublisher {
             return false;
         }
         self.own = own;
+        self.publish();
+        true
+    }
+
+    /// Says that the CA certificate with the hex SHA-256 `issuer` signs now (a root rotation
+    /// switched); publishes when it differs, so that proxies renew onto the new chain.
+    pub fn set_issuer(&mut self, issuer: String) -> bool {
+        if issuer == self.issuer {
+            return false;
+        }
+        self.issuer = issuer;
         self.publish();
         true
     }
@@ -297,11 +341,13 @@ impl BundlePublisher {
         tracing::info!(
             sequence = self.sequence,
             trust_domains = bundles.len(),
+            issuing_ca_sha256 = %self.issuer,
             "trust bundle snapshot published"
         );
         self.sender.send_replace(Arc::new(proto::BundleSnapshot {
             sequence: self.sequence,
             bundles,
+            issuing_ca_sha256: self.issuer.clone(),
         }));
     }
 }
@@ -347,7 +393,8 @@ mod tests {
         let own = ca(&dir, "cluster.local");
         let peer = ca(&dir, "west.mesh");
         let folder = dir.path().join("federated");
-        let mut publisher = BundlePublisher::new(own.trust_bundle(), &folder);
+        let mut publisher =
+            BundlePublisher::new(own.trust_bundle(), own.issuer_sha256().to_owned(), &folder);
         let first = publisher.current();
         assert_eq!(first.sequence, 1);
         assert_eq!(names(&first), ["cluster.local"]);
@@ -384,6 +431,56 @@ mod tests {
     }
 
     #[test]
+    fn a_new_signing_chain_is_published_and_wakes_svids_issued_under_another() {
+        let dir = TestDir::new("publisher-issuer");
+        let own = ca(&dir, "cluster.local");
+        let next = ca(&dir, "next");
+        let mut publisher = BundlePublisher::new(
+            own.trust_bundle(),
+            own.issuer_sha256().to_owned(),
+            &dir.path().join("federated"),
+        );
+        assert_eq!(publisher.current().issuing_ca_sha256, own.issuer_sha256());
+        assert!(!publisher.set_issuer(own.issuer_sha256().to_owned()));
+        assert!(publisher.set_issuer("ab".repeat(32)));
+        assert_eq!(publisher.current().sequence, 2);
+        assert_eq!(publisher.current().issuing_ca_sha256, "ab".repeat(32));
+
+        // An SVID issued under the chain named is left alone; under another one it renews.
+        let web = crate::SpiffeId::parse("spiffe://cluster.local/ns/default/sa/web").unwrap();
+        let request = crate::CertificateRequest::new(&web).unwrap();
+        let issued = own
+            .sign_csr(request.csr_der(), &web, std::time::Duration::ZERO)
+            .unwrap();
+        let svid = request
+            .into_svid(issued.chain_der, issued.issued_at)
+            .unwrap();
+        assert_eq!(svid.issuer_sha256().as_deref(), Some(own.issuer_sha256()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (sender, mut receiver) = watch::channel(own.issuer_sha256().to_owned());
+            let wait = std::time::Duration::from_millis(50);
+            let same = issuer_changed(&mut receiver, &svid, None);
+            assert!(tokio::time::timeout(wait, same).await.is_err());
+            sender.send_replace(next.issuer_sha256().to_owned());
+            let changed = issuer_changed(&mut receiver, &svid, None);
+            assert_eq!(
+                tokio::time::timeout(wait, changed).await.unwrap(),
+                next.issuer_sha256()
+            );
+            // Once a renewal went to that chain, it does not trigger again.
+            let settled = issuer_changed(&mut receiver, &svid, Some(next.issuer_sha256()));
+            assert!(tokio::time::timeout(wait, settled).await.is_err());
+            sender.send_replace(String::new());
+            let unsaid = issuer_changed(&mut receiver, &svid, None);
+            assert!(tokio::time::timeout(wait, unsaid).await.is_err());
+        });
+    }
+
+    #[test]
     fn bad_files_are_ignored_and_the_last_good_bundle_stays() {
         let dir = TestDir::new("publisher-bad");
         let own = ca(&dir, "cluster.local");
@@ -392,7 +489,8 @@ mod tests {
         std::fs::create_dir_all(&folder).unwrap();
         let good = peer.trust_bundle().to_spiffe_json().unwrap();
         std::fs::write(folder.join("west.mesh.json"), &good).unwrap();
-        let mut publisher = BundlePublisher::new(own.trust_bundle(), &folder);
+        let mut publisher =
+            BundlePublisher::new(own.trust_bundle(), own.issuer_sha256().to_owned(), &folder);
         assert_eq!(names(&publisher.current()), ["cluster.local", "west.mesh"]);
 
         // Broken JSON over a good bundle: the good one stays, nothing is published.
@@ -427,6 +525,7 @@ mod tests {
         let td = own.trust_domain();
         let twice = proto::BundleSnapshot {
             sequence: 4,
+            issuing_ca_sha256: String::new(),
             bundles: vec![entry("cluster.local", &json), entry("cluster.local", &json)],
         };
         assert!(matches!(
@@ -435,6 +534,7 @@ mod tests {
         ));
         let missing = proto::BundleSnapshot {
             sequence: 5,
+            issuing_ca_sha256: String::new(),
             bundles: vec![entry("west.mesh", &json)],
         };
         assert!(matches!(
@@ -443,6 +543,7 @@ mod tests {
         ));
         let garbage = proto::BundleSnapshot {
             sequence: 6,
+            issuing_ca_sha256: String::new(),
             bundles: vec![entry("cluster.local", "[]")],
         };
         assert!(matches!(
@@ -451,6 +552,7 @@ mod tests {
         ));
         let bad_name = proto::BundleSnapshot {
             sequence: 7,
+            issuing_ca_sha256: String::new(),
             bundles: vec![entry("Cluster Local", &json)],
         };
         assert!(matches!(

@@ -6,6 +6,10 @@
 //! (with jitter), retrying with backoff while the current SVID is still valid and never
 //! installing nothing; and [`IdentityClient::follow_bundles`] applies each bundle snapshot the
 //! CA streams, keeping the last good set when the stream drops and reconnecting with backoff.
+//! When a snapshot names a signing chain other than the one the SVID was issued under (a root
+//! rotation switched), `keep_renewed` renews at once, spread over a short random delay (a
+//! tenth of the time left to the normal renewal, at most [`REISSUE_SPREAD_MAX`]) so that a
+//! whole mesh does not ask in the same second.
 //!
 //! The CA is accepted only if it presents exactly the expected SPIFFE ID and its chain verifies
 //! against the client's bundles ([`IdentityClient::bundles`], which follow the stream when they
@@ -15,12 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::bundle::{BundleError, SharedBundles, TrustBundle, TrustBundleSet};
 use crate::rotation::{IdentityCell, mesh_client_config};
 use crate::service::auth::AUTHORIZATION;
-use crate::service::bundles::bundle_set_from_snapshot;
+use crate::service::bundles::{bundle_set_from_snapshot, issuer_changed};
 use crate::service::proto::certificate_service_client::CertificateServiceClient;
 use crate::service::proto::{CsrRequest, CsrResponse, WatchRequest};
 use crate::service::server::sleep_until;
@@ -31,6 +36,8 @@ use crate::verify::Authorizer;
 
 /// How long a unary call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest random delay before renewing onto a new signing chain.
+pub const REISSUE_SPREAD_MAX: Duration = Duration::from_secs(30);
 
 /// Why a call to the CA failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,9 @@ pub struct IdentityClient {
     socket_mark: Option<u32>,
     /// Calls without a client certificate (bootstrap, bundles); connects on first use.
     anonymous: Channel,
+    /// The CA certificate that signs now (hex SHA-256), as the bundle stream last said; shared
+    /// by the clones that follow the stream and renew.
+    issuer: Arc<watch::Sender<String>>,
 }
 
 impl IdentityClient {
@@ -156,6 +166,7 @@ impl IdentityClient {
             connect_timeout,
             socket_mark,
             anonymous,
+            issuer: Arc::new(watch::channel(String::new()).0),
         })
     }
 
@@ -266,9 +277,25 @@ impl IdentityClient {
         cell: Arc<IdentityCell>,
         retry: RetryOptions,
     ) -> Result<(), ClientError> {
+        let mut issuer = self.issuer.subscribe();
+        let mut settled: Option<String> = None;
         loop {
             let current = cell.current().ok_or(ClientError::NoIdentity)?;
-            sleep_until(current.renew_at(random_jitter())).await;
+            let at = current.renew_at(random_jitter());
+            tokio::select! {
+                () = sleep_until(at) => {}
+                new = issuer_changed(&mut issuer, &current, settled.as_deref()) => {
+                    let spread = reissue_delay(at);
+                    tracing::info!(
+                        id = %current.id(),
+                        issuing_ca_sha256 = %new,
+                        in_ms = spread.as_millis() as u64,
+                        "the CA's signing chain changed; renewing onto it"
+                    );
+                    tokio::time::sleep(spread).await;
+                    settled = Some(new);
+                }
+            }
             let mut delay = retry.initial;
             loop {
                 match self.renew(&current).await {
@@ -276,6 +303,7 @@ impl IdentityClient {
                         tracing::info!(
                             id = %svid.id(),
                             not_after = unix_secs(svid.not_after()),
+                            issuing_ca_sha256 = %svid.issuer_sha256().unwrap_or_default(),
                             "SVID renewed"
                         );
                         cell.install(svid);
@@ -319,6 +347,8 @@ impl IdentityClient {
                         Ok(Some(snapshot)) => {
                             match bundle_set_from_snapshot(&snapshot, &self.trust_domain) {
                                 Ok(set) => {
+                                    let own_roots =
+                                        set.get(&self.trust_domain).map_or(0, |b| b.roots.len());
                                     let set = Arc::new(set);
                                     shared.store(set.clone());
                                     if !Arc::ptr_eq(&shared, &self.bundles) {
@@ -328,8 +358,17 @@ impl IdentityClient {
                                     tracing::info!(
                                         sequence = snapshot.sequence,
                                         trust_domains = snapshot.bundles.len(),
+                                        roots = own_roots,
                                         "trust bundles applied"
                                     );
+                                    self.issuer.send_if_modified(|issuer| {
+                                        let new = &snapshot.issuing_ca_sha256;
+                                        let changed = issuer != new;
+                                        if changed {
+                                            issuer.clone_from(new);
+                                        }
+                                        changed
+                                    });
                                 }
                                 Err(error) => {
                                     tracing::warn!("trust bundle snapshot skipped: {error}");
@@ -356,6 +395,16 @@ impl IdentityClient {
             delay = (delay * 2).min(retry.max);
         }
     }
+}
+
+/// A random delay before renewing onto a new signing chain: up to a tenth of the time left
+/// until `renew_at`, at most [`REISSUE_SPREAD_MAX`].
+fn reissue_delay(renew_at: SystemTime) -> Duration {
+    let left = renew_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let spread = (left / 10).min(REISSUE_SPREAD_MAX);
+    spread.mul_f64((random_jitter() + 1.0) / 2.0)
 }
 
 fn grpc(channel: Channel) -> CertificateServiceClient<Channel> {

@@ -7,6 +7,12 @@
 //! file I/O and signing on the blocking pool. The federated bundle folder is polled at
 //! [`CaServerOptions::poll_interval`]. On shutdown the bundle streams end, so that tonic's
 //! graceful shutdown does not wait on them.
+//!
+//! The CA directory is read again on every poll: a changed `root-cert.pem` publishes the new
+//! set of roots (`RootsFile`), and changed signing files (`ca-cert.pem`, `ca-key.pem`,
+//! `cert-chain.pem`, as a root rotation's `switch` leaves them) are loaded and issue from then
+//! on (`SigningFiles`), without a restart. A new signing chain is announced on the bundle
+//! stream, and the service renews its own SVID onto it at once, as proxies do.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -14,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,7 +30,7 @@ use crate::authority::{Authority, AuthorityError, published_trust_bundle};
 use crate::bundle::{TrustBundle, TrustBundleSet};
 use crate::rotation::{IdentityCell, mesh_server_config};
 use crate::service::auth::{authority_status, authorization_status, bearer_token, token_status};
-use crate::service::bundles::BundlePublisher;
+use crate::service::bundles::{BundlePublisher, issuer_changed};
 use crate::service::proto::certificate_service_server::{
     CertificateService, CertificateServiceServer,
 };
@@ -83,7 +90,7 @@ pub enum ServiceError {
 /// The CA service, ready to serve.
 #[derive(Debug)]
 pub struct CaServer {
-    authority: Arc<Authority>,
+    authority: Arc<ArcSwap<Authority>>,
     ledger: Arc<TokenLedger>,
     options: CaServerOptions,
     server_id: SpiffeId,
@@ -97,7 +104,7 @@ impl CaServer {
         let ledger = TokenLedger::open_in(authority.dir())?;
         let svid = issue_own(&authority, &server_id, options.workload_ttl)?;
         Ok(Self {
-            authority: Arc::new(authority),
+            authority: Arc::new(ArcSwap::from_pointee(authority)),
             ledger: Arc::new(ledger),
             options,
             server_id,
@@ -121,17 +128,22 @@ impl CaServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
-        let trust_domain = self.authority.trust_domain().clone();
+        let authority = self.authority.load_full();
+        let trust_domain = authority.trust_domain().clone();
         let client_bundles =
-            TrustBundleSet::from_bundles([self.authority.trust_bundle()])?.into_shared();
+            TrustBundleSet::from_bundles([authority.trust_bundle()])?.into_shared();
         let config = mesh_server_config(
             self.identity.clone(),
             client_bundles.clone(),
             ClientAuth::Optional(Authorizer::trust_domains([trust_domain])),
             GRPC_ALPN,
         )?;
-        let mut publisher =
-            BundlePublisher::new(self.authority.trust_bundle(), &self.options.federated_dir);
+        let mut publisher = BundlePublisher::new(
+            authority.trust_bundle(),
+            authority.issuer_sha256().to_owned(),
+            &self.options.federated_dir,
+        );
+        let (issuer_sender, issuer) = watch::channel(authority.issuer_sha256().to_owned());
         let api = CertificateApi {
             authority: self.authority.clone(),
             ledger: self.ledger.clone(),
@@ -139,7 +151,9 @@ impl CaServer {
             bundles: publisher.subscribe(),
         };
         let poll_interval = self.options.poll_interval;
-        let mut roots = RootsFile::new(&self.authority);
+        let mut roots = RootsFile::new(&authority);
+        let mut signing = SigningFiles::new(authority.dir());
+        let reloaded = self.authority.clone();
         let poll = tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,6 +170,12 @@ impl CaServer {
                         ),
                     }
                 }
+                if let Some(authority) = signing.changed() {
+                    let digest = authority.issuer_sha256().to_owned();
+                    reloaded.store(Arc::new(authority));
+                    issuer_sender.send_replace(digest.clone());
+                    publisher.set_issuer(digest);
+                }
                 publisher.refresh();
             }
         });
@@ -164,6 +184,7 @@ impl CaServer {
             self.server_id.clone(),
             self.identity.clone(),
             self.options.workload_ttl,
+            issuer,
         ));
         let (incoming, accept) =
             tls::accept(listener, Arc::new(config), self.options.handshake_timeout);
@@ -190,7 +211,7 @@ impl CaServer {
 
 /// The CA's `root-cert.pem`, read again on each poll: an operator adding a root (the first step
 /// of a rotation) or removing an old one publishes the new set, and renewals under any of them
-/// are accepted. Issuance keeps the intermediate loaded at start. The new set's sequence is the
+/// are accepted. The signing chain is [`SigningFiles`]' business. The new set's sequence is the
 /// one recorded in the CA directory ([`published_trust_bundle`]), so the stream and the SPIFFE
 /// bundle endpoint agree, across restarts too.
 #[derive(Debug)]
@@ -233,6 +254,62 @@ impl RootsFile {
     }
 }
 
+/// The CA's signing files, read again on each poll. When they change (a rotation's `switch`)
+/// the authority is loaded again from the directory; a set that does not load (a switch caught
+/// half-written: the key no longer matches the certificate) is refused, the last good authority
+/// keeps issuing, and the next change is tried again.
+#[derive(Debug)]
+struct SigningFiles {
+    dir: PathBuf,
+    last: Vec<Vec<u8>>,
+}
+
+impl SigningFiles {
+    const NAMES: [&'static str; 3] = [
+        crate::authority::files::CA_CERT,
+        crate::authority::files::CA_KEY,
+        crate::authority::files::CERT_CHAIN,
+    ];
+
+    fn new(dir: &std::path::Path) -> Self {
+        let dir = dir.to_path_buf();
+        let last = Self::read(&dir);
+        Self { dir, last }
+    }
+
+    fn read(dir: &std::path::Path) -> Vec<Vec<u8>> {
+        Self::NAMES
+            .iter()
+            .map(|name| std::fs::read(dir.join(name)).unwrap_or_default())
+            .collect()
+    }
+
+    /// The authority loaded again, when the signing files changed and load.
+    fn changed(&mut self) -> Option<Authority> {
+        let now = Self::read(&self.dir);
+        if now == self.last {
+            return None;
+        }
+        self.last = now;
+        match Authority::load(&self.dir) {
+            Ok(authority) => {
+                tracing::info!(
+                    issuing_ca_sha256 = %authority.issuer_sha256(),
+                    not_after = unix_secs(authority.chain_not_after()),
+                    "the CA's signing chain changed; issuing under it now"
+                );
+                Some(authority)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "the CA's signing files changed but do not load ({error}); still issuing under the last good chain"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Issues an SVID for the service itself from its own CA (the key stays in this process).
 fn issue_own(
     authority: &Authority,
@@ -244,22 +321,30 @@ fn issue_own(
     Ok(request.into_svid(issued.chain_der, issued.issued_at)?)
 }
 
-/// Renews the service's SVID at half-life with jitter; on failure retries every few seconds
-/// while the current one is still valid, then keeps trying (there is no one else to ask).
+/// Renews the service's SVID at half-life with jitter, and at once when the CA's signing chain
+/// changes (`issuer`); on failure retries every few seconds while the current one is still
+/// valid, then keeps trying (there is no one else to ask).
 async fn keep_own_identity(
-    authority: Arc<Authority>,
+    authority: Arc<ArcSwap<Authority>>,
     id: SpiffeId,
     cell: Arc<IdentityCell>,
     ttl: Option<Duration>,
+    mut issuer: watch::Receiver<String>,
 ) {
+    let mut settled: Option<String> = None;
     loop {
-        let at = cell
-            .current()
-            .map(|svid| svid.renew_at(random_jitter()))
-            .unwrap_or_else(SystemTime::now);
-        sleep_until(at).await;
+        if let Some(current) = cell.current() {
+            let at = current.renew_at(random_jitter());
+            tokio::select! {
+                () = sleep_until(at) => {}
+                new = issuer_changed(&mut issuer, &current, settled.as_deref()) => {
+                    tracing::info!(%id, issuing_ca_sha256 = %new, "the CA's signing chain changed; renewing the CA service certificate now");
+                    settled = Some(new);
+                }
+            }
+        }
         loop {
-            match issue_own(&authority, &id, ttl) {
+            match issue_own(&authority.load(), &id, ttl) {
                 Ok(svid) => {
                     tracing::info!(%id, not_after = ?svid.not_after(), "CA service certificate renewed");
                     cell.install(svid);
@@ -283,7 +368,7 @@ pub(crate) async fn sleep_until(at: SystemTime) {
 /// The gRPC handlers.
 #[derive(Debug)]
 struct CertificateApi {
-    authority: Arc<Authority>,
+    authority: Arc<ArcSwap<Authority>>,
     ledger: Arc<TokenLedger>,
     workload_ttl: Option<Duration>,
     bundles: watch::Receiver<Arc<BundleSnapshot>>,
@@ -348,7 +433,7 @@ impl CertificateService for CertificateApi {
             }
         };
 
-        let authority = self.authority.clone();
+        let authority = self.authority.load_full();
         let granted = id.clone();
         let issued = tokio::task::spawn_blocking(move || {
             authority.sign_csr(&message.csr_der, &granted, ttl)
