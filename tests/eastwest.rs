@@ -19,13 +19,13 @@ use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use common::TempDir;
 use common::bridge::Bridge;
 use common::mesh::{
     Ca, call, capture, http_get, json_body, recorded, sidecar, start_app, supervise,
     wait_for_line_in,
 };
 use common::netns::{Netns, Process};
+use common::{TempDir, run, strait};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const RATINGS: &str = "ratings.default.svc.cluster.local";
@@ -257,11 +257,23 @@ fn federate(from: &Path, into: &Path, trust_domain: &str) {
 
 /// West's east-west gateway: no identity of its own (it never terminates).
 fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
-    let path = |name: &str| west.path().join(name);
+    gateway_named(netns, west, "gateway", "west", &[])
+}
+
+/// An east-west gateway on `network` reading `DIR/config`, with its state in `DIR/NAME-data`,
+/// its log in `DIR/NAME.log` and its access log in `DIR/NAME-access.log`; `extra` adds flags.
+fn gateway_named(
+    netns: &Netns,
+    dir: &TempDir,
+    name: &str,
+    network: &str,
+    extra: &[&OsStr],
+) -> Process {
+    let path = |file: &str| dir.path().join(file);
     let (config, data, access_log) = (
         path("config"),
-        path("gateway-data"),
-        path("gateway-access.log"),
+        path(&format!("{name}-data")),
+        path(&format!("{name}-access.log")),
     );
     let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
     command.extend(
@@ -270,7 +282,7 @@ fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
             "--role",
             "eastwest",
             "--network",
-            "west",
+            network,
             "--drain-period",
             "0s",
             "--drain-timeout",
@@ -285,7 +297,13 @@ fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
     ] {
         command.extend([OsStr::new(flag), value.as_os_str()]);
     }
-    supervise(netns, &command, &path("gateway.log"), "endpoint ready")
+    command.extend(extra);
+    supervise(
+        netns,
+        &command,
+        &path(&format!("{name}.log")),
+        "endpoint ready",
+    )
 }
 
 #[test]
@@ -401,4 +419,181 @@ fn the_gateway_refuses_what_is_not_exported_and_the_caller_logs_why_calls_fail()
         )),
         "{down}"
     );
+}
+
+const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
+
+/// Istio's cross-network Gateway, all an east-west gateway needs to serve 15443.
+const CROSS_NETWORK_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+"#;
+
+/// The CA's bundle in `ca_data` as SPIFFE bundle JSON (with its sequence).
+fn spiffe_bundle(ca_data: &Path) -> serde_json::Value {
+    let bundle = run(strait()
+        .args(["ca", "bundle", "--format", "spiffe", "--data"])
+        .arg(ca_data));
+    assert_eq!(bundle.code, Some(0), "strait ca bundle: {}", bundle.stderr);
+    serde_json::from_str(&bundle.stdout).unwrap()
+}
+
+/// Issues an east-west gateway's identity `id` from the CA in `DIR/ca-data` into
+/// `DIR/gateway-id`, with its own trust domain's bundle as SPIFFE JSON (`bundle.json`, carrying
+/// the CA's sequence, which the bundle endpoint serves); returns the gateway's identity flags,
+/// with a bundle refresh hint and a poll interval short enough for a test.
+fn gateway_identity(dir: &TempDir, ca: &Ca, id: &str) -> Vec<std::ffi::OsString> {
+    let out = dir.path().join("gateway-id");
+    ca.issue_id(id, &out);
+    let bundle = spiffe_bundle(&dir.path().join("ca-data"));
+    std::fs::write(out.join("bundle.json"), bundle.to_string()).unwrap();
+    [
+        OsStr::new("--identity-dir"),
+        out.as_os_str(),
+        OsStr::new("--trust-bundle"),
+        out.join("bundle.json").as_os_str(),
+        OsStr::new("--service-account"),
+        OsStr::new("eastwest"),
+        OsStr::new("--peer-min-refresh"),
+        OsStr::new("1s"),
+        OsStr::new("--bundle-refresh-hint"),
+        OsStr::new("1s"),
+    ]
+    .map(|s| s.to_os_string())
+    .to_vec()
+}
+
+/// What `strait link` prints in west for its gateway at `west_ip`.
+fn link_west(west: &TempDir, west_ip: Ipv4Addr) -> String {
+    let linked = run(strait()
+        .args(["link", "--data"])
+        .arg(west.path().join("ca-data"))
+        .args([
+            "--name",
+            "west",
+            "--trust-domain",
+            "west.mesh",
+            "--network",
+            "west",
+            "--eastwest",
+            &format!("{west_ip}:15443"),
+            "--bundle-endpoint",
+            &format!("https://{west_ip}:15446"),
+            "--bundle-endpoint-id",
+            WEST_GATEWAY_ID,
+        ]));
+    assert_eq!(linked.code, Some(0), "strait link: {}", linked.stderr);
+    linked.stdout
+}
+
+/// `strait peer apply` of `document` into the state of east's gateway.
+fn apply_peer(east: &TempDir, document: &str) {
+    let file = east.write("peer.yaml", document);
+    let applied = run(strait()
+        .args(["peer", "apply", "--local-trust-domain", "east.mesh", "-f"])
+        .arg(&file)
+        .arg("--data")
+        .arg(east.path().join("gateway-data")));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "strait peer apply: {}",
+        applied.stderr
+    );
+}
+
+#[test]
+fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
+    let bridge = Bridge::new("ew-bundle", &["east", "west"]);
+    let west_ip = bridge.member("west").ip;
+    let east = TempDir::new("ew-bundle-east");
+    let west = TempDir::new("ew-bundle-west");
+    let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+    let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+    for (dir, domain) in [(&east, "east.mesh"), (&west, "west.mesh")] {
+        dir.write("config/mesh.yaml", &format!("trustDomain: {domain}\n"));
+        dir.write("config/gateway.yaml", CROSS_NETWORK_GATEWAY);
+    }
+
+    // West's gateway serves west's bundle on 15446 with its own SVID.
+    let west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
+    let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
+    let _west_gateway = gateway_named(
+        &bridge.member("west").netns,
+        &west,
+        "gateway",
+        "west",
+        &west_flags,
+    );
+    let serving = wait_for_line_in(
+        &west.path().join("gateway.log"),
+        &["bundle endpoint serving"],
+    );
+    assert!(
+        serving.contains(&format!(
+            "west.mesh as {WEST_GATEWAY_ID} (bundle sequence 1)"
+        )),
+        "{serving}"
+    );
+
+    // East applies the Peer `strait link` printed in west; its gateway follows west's endpoint
+    // and trusts the bundle it holds.
+    apply_peer(&east, &link_west(&west, west_ip));
+    let east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
+    let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
+    let _east_gateway = gateway_named(
+        &bridge.member("east").netns,
+        &east,
+        "gateway",
+        "east",
+        &east_flags,
+    );
+    let east_log = east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["polling the peer's bundle endpoint", "west"]);
+    wait_for_line_in(
+        &east_log,
+        &[
+            "the gateway trusts the peer's bundle",
+            "peer=west",
+            "sequence=1",
+        ],
+    );
+
+    // West's bundle gains a second root under sequence 2 (its identity files change, the
+    // gateway reads them again): east's gateway fetches it, stores it and trusts it.
+    Ca::init_for(&west, "next-ca-data", "west.mesh");
+    let mut bundle = spiffe_bundle(&west.path().join("ca-data"));
+    let extra = spiffe_bundle(&west.path().join("next-ca-data"));
+    let more = extra["keys"].as_array().unwrap().clone();
+    bundle["keys"].as_array_mut().unwrap().extend(more);
+    bundle["spiffe_sequence"] = serde_json::json!(2);
+    std::fs::write(
+        west.path().join("gateway-id/bundle.json"),
+        bundle.to_string(),
+    )
+    .unwrap();
+    let updated = wait_for_line_in(&east_log, &["peer bundle updated", "from=1", "to=2"]);
+    assert!(updated.contains("roots=2"), "{updated}");
+    wait_for_line_in(
+        &east_log,
+        &[
+            "the gateway trusts the peer's bundle",
+            "peer=west",
+            "sequence=2",
+        ],
+    );
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(east.path().join("gateway-data/peers/west.bundle.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["spiffe_sequence"], 2, "{stored}");
+    assert_eq!(stored["keys"].as_array().map(Vec::len), Some(2), "{stored}");
 }

@@ -8,6 +8,7 @@ mod args;
 mod ca;
 mod capture;
 mod control;
+mod eastwest;
 mod federation;
 mod identity;
 mod last_good;

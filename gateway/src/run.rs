@@ -183,6 +183,8 @@ pub struct Args {
     identity: IdentityArgs,
     #[command(flatten)]
     control: crate::control::ControlArgs,
+    #[command(flatten)]
+    eastwest: crate::eastwest::EastwestArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -377,6 +379,9 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         tokio::spawn(dns_proxy.run());
     }
     status.log_restored_dns();
+    if args.role == Role::Eastwest {
+        crate::eastwest::start(&args.eastwest, &args.data, mesh.as_ref()).await?;
+    }
 
     let state = Arc::new(AdminState {
         proxy: proxy.clone(),
