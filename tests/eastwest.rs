@@ -471,37 +471,45 @@ fn gateway_identity(dir: &TempDir, ca: &Ca, id: &str) -> Vec<std::ffi::OsString>
     .to_vec()
 }
 
-/// What `strait link` prints in west for its gateway at `west_ip`.
-fn link_west(west: &TempDir, west_ip: Ipv4Addr) -> String {
-    let linked = run(strait()
+/// What `strait link` prints in the cluster `name` (trust domain `NAME.mesh`, network
+/// `name`, CA in `DIR/ca-data`) for its gateway at `ip` running as `gateway_id`; `trunk` asks
+/// the other side for a QUIC trunk.
+fn link(dir: &TempDir, name: &str, ip: Ipv4Addr, gateway_id: &str, trunk: bool) -> String {
+    let mut command = strait();
+    command
         .args(["link", "--data"])
-        .arg(west.path().join("ca-data"))
+        .arg(dir.path().join("ca-data"))
         .args([
             "--name",
-            "west",
+            name,
             "--trust-domain",
-            "west.mesh",
+            &format!("{name}.mesh"),
             "--network",
-            "west",
+            name,
             "--eastwest",
-            &format!("{west_ip}:15443"),
+            &format!("{ip}:15443"),
             "--bundle-endpoint",
-            &format!("https://{west_ip}:15446"),
+            &format!("https://{ip}:15446"),
             "--bundle-endpoint-id",
-            WEST_GATEWAY_ID,
-        ]));
+            gateway_id,
+        ]);
+    if trunk {
+        command.arg("--trunk");
+    }
+    let linked = run(&mut command);
     assert_eq!(linked.code, Some(0), "strait link: {}", linked.stderr);
     linked.stdout
 }
 
-/// `strait peer apply` of `document` into the state of east's gateway.
-fn apply_peer(east: &TempDir, document: &str) {
-    let file = east.write("peer.yaml", document);
+/// `strait peer apply` of `document` into the state of the gateway in `dir`, of the cluster
+/// whose trust domain is `local`.
+fn apply_peer(dir: &TempDir, local: &str, document: &str) {
+    let file = dir.write("peer.yaml", document);
     let applied = run(strait()
-        .args(["peer", "apply", "--local-trust-domain", "east.mesh", "-f"])
+        .args(["peer", "apply", "--local-trust-domain", local, "-f"])
         .arg(&file)
         .arg("--data")
-        .arg(east.path().join("gateway-data")));
+        .arg(dir.path().join("gateway-data")));
     assert_eq!(
         applied.code,
         Some(0),
@@ -546,7 +554,11 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
 
     // East applies the Peer `strait link` printed in west; its gateway follows west's endpoint
     // and trusts the bundle it holds.
-    apply_peer(&east, &link_west(&west, west_ip));
+    apply_peer(
+        &east,
+        "east.mesh",
+        &link(&west, "west", west_ip, WEST_GATEWAY_ID, false),
+    );
     let east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
     let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
     let _east_gateway = gateway_named(
@@ -596,4 +608,222 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     .unwrap();
     assert_eq!(stored["spiffe_sequence"], 2, "{stored}");
     assert_eq!(stored["keys"].as_array().map(Vec::len), Some(2), "{stored}");
+}
+
+/// Both clusters with an east-west gateway each, peered both ways with a QUIC trunk: east's
+/// sidecar reaches network west through its own gateway's trunk ingress (15444), and, when
+/// `direct_too`, also directly at west's gateway (15443), round robin.
+struct Trunked {
+    bridge: Bridge,
+    east: TempDir,
+    west: TempDir,
+    east_gateway_ip: Ipv4Addr,
+    gateway_ip: Ipv4Addr,
+    _processes: Vec<Process>,
+}
+
+impl Trunked {
+    /// Starts both clusters; with `block_trunk`, east's gateway cannot reach west's over UDP
+    /// (its trunk stays down).
+    fn start(label: &str, direct_too: bool, block_trunk: bool) -> Trunked {
+        let bridge = Bridge::new(label, &["caller", "eastgw", "gateway", "reviews"]);
+        let ip = |name: &str| bridge.member(name).ip;
+        let (reviews_ip, gateway_ip, east_gateway_ip) =
+            (ip("reviews"), ip("gateway"), ip("eastgw"));
+        let east = TempDir::new(&format!("{label}-east"));
+        let west = TempDir::new(&format!("{label}-west"));
+        let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+        let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+        let (caller_dir, reviews_dir) = (east.path().join("caller"), west.path().join("reviews"));
+        east_ca.issue_id(CALLER_ID, &caller_dir);
+        west_ca.issue_id(REVIEWS_ID, &reviews_dir);
+        federate(&caller_dir, &reviews_dir, "east.mesh");
+        federate(&reviews_dir, &caller_dir, "west.mesh");
+
+        // East's sidecars see network west behind the local trunk ingress first.
+        let direct = format!("gateways: [{{address: {gateway_ip}, port: 15443}}]");
+        let gateways = if direct_too {
+            format!(
+                "gateways: [{{address: {east_gateway_ip}, port: 15444}}, {{address: {gateway_ip}, port: 15443}}]"
+            )
+        } else {
+            format!("gateways: [{{address: {east_gateway_ip}, port: 15444}}]")
+        };
+        let east_services = east_config(reviews_ip, gateway_ip);
+        assert!(east_services.contains(&direct));
+        east.write("config/mesh.yaml", "trustDomain: east.mesh\n");
+        east.write(
+            "config/services.yaml",
+            &east_services.replace(&direct, &gateways),
+        );
+        east.write("config/gateway.yaml", CROSS_NETWORK_GATEWAY);
+        east.write(
+            "config/reviews-lb.yaml",
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+                 metadata: {{name: reviews, namespace: default}}\n\
+                 spec: {{host: {REVIEWS}, trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}}}\n"
+            ),
+        );
+        west.write("config/mesh.yaml", "trustDomain: west.mesh\n");
+        west.write("config/services.yaml", &west_config(reviews_ip));
+
+        // Each side applies the Peer the other's `strait link --trunk` printed.
+        apply_peer(
+            &east,
+            "east.mesh",
+            &link(&west, "west", gateway_ip, WEST_GATEWAY_ID, true),
+        );
+        apply_peer(
+            &west,
+            "west.mesh",
+            &link(&east, "east", east_gateway_ip, EAST_GATEWAY_ID, true),
+        );
+
+        let mut processes = Vec::new();
+        let reviews = &bridge.member("reviews").netns;
+        processes.push(start_app(
+            reviews,
+            "0.0.0.0",
+            8080,
+            9000,
+            &west.path().join("reviews-app.log"),
+        ));
+        capture(reviews, &["install"]);
+        processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
+        let flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
+        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+        processes.push(gateway_named(
+            &bridge.member("gateway").netns,
+            &west,
+            "gateway",
+            "west",
+            &flags,
+        ));
+        let east_gateway = &bridge.member("eastgw").netns;
+        if block_trunk {
+            east_gateway.ok(
+                "iptables",
+                &[
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "udp",
+                    "-d",
+                    &gateway_ip.to_string(),
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+        let flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
+        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+        processes.push(gateway_named(
+            east_gateway,
+            &east,
+            "gateway",
+            "east",
+            &flags,
+        ));
+
+        let caller = &bridge.member("caller").netns;
+        caller.ok(
+            "iptables",
+            &[
+                "-A",
+                "OUTPUT",
+                "-d",
+                &reviews_ip.to_string(),
+                "-j",
+                "REJECT",
+            ],
+        );
+        capture(caller, &["install"]);
+        processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
+        Trunked {
+            bridge,
+            east,
+            west,
+            east_gateway_ip,
+            gateway_ip,
+            _processes: processes,
+        }
+    }
+
+    /// `GET /hello` from east's workload to reviews, by name.
+    fn get_reviews(&self) -> String {
+        let caller = &self.bridge.member("caller").netns;
+        let answer = caller.ok(
+            "dig",
+            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
+        );
+        let vip: Ipv4Addr = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
+        http_get(caller, vip, 9080, "0", REVIEWS, "")
+    }
+}
+
+#[test]
+fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity() {
+    let clusters = Trunked::start("ew-trunk", false, false);
+    let east_log = clusters.east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["trunk connection up", "peer=west"]);
+    wait_for_line_in(
+        &clusters.west.path().join("gateway.log"),
+        &["trunk peer connected", EAST_GATEWAY_ID],
+    );
+
+    // East's sidecar hands the connection to its gateway's trunk ingress; it crosses as a QUIC
+    // stream, west's gateway connects it to the workload, and west's sidecar terminates the
+    // caller's own mTLS.
+    let response = clusters.get_reviews();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = json_body(&response);
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no XFCC: {seen}"));
+    assert!(xfcc.starts_with(&format!("By={REVIEWS_ID};")), "{xfcc}");
+    assert!(xfcc.ends_with(&format!("URI={CALLER_ID}")), "{xfcc}");
+    let outbound = wait_for_line_in(
+        &clusters.east.path().join("caller-access.log"),
+        &["GET /hello", "outbound|9080||reviews"],
+    );
+    assert!(
+        outbound.contains(&format!("{}:15444", clusters.east_gateway_ip)),
+        "{outbound}"
+    );
+    let inbound = wait_for_line_in(
+        &clusters.west.path().join("reviews-access.log"),
+        &["GET /hello", "inbound|8080||"],
+    );
+    assert!(
+        inbound.contains(&format!("peer=\"{CALLER_ID}\"")),
+        "{inbound}"
+    );
+}
+
+#[test]
+fn with_the_trunk_down_calls_take_the_direct_path_to_the_peer_s_gateway() {
+    let clusters = Trunked::start("ew-trunk-down", true, true);
+    let east_log = clusters.east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["trunk connection failed", "peer=west"]);
+
+    // Round robin over [trunk ingress, west's gateway]: the trunk ingress resets the
+    // connections it is handed (its trunk is down) and the sidecar takes west's gateway.
+    for _ in 0..3 {
+        let response = clusters.get_reviews();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let reset = wait_for_line_in(&east_log, &["trunk ingress: resetting the connection"]);
+    assert!(reset.contains("peer=west"), "{reset}");
+    let outbound = wait_for_line_in(
+        &clusters.east.path().join("caller-access.log"),
+        &["GET /hello", "outbound|9080||reviews"],
+    );
+    assert!(
+        outbound.contains(&format!("{}:15443", clusters.gateway_ip)),
+        "{outbound}"
+    );
 }

@@ -1,7 +1,8 @@
 //! What the east-west role runs beside its listeners when it has a mesh identity: the SPIFFE
-//! bundle endpoint serving its own trust domain's bundle (TCP 15446), and the poller that
+//! bundle endpoint serving its own trust domain's bundle (TCP 15446), the poller that
 //! follows every peer in `DATA/peers`, with each accepted peer bundle put into the gateway's
-//! own verifier set (so that mTLS with the peer's gateways trusts it).
+//! own verifier set (so that mTLS with the peer's gateways trusts it), and the QUIC trunks
+//! (`crate::trunk`: UDP 15443, trunk ingress on TCP 15444).
 //!
 //! The bundle endpoint and the poller are the ones `strait federation serve-bundle|poll` run
 //! (`crate::federation`); here the bundle served is the gateway's trust bundle for its own
@@ -41,21 +42,25 @@ pub struct EastwestArgs {
     /// refresh hint.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     peer_min_refresh: Duration,
+    /// Where the trunk server takes peer gateways' QUIC trunks (UDP), `HOST:PORT`; `off` takes
+    /// none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15443")]
+    trunk_listen: String,
+    /// Where local sidecars hand connections to the trunks (TCP), `HOST:PORT`; `off` serves
+    /// none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15444")]
+    trunk_ingress: String,
 }
 
-impl EastwestArgs {
-    /// The bundle endpoint's address, or `None` for `off`.
-    fn bundle_endpoint(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.bundle_endpoint == "off" {
-            return Ok(None);
-        }
-        self.bundle_endpoint.parse().map(Some).with_context(|| {
-            format!(
-                "--bundle-endpoint {}: not HOST:PORT or off",
-                self.bundle_endpoint
-            )
-        })
+/// An address flag's value, or `None` for `off`.
+fn address_or_off(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value == "off" {
+        return Ok(None);
     }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{flag} {value}: not IP:PORT or off"))
 }
 
 /// Starts the bundle endpoint and the peer poller of an east-west gateway whose identity is
@@ -64,10 +69,11 @@ pub async fn start(
     args: &EastwestArgs,
     data: &Path,
     mesh: Option<&MeshIdentity>,
+    trunk: impl FnOnce(MeshIdentity, PeerStore) -> crate::trunk::TrunkContext,
 ) -> anyhow::Result<()> {
     let Some(mesh) = mesh else {
         tracing::info!(
-            "the east-west gateway has no identity (--identity-dir or --ca-address): no bundle endpoint, no peer polling"
+            "the east-west gateway has no identity (--identity-dir or --ca-address): no bundle endpoint, no peer polling, no trunk"
         );
         return Ok(());
     };
@@ -75,7 +81,7 @@ pub async fn start(
         bail!("the east-west gateway's identity has no certificate yet");
     };
     let trust_domain = svid.id().trust_domain();
-    if let Some(listen) = args.bundle_endpoint()? {
+    if let Some(listen) = address_or_off("--bundle-endpoint", &args.bundle_endpoint)? {
         let sequence = mesh
             .bundles
             .load()
@@ -115,10 +121,21 @@ pub async fn start(
         }
     });
     tokio::spawn(keep_peers_trusted(
-        store,
+        store.clone(),
         mesh.bundles.clone(),
         trust_domain,
     ));
+    let trunks = crate::trunk::start(
+        trunk(mesh.clone(), store),
+        address_or_off("--trunk-listen", &args.trunk_listen)?,
+        address_or_off("--trunk-ingress", &args.trunk_ingress)?,
+    )
+    .await?;
+    // The trunks run as long as the process.
+    tokio::spawn(async move {
+        let _trunks = trunks;
+        std::future::pending::<()>().await;
+    });
     Ok(())
 }
 

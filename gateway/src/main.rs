@@ -17,6 +17,7 @@ mod peer;
 mod proxy_config;
 mod run;
 mod sidecar;
+mod trunk;
 mod validate;
 mod watch;
 
