@@ -750,18 +750,15 @@ impl Trunked {
         }
     }
 
-    /// `GET /hello` from east's workload to reviews, by name.
-    fn get_reviews(&self) -> String {
+    /// `GET /hello` from east's workload to `host` on port 9080, by name.
+    fn get(&self, host: &str) -> String {
         let caller = &self.bridge.member("caller").netns;
-        let answer = caller.ok(
-            "dig",
-            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
-        );
+        let answer = caller.ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
         let vip: Ipv4Addr = answer
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
-        http_get(caller, vip, 9080, "0", REVIEWS, "")
+            .unwrap_or_else(|_| panic!("{host}: {answer:?}"));
+        http_get(caller, vip, 9080, "0", host, "")
     }
 }
 
@@ -778,7 +775,7 @@ fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity
     // East's sidecar hands the connection to its gateway's trunk ingress; it crosses as a QUIC
     // stream, west's gateway connects it to the workload, and west's sidecar terminates the
     // caller's own mTLS.
-    let response = clusters.get_reviews();
+    let response = clusters.get(REVIEWS);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let seen = json_body(&response);
     let xfcc = seen["headers"]["x-forwarded-client-cert"]
@@ -802,6 +799,18 @@ fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity
         inbound.contains(&format!("peer=\"{CALLER_ID}\"")),
         "{inbound}"
     );
+
+    // ratings is not exported: west's gateway refuses the stream and says why, east's trunk
+    // ingress resets the connection, and the call fails without reaching the workload.
+    let response = clusters.get(RATINGS);
+    assert!(response.contains("HTTP/1.1 503"), "{response}");
+    let refused = wait_for_line_in(
+        &clusters.west.path().join("gateway.log"),
+        &["trunk stream refused", RATINGS],
+    );
+    assert!(refused.contains("is not exported"), "{refused}");
+    let app = recorded(&clusters.west.path().join("reviews-app.log"));
+    assert_eq!(app.matches("http request").count(), 1, "{app}");
 }
 
 #[test]
@@ -813,7 +822,7 @@ fn with_the_trunk_down_calls_take_the_direct_path_to_the_peer_s_gateway() {
     // Round robin over [trunk ingress, west's gateway]: the trunk ingress resets the
     // connections it is handed (its trunk is down) and the sidecar takes west's gateway.
     for _ in 0..3 {
-        let response = clusters.get_reviews();
+        let response = clusters.get(REVIEWS);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
     let reset = wait_for_line_in(&east_log, &["trunk ingress: resetting the connection"]);
