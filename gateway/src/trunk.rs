@@ -30,6 +30,7 @@ use strait_federation::trunk::{
     TrunkClient, TrunkIdentity, TrunkIngress, TrunkPath, TrunkPeer, TrunkServer,
 };
 use strait_proxy::Proxy;
+use strait_proxy::snapshot::Snapshot;
 use strait_proxy::tls::mesh::MeshIdentity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -184,36 +185,47 @@ fn authorizer(store: PeerStore) -> PeerAuthorizer {
 fn resolver(proxy: Arc<Proxy>) -> EndpointResolver {
     let next = Arc::new(AtomicUsize::new(0));
     Arc::new(move |_peer, header: &StreamHeader| {
-        let snapshot = proxy.snapshot();
-        let name = format!(
-            "outbound_.{}_.{}_.{}",
-            header.port, header.subset, header.service
-        );
-        let refuse = |reason, text: String| Refusal { reason, text };
-        let cluster = match snapshot.clusters.get(&name) {
+        resolve(
+            &proxy.snapshot(),
+            header,
+            next.fetch_add(1, Ordering::Relaxed),
+        )
+    })
+}
+
+/// The `turn`-th endpoint (modulo their number) of the east-west cluster
+/// `outbound_.PORT_.SUBSET_.HOST` that `header` names in `snapshot`, or why there is none.
+fn resolve(snapshot: &Snapshot, header: &StreamHeader, turn: usize) -> Result<SocketAddr, Refusal> {
+    let name = format!(
+        "outbound_.{}_.{}_.{}",
+        header.port, header.subset, header.service
+    );
+    let cluster =
+        match snapshot.clusters.get(&name) {
             Some(cluster) if !snapshot.blackhole_clusters.contains(&name) => cluster,
             _ => {
-                let why = snapshot.missing_clusters.get(&name).cloned().unwrap_or_else(|| {
-                    format!("{name} names no service, port and subset this east-west gateway exposes")
+                let text = snapshot.missing_clusters.get(&name).cloned().unwrap_or_else(|| {
+                format!("{name} names no service, port and subset this east-west gateway exposes")
+            });
+                return Err(Refusal {
+                    reason: RefusalReason::NotExported,
+                    text,
                 });
-                return Err(refuse(RefusalReason::NotExported, why));
             }
         };
-        let endpoints: Vec<SocketAddr> = cluster
-            .endpoints
-            .iter()
-            .filter(|e| e.weight > 0)
-            .map(|e| e.address)
-            .collect();
-        if endpoints.is_empty() {
-            return Err(refuse(
-                RefusalReason::NoHealthyEndpoint,
-                format!("{name} has no endpoint"),
-            ));
-        }
-        let turn = next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Ok(endpoints[turn])
-    })
+    let endpoints: Vec<SocketAddr> = cluster
+        .endpoints
+        .iter()
+        .filter(|e| e.weight > 0)
+        .map(|e| e.address)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Refusal {
+            reason: RefusalReason::NoHealthyEndpoint,
+            text: format!("{name} has no endpoint"),
+        });
+    }
+    Ok(endpoints[turn % endpoints.len()])
 }
 
 /// The peer (by name) with a trunk whose network holds endpoints of the SNI's host.
@@ -228,4 +240,129 @@ fn selector(
             .iter()
             .find_map(|network| networks.get(network).cloned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_discovery::compile::{GatewayOptions, compile_gateway};
+    use strait_discovery::resources::{LoadOptions, Loaded, load_text};
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default, labels: {strait.io/export: "true"}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, targetPort: 8080}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints:
+  - {address: 10.2.0.1, network: west}
+  - {address: 10.2.0.2, network: west}
+  - {address: 10.9.0.1, network: south}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  ports: [{number: 9080, name: http}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{address: 10.2.0.3, network: west}]
+"#;
+
+    fn compiled() -> strait_discovery::compile::Compiled {
+        let mut loaded = Loaded::default();
+        load_text(
+            &Arc::from("test.yaml"),
+            CONFIG,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let options = GatewayOptions {
+            labels: [("istio".to_owned(), "eastwestgateway".to_owned())].into(),
+            network: Some("west".to_owned()),
+            eastwest: true,
+            ..GatewayOptions::default()
+        };
+        compile_gateway(&loaded.objects, &options, 1)
+    }
+
+    fn header(service: &str, port: u16) -> StreamHeader {
+        StreamHeader {
+            service: service.to_owned(),
+            port,
+            subset: String::new(),
+            original_sni: String::new(),
+            source_network: "east".to_owned(),
+        }
+    }
+
+    #[test]
+    fn streams_resolve_to_local_endpoints_of_exported_services_only() {
+        let snapshot = compiled().snapshot;
+        let reviews = header("reviews.default.svc.cluster.local", 9080);
+        let turns: Vec<String> = (0..3)
+            .map(|turn| resolve(&snapshot, &reviews, turn).unwrap().to_string())
+            .collect();
+        // West's endpoints in turn, at the target port; south's is not the gateway's to reach.
+        assert_eq!(turns, ["10.2.0.1:8080", "10.2.0.2:8080", "10.2.0.1:8080"]);
+
+        let refused = resolve(
+            &snapshot,
+            &header("ratings.default.svc.cluster.local", 9080),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(refused.reason, RefusalReason::NotExported);
+        assert!(refused.text.contains("is not exported"), "{}", refused.text);
+
+        let unknown = resolve(
+            &snapshot,
+            &header("reviews.default.svc.cluster.local", 1),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(unknown.reason, RefusalReason::NotExported);
+        assert!(
+            unknown.text.contains("names no service"),
+            "{}",
+            unknown.text
+        );
+    }
+
+    #[test]
+    fn the_ingress_picks_the_trunked_peer_whose_network_holds_the_host() {
+        let (_sender, receiver) = watch::channel(Arc::new(compiled().remote_networks));
+        let select = selector(
+            BTreeMap::from([("south".to_owned(), "south-cluster".to_owned())]),
+            receiver,
+        );
+        let name = |host: &str| strait_federation::sni::OutboundName {
+            host: host.to_owned(),
+            port: 9080,
+            subset: String::new(),
+        };
+        assert_eq!(
+            select(&name("reviews.default.svc.cluster.local")).as_deref(),
+            Some("south-cluster")
+        );
+        // ratings is on the gateway's own network only; nothing else is known.
+        assert_eq!(select(&name("ratings.default.svc.cluster.local")), None);
+        assert_eq!(select(&name("nothing.local")), None);
+    }
 }
