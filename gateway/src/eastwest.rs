@@ -63,8 +63,9 @@ fn address_or_off(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>>
         .with_context(|| format!("{flag} {value}: not IP:PORT or off"))
 }
 
-/// Starts the bundle endpoint and the peer poller of an east-west gateway whose identity is
-/// `mesh`; without one there is nothing to serve or authenticate with, and this says so.
+/// Starts the bundle endpoint, the peer poller and the trunks (whose context `trunk` makes) of
+/// an east-west gateway whose identity is `mesh`; without one there is nothing to serve or
+/// authenticate with, and this says so.
 pub async fn start(
     args: &EastwestArgs,
     data: &Path,
