@@ -7,6 +7,11 @@
 //! authorization decides by it. A service west does not export is refused at the gateway with
 //! the reason logged, and with the gateway down east's access log says so.
 //!
+//! With an identity, the east-west gateways also federate and trunk: east's gateway follows
+//! the bundle west's gateway serves (the Peer from `strait link`), and with a gateway on each
+//! side peered with `trunk: true`, east's sidecar reaches west through its own gateway's trunk
+//! ingress and the QUIC trunk, or, with the trunk blocked, directly at west's 15443.
+//!
 //! East cannot reach west's workload address: a rule in east's namespace rejects it, so only
 //! the gateway's address leads to west. Needs root, `ip`, iptables, python3, dig and openssl
 //! (scripts/install-test-deps).
@@ -19,13 +24,13 @@ use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use common::TempDir;
 use common::bridge::Bridge;
 use common::mesh::{
     Ca, call, capture, http_get, json_body, recorded, sidecar, start_app, supervise,
     wait_for_line_in,
 };
 use common::netns::{Netns, Process};
+use common::{TempDir, run, strait};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const RATINGS: &str = "ratings.default.svc.cluster.local";
@@ -257,11 +262,23 @@ fn federate(from: &Path, into: &Path, trust_domain: &str) {
 
 /// West's east-west gateway: no identity of its own (it never terminates).
 fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
-    let path = |name: &str| west.path().join(name);
+    gateway_named(netns, west, "gateway", "west", &[])
+}
+
+/// An east-west gateway on `network` reading `DIR/config`, with its state in `DIR/NAME-data`,
+/// its log in `DIR/NAME.log` and its access log in `DIR/NAME-access.log`; `extra` adds flags.
+fn gateway_named(
+    netns: &Netns,
+    dir: &TempDir,
+    name: &str,
+    network: &str,
+    extra: &[&OsStr],
+) -> Process {
+    let path = |file: &str| dir.path().join(file);
     let (config, data, access_log) = (
         path("config"),
-        path("gateway-data"),
-        path("gateway-access.log"),
+        path(&format!("{name}-data")),
+        path(&format!("{name}-access.log")),
     );
     let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
     command.extend(
@@ -270,7 +287,7 @@ fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
             "--role",
             "eastwest",
             "--network",
-            "west",
+            network,
             "--drain-period",
             "0s",
             "--drain-timeout",
@@ -285,7 +302,13 @@ fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
     ] {
         command.extend([OsStr::new(flag), value.as_os_str()]);
     }
-    supervise(netns, &command, &path("gateway.log"), "endpoint ready")
+    command.extend(extra);
+    supervise(
+        netns,
+        &command,
+        &path(&format!("{name}.log")),
+        "endpoint ready",
+    )
 }
 
 #[test]
@@ -400,5 +423,420 @@ fn the_gateway_refuses_what_is_not_exported_and_the_caller_logs_why_calls_fail()
             clusters.gateway_ip
         )),
         "{down}"
+    );
+}
+
+const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
+
+/// Istio's cross-network Gateway, all an east-west gateway needs to serve 15443.
+const CROSS_NETWORK_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+"#;
+
+/// The CA's bundle in `ca_data` as SPIFFE bundle JSON (with its sequence).
+fn spiffe_bundle(ca_data: &Path) -> serde_json::Value {
+    let bundle = run(strait()
+        .args(["ca", "bundle", "--format", "spiffe", "--data"])
+        .arg(ca_data));
+    assert_eq!(bundle.code, Some(0), "strait ca bundle: {}", bundle.stderr);
+    serde_json::from_str(&bundle.stdout).unwrap()
+}
+
+/// Issues an east-west gateway's identity `id` from the CA in `DIR/ca-data` into
+/// `DIR/gateway-id`, with its own trust domain's bundle as SPIFFE JSON (`bundle.json`, carrying
+/// the CA's sequence, which the bundle endpoint serves); returns the gateway's identity flags,
+/// with a bundle refresh hint and a poll interval short enough for a test.
+fn gateway_identity(dir: &TempDir, ca: &Ca, id: &str) -> Vec<std::ffi::OsString> {
+    let out = dir.path().join("gateway-id");
+    ca.issue_id(id, &out);
+    let bundle = spiffe_bundle(&dir.path().join("ca-data"));
+    std::fs::write(out.join("bundle.json"), bundle.to_string()).unwrap();
+    [
+        OsStr::new("--identity-dir"),
+        out.as_os_str(),
+        OsStr::new("--trust-bundle"),
+        out.join("bundle.json").as_os_str(),
+        OsStr::new("--service-account"),
+        OsStr::new("eastwest"),
+        OsStr::new("--peer-min-refresh"),
+        OsStr::new("1s"),
+        OsStr::new("--bundle-refresh-hint"),
+        OsStr::new("1s"),
+    ]
+    .map(|s| s.to_os_string())
+    .to_vec()
+}
+
+/// What `strait link` prints in the cluster `name` (trust domain `NAME.mesh`, network
+/// `name`, CA in `DIR/ca-data`) for its gateway at `ip` running as `gateway_id`; `trunk` asks
+/// the other side for a QUIC trunk.
+fn link(dir: &TempDir, name: &str, ip: Ipv4Addr, gateway_id: &str, trunk: bool) -> String {
+    let mut command = strait();
+    command
+        .args(["link", "--data"])
+        .arg(dir.path().join("ca-data"))
+        .args([
+            "--name",
+            name,
+            "--trust-domain",
+            &format!("{name}.mesh"),
+            "--network",
+            name,
+            "--eastwest",
+            &format!("{ip}:15443"),
+            "--bundle-endpoint",
+            &format!("https://{ip}:15446"),
+            "--bundle-endpoint-id",
+            gateway_id,
+        ]);
+    if trunk {
+        command.arg("--trunk");
+    }
+    let linked = run(&mut command);
+    assert_eq!(linked.code, Some(0), "strait link: {}", linked.stderr);
+    linked.stdout
+}
+
+/// `strait peer apply` of `document` into the state of the gateway in `dir`, of the cluster
+/// whose trust domain is `local`.
+fn apply_peer(dir: &TempDir, local: &str, document: &str) {
+    let file = dir.write("peer.yaml", document);
+    let applied = run(strait()
+        .args(["peer", "apply", "--local-trust-domain", local, "-f"])
+        .arg(&file)
+        .arg("--data")
+        .arg(dir.path().join("gateway-data")));
+    assert_eq!(
+        applied.code,
+        Some(0),
+        "strait peer apply: {}",
+        applied.stderr
+    );
+}
+
+#[test]
+fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
+    let bridge = Bridge::new("ew-bundle", &["east", "west"]);
+    let west_ip = bridge.member("west").ip;
+    let east = TempDir::new("ew-bundle-east");
+    let west = TempDir::new("ew-bundle-west");
+    let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+    let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+    for (dir, domain) in [(&east, "east.mesh"), (&west, "west.mesh")] {
+        dir.write("config/mesh.yaml", &format!("trustDomain: {domain}\n"));
+        dir.write("config/gateway.yaml", CROSS_NETWORK_GATEWAY);
+    }
+
+    // West's gateway serves west's bundle on 15446 with its own SVID.
+    let west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
+    let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
+    let _west_gateway = gateway_named(
+        &bridge.member("west").netns,
+        &west,
+        "gateway",
+        "west",
+        &west_flags,
+    );
+    let serving = wait_for_line_in(
+        &west.path().join("gateway.log"),
+        &["bundle endpoint serving"],
+    );
+    assert!(
+        serving.contains(&format!(
+            "west.mesh as {WEST_GATEWAY_ID} (bundle sequence 1)"
+        )),
+        "{serving}"
+    );
+
+    // East applies the Peer `strait link` printed in west; its gateway follows west's endpoint
+    // and trusts the bundle it holds.
+    apply_peer(
+        &east,
+        "east.mesh",
+        &link(&west, "west", west_ip, WEST_GATEWAY_ID, false),
+    );
+    let east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
+    let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
+    let _east_gateway = gateway_named(
+        &bridge.member("east").netns,
+        &east,
+        "gateway",
+        "east",
+        &east_flags,
+    );
+    let east_log = east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["polling the peer's bundle endpoint", "west"]);
+    wait_for_line_in(
+        &east_log,
+        &[
+            "the gateway trusts the peer's bundle",
+            "peer=west",
+            "sequence=1",
+        ],
+    );
+
+    // West's bundle gains a second root under sequence 2 (its identity files change, the
+    // gateway reads them again): east's gateway fetches it, stores it and trusts it.
+    Ca::init_for(&west, "next-ca-data", "west.mesh");
+    let mut bundle = spiffe_bundle(&west.path().join("ca-data"));
+    let extra = spiffe_bundle(&west.path().join("next-ca-data"));
+    let more = extra["keys"].as_array().unwrap().clone();
+    bundle["keys"].as_array_mut().unwrap().extend(more);
+    bundle["spiffe_sequence"] = serde_json::json!(2);
+    std::fs::write(
+        west.path().join("gateway-id/bundle.json"),
+        bundle.to_string(),
+    )
+    .unwrap();
+    let updated = wait_for_line_in(&east_log, &["peer bundle updated", "from=1", "to=2"]);
+    assert!(updated.contains("roots=2"), "{updated}");
+    wait_for_line_in(
+        &east_log,
+        &[
+            "the gateway trusts the peer's bundle",
+            "peer=west",
+            "sequence=2",
+        ],
+    );
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(east.path().join("gateway-data/peers/west.bundle.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["spiffe_sequence"], 2, "{stored}");
+    assert_eq!(stored["keys"].as_array().map(Vec::len), Some(2), "{stored}");
+}
+
+/// Both clusters with an east-west gateway each, peered both ways with a QUIC trunk: east's
+/// sidecar reaches network west through its own gateway's trunk ingress (15444), and, when
+/// `direct_too`, also directly at west's gateway (15443), round robin.
+struct Trunked {
+    bridge: Bridge,
+    east: TempDir,
+    west: TempDir,
+    east_gateway_ip: Ipv4Addr,
+    gateway_ip: Ipv4Addr,
+    _processes: Vec<Process>,
+}
+
+impl Trunked {
+    /// Starts both clusters; with `block_trunk`, east's gateway cannot reach west's over UDP
+    /// (its trunk stays down).
+    fn start(label: &str, direct_too: bool, block_trunk: bool) -> Trunked {
+        let bridge = Bridge::new(label, &["caller", "eastgw", "gateway", "reviews"]);
+        let ip = |name: &str| bridge.member(name).ip;
+        let (reviews_ip, gateway_ip, east_gateway_ip) =
+            (ip("reviews"), ip("gateway"), ip("eastgw"));
+        let east = TempDir::new(&format!("{label}-east"));
+        let west = TempDir::new(&format!("{label}-west"));
+        let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+        let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+        let (caller_dir, reviews_dir) = (east.path().join("caller"), west.path().join("reviews"));
+        east_ca.issue_id(CALLER_ID, &caller_dir);
+        west_ca.issue_id(REVIEWS_ID, &reviews_dir);
+        federate(&caller_dir, &reviews_dir, "east.mesh");
+        federate(&reviews_dir, &caller_dir, "west.mesh");
+
+        // East's sidecars see network west behind the local trunk ingress first.
+        let direct = format!("gateways: [{{address: {gateway_ip}, port: 15443}}]");
+        let gateways = if direct_too {
+            format!(
+                "gateways: [{{address: {east_gateway_ip}, port: 15444}}, {{address: {gateway_ip}, port: 15443}}]"
+            )
+        } else {
+            format!("gateways: [{{address: {east_gateway_ip}, port: 15444}}]")
+        };
+        let east_services = east_config(reviews_ip, gateway_ip);
+        assert!(east_services.contains(&direct));
+        east.write("config/mesh.yaml", "trustDomain: east.mesh\n");
+        east.write(
+            "config/services.yaml",
+            &east_services.replace(&direct, &gateways),
+        );
+        east.write("config/gateway.yaml", CROSS_NETWORK_GATEWAY);
+        east.write(
+            "config/reviews-lb.yaml",
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+                 metadata: {{name: reviews, namespace: default}}\n\
+                 spec: {{host: {REVIEWS}, trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}}}\n"
+            ),
+        );
+        west.write("config/mesh.yaml", "trustDomain: west.mesh\n");
+        west.write("config/services.yaml", &west_config(reviews_ip));
+
+        // Each side applies the Peer the other's `strait link --trunk` printed.
+        apply_peer(
+            &east,
+            "east.mesh",
+            &link(&west, "west", gateway_ip, WEST_GATEWAY_ID, true),
+        );
+        apply_peer(
+            &west,
+            "west.mesh",
+            &link(&east, "east", east_gateway_ip, EAST_GATEWAY_ID, true),
+        );
+
+        let mut processes = Vec::new();
+        let reviews = &bridge.member("reviews").netns;
+        processes.push(start_app(
+            reviews,
+            "0.0.0.0",
+            8080,
+            9000,
+            &west.path().join("reviews-app.log"),
+        ));
+        capture(reviews, &["install"]);
+        processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
+        let flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
+        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+        processes.push(gateway_named(
+            &bridge.member("gateway").netns,
+            &west,
+            "gateway",
+            "west",
+            &flags,
+        ));
+        let east_gateway = &bridge.member("eastgw").netns;
+        if block_trunk {
+            east_gateway.ok(
+                "iptables",
+                &[
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "udp",
+                    "-d",
+                    &gateway_ip.to_string(),
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+        let flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
+        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+        processes.push(gateway_named(
+            east_gateway,
+            &east,
+            "gateway",
+            "east",
+            &flags,
+        ));
+
+        let caller = &bridge.member("caller").netns;
+        caller.ok(
+            "iptables",
+            &[
+                "-A",
+                "OUTPUT",
+                "-d",
+                &reviews_ip.to_string(),
+                "-j",
+                "REJECT",
+            ],
+        );
+        capture(caller, &["install"]);
+        processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
+        Trunked {
+            bridge,
+            east,
+            west,
+            east_gateway_ip,
+            gateway_ip,
+            _processes: processes,
+        }
+    }
+
+    /// `GET /hello` from east's workload to `host` on port 9080, by name.
+    fn get(&self, host: &str) -> String {
+        let caller = &self.bridge.member("caller").netns;
+        let answer = caller.ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
+        let vip: Ipv4Addr = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{host}: {answer:?}"));
+        http_get(caller, vip, 9080, "0", host, "")
+    }
+}
+
+#[test]
+fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity() {
+    let clusters = Trunked::start("ew-trunk", false, false);
+    let east_log = clusters.east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["trunk connection up", "peer=west"]);
+    wait_for_line_in(
+        &clusters.west.path().join("gateway.log"),
+        &["trunk peer connected", EAST_GATEWAY_ID],
+    );
+
+    // East's sidecar hands the connection to its gateway's trunk ingress; it crosses as a QUIC
+    // stream, west's gateway connects it to the workload, and west's sidecar terminates the
+    // caller's own mTLS.
+    let response = clusters.get(REVIEWS);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = json_body(&response);
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no XFCC: {seen}"));
+    assert!(xfcc.starts_with(&format!("By={REVIEWS_ID};")), "{xfcc}");
+    assert!(xfcc.ends_with(&format!("URI={CALLER_ID}")), "{xfcc}");
+    let outbound = wait_for_line_in(
+        &clusters.east.path().join("caller-access.log"),
+        &["GET /hello", "outbound|9080||reviews"],
+    );
+    assert!(
+        outbound.contains(&format!("{}:15444", clusters.east_gateway_ip)),
+        "{outbound}"
+    );
+    let inbound = wait_for_line_in(
+        &clusters.west.path().join("reviews-access.log"),
+        &["GET /hello", "inbound|8080||"],
+    );
+    assert!(
+        inbound.contains(&format!("peer=\"{CALLER_ID}\"")),
+        "{inbound}"
+    );
+
+    // ratings is not exported: west's gateway refuses the stream and says why, east's trunk
+    // ingress resets the connection, and the call fails without reaching the workload.
+    let response = clusters.get(RATINGS);
+    assert!(response.contains("HTTP/1.1 503"), "{response}");
+    let refused = wait_for_line_in(
+        &clusters.west.path().join("gateway.log"),
+        &["trunk stream refused", RATINGS],
+    );
+    assert!(refused.contains("is not exported"), "{refused}");
+    let app = recorded(&clusters.west.path().join("reviews-app.log"));
+    assert_eq!(app.matches("http request").count(), 1, "{app}");
+}
+
+#[test]
+fn with_the_trunk_down_calls_take_the_direct_path_to_the_peer_s_gateway() {
+    let clusters = Trunked::start("ew-trunk-down", true, true);
+    let east_log = clusters.east.path().join("gateway.log");
+
+    // Round robin over [trunk ingress, west's gateway]: the trunk ingress resets the
+    // connections it is handed (its trunk is down) and the sidecar takes west's gateway.
+    for _ in 0..3 {
+        let response = clusters.get(REVIEWS);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let reset = wait_for_line_in(&east_log, &["trunk ingress: resetting the connection"]);
+    assert!(reset.contains("peer=west"), "{reset}");
+    let outbound = wait_for_line_in(
+        &clusters.east.path().join("caller-access.log"),
+        &["GET /hello", "outbound|9080||reviews"],
+    );
+    assert!(
+        outbound.contains(&format!("{}:15443", clusters.gateway_ip)),
+        "{outbound}"
     );
 }

@@ -15,6 +15,7 @@
 //!     spiffeId: spiffe://west.mesh/ns/strait-system/sa/eastwest
 //!   trustBundle: |
 //!     {"keys": [...], "spiffe_sequence": 1, "spiffe_refresh_hint": 300}
+//!   trunk: true
 //! ```
 //!
 //! Nothing about a peer is inferred: the trust domain, the bundle endpoint URL and its SPIFFE ID
@@ -22,6 +23,9 @@
 //! three are given. The endpoint is `https_spiffe` and self-serving: its SPIFFE ID is in the
 //! peer's trust domain, and the bundle it serves is taken as that trust domain's. `trustBundle`
 //! is the peer's bundle for first contact (SPIFFE bundle JSON); it authenticates the first fetch.
+//! `trunk` (optional, false by default) says that the east-west gateways keep a QUIC trunk
+//! to the peer's gateway at UDP `eastwestAddress`; the peer's gateway is authenticated as the
+//! bundle endpoint's SPIFFE ID (the east-west gateway serves the bundle endpoint itself).
 //!
 //! [`parse_peer`] reads and validates a document, naming file, line, field and reason for every
 //! problem (the rules are in `validate`); [`Peer::to_yaml`] writes one that [`parse_peer`] reads
@@ -55,6 +59,8 @@ pub struct Peer {
     pub bundle_endpoint: BundleEndpointRef,
     /// The peer's bundle as given for first contact.
     pub trust_bundle: TrustBundle,
+    /// Whether the east-west gateway keeps a QUIC trunk to the peer's (UDP `eastwest_address`).
+    pub trunk: bool,
 }
 
 /// An `https_spiffe` bundle endpoint: its URL and the SPIFFE ID its server presents.
@@ -131,6 +137,7 @@ struct SpecDoc {
     eastwest_address: String,
     bundle_endpoint: EndpointDoc,
     trust_bundle: String,
+    trunk: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +209,8 @@ pub struct PeerFields {
     pub bundle_endpoint_id: String,
     /// SPIFFE bundle JSON.
     pub trust_bundle: String,
+    /// Whether the east-west gateways keep a QUIC trunk to the peer's.
+    pub trunk: bool,
 }
 
 impl Peer {
@@ -221,6 +230,7 @@ impl Peer {
                     spiffe_id: fields.bundle_endpoint_id,
                 },
                 trust_bundle: fields.trust_bundle,
+                trunk: fields.trunk,
             },
         };
         let root = Node {
@@ -281,6 +291,9 @@ impl Peer {
             out.push_str("    ");
             out.push_str(line);
             out.push('\n');
+        }
+        if self.trunk {
+            out.push_str("  trunk: true\n");
         }
         Ok(out)
     }

@@ -70,5 +70,6 @@ pub fn peer(
             spiffe_id: SpiffeId::parse(endpoint_id).unwrap(),
         },
         trust_bundle: bundle.clone(),
+        trunk: false,
     }
 }

@@ -104,6 +104,7 @@ fn west_peer(url: &str, endpoint_id: &str, bundle: &TrustBundle) -> Peer {
             spiffe_id: SpiffeId::parse(endpoint_id).unwrap(),
         },
         trust_bundle: bundle.clone(),
+        trunk: false,
     }
 }
 

@@ -11,6 +11,7 @@
 //! of every peer (rate-limited, as the data path's unknown-issuer errors will); `--once` polls
 //! each peer once and says what happened.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -162,16 +163,13 @@ async fn serve_bundle(
     let source = TrustBundleSet::from_bundles([bundle])
         .context("the CA's bundle")?
         .into_shared();
-    let tls = Arc::new(bundle_endpoint_server_config(cell.clone())?);
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, "bundle endpoint serving {announce}");
     let endpoint = BundleEndpoint {
         source: source.clone(),
         trust_domain,
         refresh_hint,
     };
+    let serving =
+        bind_bundle_endpoint(listen, cell.clone(), announce, endpoint, shutdown_signal()?).await?;
     let identity_dir = identity_dir.to_path_buf();
     let watch = tokio::spawn(async move {
         let mut tick = tokio::time::interval(watch_interval);
@@ -191,10 +189,27 @@ async fn serve_bundle(
             }
         }
     });
-    serve(listener, tls, endpoint, shutdown_signal()?).await;
+    serving.await;
     watch.abort();
     tracing::info!("bundle endpoint stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the SPIFFE bundle endpoint on `listen`, presenting the SVID in `cell`, and returns
+/// it serving `endpoint` until `shutdown` completes; `announce` says what it serves in the log.
+pub(crate) async fn bind_bundle_endpoint(
+    listen: SocketAddr,
+    cell: Arc<IdentityCell>,
+    announce: String,
+    endpoint: BundleEndpoint,
+    shutdown: impl Future<Output = ()>,
+) -> Result<impl Future<Output = ()>> {
+    let tls = Arc::new(bundle_endpoint_server_config(cell)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the bundle endpoint on {listen}"))?;
+    tracing::info!(%listen, "bundle endpoint serving {announce}");
+    Ok(serve(listener, tls, endpoint, shutdown))
 }
 
 /// Serves the CA's roots as they are now, with the sequence the CA directory records.
@@ -275,6 +290,17 @@ async fn poll(data: &Path, options: PollerOptions, once: bool) -> Result<ExitCod
             ExitCode::FAILURE
         });
     }
+    follow_peers(store, options, shutdown_signal()?).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows every peer under `store` at its refresh hint until `shutdown` completes; SIGHUP
+/// asks for an early refresh of every peer (rate-limited).
+pub(crate) async fn follow_peers(
+    store: PeerStore,
+    options: PollerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     tracing::info!(peers = %store.peers_dir().display(), "polling the peers' bundle endpoints");
     let poller = BundlePoller::new(store.clone(), options);
     let nudges = poller.nudges();
@@ -297,10 +323,10 @@ async fn poll(data: &Path, options: PollerOptions, once: bool) -> Result<ExitCod
             }
         }
     });
-    poller.run(shutdown_signal()?).await;
+    poller.run(shutdown).await;
     early.abort();
     tracing::info!("bundle poller stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

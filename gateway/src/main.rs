@@ -8,6 +8,7 @@ mod args;
 mod ca;
 mod capture;
 mod control;
+mod eastwest;
 mod federation;
 mod identity;
 mod last_good;
@@ -16,6 +17,7 @@ mod peer;
 mod proxy_config;
 mod run;
 mod sidecar;
+mod trunk;
 mod validate;
 mod watch;
 

@@ -36,9 +36,14 @@ pub struct LinkArgs {
     /// This cluster's SPIFFE bundle endpoint, `https://HOST:15446`.
     #[arg(long, value_name = "URL")]
     bundle_endpoint: String,
-    /// The SPIFFE ID the bundle endpoint presents (in this cluster's trust domain).
+    /// The SPIFFE ID the bundle endpoint presents (in this cluster's trust domain); the
+    /// east-west gateway serves it, so it is also the ID the gateway's QUIC trunk presents.
     #[arg(long, value_name = "SPIFFE_ID")]
     bundle_endpoint_id: String,
+    /// Ask the other side's east-west gateways to keep a QUIC trunk to this cluster's (UDP on
+    /// the `--eastwest` address).
+    #[arg(long)]
+    trunk: bool,
     /// The bundle to hand over (SPIFFE bundle JSON, or PEM roots); the CA's in `--data` when
     /// unset.
     #[arg(long, value_name = "FILE")]
@@ -113,6 +118,7 @@ pub fn link(args: &LinkArgs) -> Result<ExitCode> {
         bundle_endpoint_url: args.bundle_endpoint.clone(),
         bundle_endpoint_id: args.bundle_endpoint_id.clone(),
         trust_bundle: bundle.to_spiffe_json()?,
+        trunk: args.trunk,
     })?;
     crate::ca::emit(&peer.to_yaml()?)?;
     Ok(ExitCode::SUCCESS)

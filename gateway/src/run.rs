@@ -183,6 +183,8 @@ pub struct Args {
     identity: IdentityArgs,
     #[command(flatten)]
     control: crate::control::ControlArgs,
+    #[command(flatten)]
+    eastwest: crate::eastwest::EastwestArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -355,7 +357,9 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         Role::Sidecar => start_dns_proxy(&args, &names).await?,
         _ => None,
     };
+    let remote_networks = tokio::sync::watch::Sender::new(Arc::default());
     let mut reloader = Reloader {
+        remote_networks: remote_networks.clone(),
         proxy: proxy.clone(),
         target,
         version: 0,
@@ -377,6 +381,16 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         tokio::spawn(dns_proxy.run());
     }
     status.log_restored_dns();
+    if args.role == Role::Eastwest {
+        let context = |mesh, store| crate::trunk::TrunkContext {
+            mesh,
+            proxy: proxy.clone(),
+            store,
+            network: args.network.clone(),
+            remote_networks: remote_networks.subscribe(),
+        };
+        crate::eastwest::start(&args.eastwest, &args.data, mesh.as_ref(), context).await?;
+    }
 
     let state = Arc::new(AdminState {
         proxy: proxy.clone(),
@@ -508,6 +522,8 @@ struct Reloader {
     read_findings: Vec<Finding>,
     /// The names the sidecar's DNS proxy answers, replaced with every compilation.
     names: SharedNames,
+    /// The east-west gateway's view of the other networks (its trunk ingress reads it).
+    remote_networks: tokio::sync::watch::Sender<Arc<strait_discovery::compile::RemoteNetworks>>,
     /// The `--config` paths, checked before each read.
     config_paths: Vec<PathBuf>,
     /// Whether the last read found the configuration source unavailable (nothing is compiled
@@ -568,6 +584,14 @@ impl Reloader {
             tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
             self.names.store(Arc::new(compiled.names));
         }
+        let remote = compiled.remote_networks;
+        self.remote_networks.send_if_modified(|current| {
+            let changed = **current != remote;
+            if changed {
+                *current = Arc::new(remote);
+            }
+            changed
+        });
         let findings: Vec<&Finding> = self
             .read_findings
             .iter()

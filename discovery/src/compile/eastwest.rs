@@ -68,6 +68,7 @@ impl<'a> Compiler<'a> {
         let mut chains = Vec::new();
         let mut refusals = Vec::new();
         for destination in self.destinations(hosts) {
+            self.note_remote_networks(&destination);
             let names = destination.server_names();
             let sni = destination.sni();
             let why = if !self.exported(destination.service) {
@@ -175,6 +176,30 @@ impl<'a> Compiler<'a> {
                 && o.namespace == object.namespace
                 && o.name() == object.name()
         })
+    }
+
+    /// Records the networks other than the gateway's that hold endpoints of the destination
+    /// (any subset): where the trunk ingress sends connections for its host.
+    fn note_remote_networks(&mut self, destination: &Destination<'a>) {
+        let Some(port) = destination.service.port(Some(destination.port)) else {
+            return;
+        };
+        // Problems with the endpoints are the local cluster's to report.
+        let mut ignored = Vec::new();
+        let own = self.options.network.as_deref();
+        let networks: Vec<String> = self
+            .registry
+            .endpoints(destination.service, port, None, &mut ignored)
+            .into_iter()
+            .filter_map(|e| e.network)
+            .filter(|network| !same_network(Some(network.as_str()), own))
+            .collect();
+        if !networks.is_empty() {
+            self.remote_networks
+                .entry(destination.host.clone())
+                .or_default()
+                .extend(networks);
+        }
     }
 
     /// Builds the cluster of the destination's endpoints on this gateway's network, or says
@@ -372,6 +397,21 @@ metadata: {name: details, namespace: default}
         assert_eq!(cluster.tls, strait_proxy::snapshot::UpstreamTls::Disabled);
         let all = &snapshot.clusters["outbound_.9080_._.reviews.default.svc.cluster.local"];
         assert_eq!(all.endpoints.len(), 2, "the south endpoint is not local");
+    }
+
+    #[test]
+    fn other_networks_holding_a_host_s_endpoints_are_recorded_for_the_trunk_ingress() {
+        let compiled = compile_with(CONFIG, true);
+        let remote: Vec<(&str, Vec<&str>)> = compiled
+            .remote_networks
+            .iter()
+            .map(|(host, networks)| (host.as_str(), networks.iter().map(String::as_str).collect()))
+            .collect();
+        // reviews has endpoints on south too; the others have no network (every network's).
+        assert_eq!(
+            remote,
+            [("reviews.default.svc.cluster.local", vec!["south"])]
+        );
     }
 
     #[test]

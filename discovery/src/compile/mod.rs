@@ -105,7 +105,14 @@ pub struct Compiled {
     pub findings: Vec<Finding>,
     /// The names a sidecar's DNS proxy answers (empty for gateways).
     pub names: crate::dns_proxy::NameTable,
+    /// An east-west gateway's view of the other networks: for each host its `AUTO_PASSTHROUGH`
+    /// servers take in, the networks other than the gateway's that hold endpoints of it
+    /// (where the trunk ingress sends a connection for it). Empty for every other role.
+    pub remote_networks: RemoteNetworks,
 }
+
+/// Hosts and the other networks holding their endpoints; see [`Compiled::remote_networks`].
+pub type RemoteNetworks = BTreeMap<String, std::collections::BTreeSet<String>>;
 
 /// Compiles the snapshot of a gateway: `objects` should be valid (objects with validation errors
 /// left out); `version` is the snapshot's version.
@@ -145,6 +152,8 @@ pub(crate) struct Compiler<'a> {
     blackhole_clusters: std::collections::BTreeSet<String>,
     /// The addresses the gateway's listeners bind: an egress destination there is a loop.
     listening: Vec<std::net::SocketAddr>,
+    /// See [`Compiled::remote_networks`].
+    remote_networks: RemoteNetworks,
 }
 
 impl<'a> Compiler<'a> {
@@ -165,6 +174,7 @@ impl<'a> Compiler<'a> {
             vips: vips::Vips::default(),
             blackhole_clusters: Default::default(),
             listening: Vec::new(),
+            remote_networks: RemoteNetworks::new(),
         }
     }
 
@@ -195,6 +205,7 @@ impl<'a> Compiler<'a> {
             },
             findings: self.findings,
             names: crate::dns_proxy::NameTable::default(),
+            remote_networks: self.remote_networks,
         }
     }
 

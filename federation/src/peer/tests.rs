@@ -131,9 +131,21 @@ fn fields_are_validated_as_a_document_is() {
         bundle_endpoint_url: "https://gw.west.example:15446".into(),
         bundle_endpoint_id: "spiffe://west.mesh/ns/strait-system/sa/eastwest".into(),
         trust_bundle: bundle.to_spiffe_json().unwrap(),
+        trunk: false,
     };
     let peer = Peer::from_fields(fields.clone()).unwrap();
     assert_eq!(peer.trust_bundle, bundle);
+    assert!(!peer.trunk);
+    assert!(!peer.to_yaml().unwrap().contains("trunk"));
+    // `trunk` is written only when set, and read back.
+    let trunked = Peer::from_fields(PeerFields {
+        trunk: true,
+        ..fields.clone()
+    })
+    .unwrap();
+    let yaml = trunked.to_yaml().unwrap();
+    assert!(yaml.contains("  trunk: true\n"), "{yaml}");
+    assert!(parse_peer(&yaml, "west.yaml").unwrap().trunk);
     assert_eq!(peer.bundle_endpoint.host(), "gw.west.example");
     let error = Peer::from_fields(PeerFields {
         trust_domain: "West.Mesh".into(),

@@ -97,6 +97,7 @@ impl Checker<'_> {
             eastwest_address: doc.spec.eastwest_address.clone(),
             bundle_endpoint: endpoint?,
             trust_bundle: bundle?,
+            trunk: doc.spec.trunk,
         })
     }
 

@@ -1,0 +1,198 @@
+//! What the east-west role runs beside its listeners when it has a mesh identity: the SPIFFE
+//! bundle endpoint serving its own trust domain's bundle (TCP 15446), the poller that
+//! follows every peer in `DATA/peers`, with each accepted peer bundle put into the gateway's
+//! own verifier set (so that mTLS with the peer's gateways trusts it), and the QUIC trunks
+//! (`crate::trunk`: UDP 15443, trunk ingress on TCP 15444).
+//!
+//! The bundle endpoint and the poller are the ones `strait federation serve-bundle|poll` run
+//! (`crate::federation`); here the bundle served is the gateway's trust bundle for its own
+//! trust domain, as its identity has it (the identity folder's `root-cert.pem`, or the CA's
+//! stream), read on every request.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use strait_certs::{SharedBundles, TrustDomain};
+use strait_federation::bundle_endpoint::BundleEndpoint;
+use strait_federation::bundle_poller::PollerOptions;
+use strait_federation::peer_store::PeerStore;
+use strait_proxy::tls::mesh::MeshIdentity;
+
+use crate::args::parse_duration;
+
+/// How often the peers' accepted bundles are compared with the gateway's verifier set.
+const TRUST_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The east-west role's federation flags.
+#[derive(Debug, clap::Args)]
+pub struct EastwestArgs {
+    /// Where the east-west role serves its trust domain's SPIFFE bundle endpoint
+    /// (`https_spiffe`, authenticated by the gateway's SVID), `HOST:PORT`; `off` serves none.
+    /// Needs a mesh identity (`--identity-dir` or `--ca-address`).
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15446")]
+    bundle_endpoint: String,
+    /// The `spiffe_refresh_hint` the bundle endpoint announces; the bundle's own when unset.
+    #[arg(long, value_parser = parse_duration)]
+    bundle_refresh_hint: Option<Duration>,
+    /// The shortest interval between two polls of a peer's bundle endpoint, whatever its
+    /// refresh hint.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    peer_min_refresh: Duration,
+    /// Where the trunk server takes peer gateways' QUIC trunks (UDP), `HOST:PORT`; `off` takes
+    /// none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15443")]
+    trunk_listen: String,
+    /// Where local sidecars hand connections to the trunks (TCP), `HOST:PORT`; `off` serves
+    /// none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15444")]
+    trunk_ingress: String,
+}
+
+/// An address flag's value, or `None` for `off`.
+fn address_or_off(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{flag} {value}: not IP:PORT or off"))
+}
+
+/// Starts the bundle endpoint, the peer poller and the trunks (whose context `trunk` makes) of
+/// an east-west gateway whose identity is `mesh`; without one there is nothing to serve or
+/// authenticate with, and this says so.
+pub async fn start(
+    args: &EastwestArgs,
+    data: &Path,
+    mesh: Option<&MeshIdentity>,
+    trunk: impl FnOnce(MeshIdentity, PeerStore) -> crate::trunk::TrunkContext,
+) -> anyhow::Result<()> {
+    let Some(mesh) = mesh else {
+        tracing::info!(
+            "the east-west gateway has no identity (--identity-dir or --ca-address): no bundle endpoint, no peer polling, no trunk"
+        );
+        return Ok(());
+    };
+    let Some(svid) = mesh.cell.current() else {
+        bail!("the east-west gateway's identity has no certificate yet");
+    };
+    let trust_domain = svid.id().trust_domain();
+    if let Some(listen) = address_or_off("--bundle-endpoint", &args.bundle_endpoint)? {
+        let sequence = mesh
+            .bundles
+            .load()
+            .get(&trust_domain)
+            .map(|bundle| bundle.sequence);
+        let announce = format!(
+            "{trust_domain} as {} (bundle sequence {})",
+            svid.id(),
+            sequence.map_or_else(|| "none yet".to_owned(), |s| s.to_string())
+        );
+        let endpoint = BundleEndpoint {
+            source: mesh.bundles.clone(),
+            trust_domain: trust_domain.clone(),
+            refresh_hint: args.bundle_refresh_hint,
+        };
+        let serving = crate::federation::bind_bundle_endpoint(
+            listen,
+            mesh.cell.clone(),
+            announce,
+            endpoint,
+            std::future::pending(),
+        )
+        .await?;
+        tokio::spawn(serving);
+    }
+    let store = PeerStore::new(data);
+    let options = PollerOptions {
+        min_interval: args.peer_min_refresh,
+        ..PollerOptions::default()
+    };
+    let following = store.clone();
+    tokio::spawn(async move {
+        if let Err(error) =
+            crate::federation::follow_peers(following, options, std::future::pending()).await
+        {
+            tracing::error!("{error:#}; the peers' bundles are not followed");
+        }
+    });
+    tokio::spawn(keep_peers_trusted(
+        store.clone(),
+        mesh.bundles.clone(),
+        trust_domain,
+    ));
+    let trunks = crate::trunk::start(
+        trunk(mesh.clone(), store),
+        address_or_off("--trunk-listen", &args.trunk_listen)?,
+        address_or_off("--trunk-ingress", &args.trunk_ingress)?,
+    )
+    .await?;
+    // The trunks run as long as the process.
+    tokio::spawn(async move {
+        let _trunks = trunks;
+        std::future::pending::<()>().await;
+    });
+    Ok(())
+}
+
+/// Keeps every stored peer's latest accepted bundle in `bundles` (the gateway's verifier set),
+/// and drops the trust domain of a peer that was removed. Checked every
+/// [`TRUST_SYNC_INTERVAL`], so that a refreshed identity (which replaces the set from its own
+/// files or the CA's stream) gets the peers' bundles back at once.
+async fn keep_peers_trusted(store: PeerStore, bundles: SharedBundles, own: TrustDomain) {
+    let mut merged: BTreeSet<TrustDomain> = BTreeSet::new();
+    let mut tick = tokio::time::interval(TRUST_SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let peers = match store.list() {
+            Ok(peers) => peers,
+            Err(error) => {
+                tracing::warn!(
+                    "reading the peers failed ({error}); the peer bundles trusted stay as they are"
+                );
+                continue;
+            }
+        };
+        let current = bundles.load_full();
+        let mut next = (*current).clone();
+        let mut changed = false;
+        let mut present = BTreeSet::new();
+        for stored in peers {
+            let latest = stored.latest;
+            if latest.trust_domain == own {
+                continue;
+            }
+            present.insert(latest.trust_domain.clone());
+            if next.get(&latest.trust_domain) == Some(&latest) {
+                continue;
+            }
+            let (peer, sequence) = (stored.peer.name, latest.sequence);
+            match next.insert(latest) {
+                Ok(_) => {
+                    changed = true;
+                    tracing::info!(%peer, sequence, "the gateway trusts the peer's bundle");
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, "the peer's bundle is unusable ({error}); not trusted")
+                }
+            }
+        }
+        for gone in merged.difference(&present) {
+            if next.remove(gone).is_some() {
+                changed = true;
+                tracing::info!(trust_domain = %gone, "peer removed; its bundle is no longer trusted");
+            }
+        }
+        merged = present;
+        if changed {
+            // Unless the set changed meanwhile (an identity refresh): then the next tick merges.
+            let _ = bundles.compare_and_swap(&current, Arc::new(next));
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The east-west gateway's QUIC trunks (`strait_federation::trunk`), wired to its peers and
+//! its snapshot:
+//!
+//! - the trunk server (UDP 15443) admits the east-west gateways of known peers, by the SPIFFE
+//!   ID each Peer document names for its bundle endpoint (the east-west gateway serves that
+//!   endpoint itself, with the same SVID), and resolves a stream's (service, port, subset) to
+//!   an endpoint of the gateway's own `AUTO_PASSTHROUGH` cluster `outbound_.PORT_.SUBSET_.HOST`
+//!   in its current snapshot: exactly what 15443 forwards, so only exported services are
+//!   reachable over the trunk too;
+//! - the trunk client keeps a connection to every peer whose document says `trunk: true`, at
+//!   the UDP port of its `eastwestAddress`;
+//! - the trunk ingress (TCP 15444) sends a connection to the peer whose network holds
+//!   endpoints of the SNI's host ([`RemoteNetworks`], from the gateway's compilation), and
+//!   resets it at once when that peer's trunk is down, so that the sidecar takes its next
+//!   endpoint: the peer's 15443, directly.
+//!
+//! The peers with a trunk are read when the gateway starts; one applied later needs a restart
+//! to get a trunk (its bundle is followed without one).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use strait_discovery::compile::RemoteNetworks;
+use strait_federation::peer_store::PeerStore;
+use strait_federation::trunk::{
+    Backoff, EndpointResolver, PeerAuthorizer, PeerSelector, Refusal, RefusalReason, StreamHeader,
+    TrunkClient, TrunkIdentity, TrunkIngress, TrunkPath, TrunkPeer, TrunkServer,
+};
+use strait_proxy::Proxy;
+use strait_proxy::snapshot::Snapshot;
+use strait_proxy::tls::mesh::MeshIdentity;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the trunks need from the rest of the gateway.
+pub struct TrunkContext {
+    /// The gateway's identity: the SVID its trunks present and the bundles they trust.
+    pub mesh: MeshIdentity,
+    /// The gateway's proxy, whose snapshot resolves streams.
+    pub proxy: Arc<Proxy>,
+    /// The peers.
+    pub store: PeerStore,
+    /// The gateway's network (what stream headers say the caller comes from).
+    pub network: Option<String>,
+    /// The networks holding each host's endpoints, as the last compilation found them.
+    pub remote_networks: watch::Receiver<Arc<RemoteNetworks>>,
+}
+
+/// The running trunks; they stop when this is dropped.
+pub struct Trunks {
+    _server: Option<TrunkServer>,
+    _client: Arc<TrunkClient>,
+    _ingress: Option<TrunkIngress>,
+}
+
+/// Starts the trunk server on UDP `listen` and the trunk ingress on TCP `ingress` (either
+/// may be off), with a client to every peer whose document asks for a trunk.
+pub async fn start(
+    context: TrunkContext,
+    listen: Option<SocketAddr>,
+    ingress: Option<SocketAddr>,
+) -> anyhow::Result<Trunks> {
+    let identity = TrunkIdentity {
+        cell: context.mesh.cell.clone(),
+        bundles: context.mesh.bundles.clone(),
+    };
+    let path = TrunkPath::default();
+    let server = match listen {
+        Some(listen) => {
+            let server = TrunkServer::start(
+                listen,
+                &identity,
+                &path,
+                authorizer(context.store.clone()),
+                resolver(context.proxy.clone()),
+            )
+            .with_context(|| format!("the trunk server on UDP {listen}"))?;
+            tracing::info!(address = %server.local_addr(), "trunk server listening (UDP)");
+            Some(server)
+        }
+        None => None,
+    };
+    let peers = trunk_peers(&context.store).await?;
+    let networks: BTreeMap<String, String> = peers
+        .iter()
+        .map(|(peer, network)| (network.clone(), peer.name.clone()))
+        .collect();
+    for (peer, network) in &peers {
+        tracing::info!(
+            peer = %peer.name, %network, address = %peer.address, identity = %peer.identity,
+            "keeping a trunk to the peer's east-west gateway"
+        );
+    }
+    let unspecified: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let client = Arc::new(
+        TrunkClient::start(
+            unspecified,
+            &identity,
+            &path,
+            Backoff::default(),
+            peers.into_iter().map(|(peer, _)| peer).collect(),
+        )
+        .context("the trunk client")?,
+    );
+    let ingress = match ingress {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the trunk ingress on {address}"))?;
+            let ingress = TrunkIngress::start(
+                listener,
+                client.clone(),
+                context.network.clone().unwrap_or_default(),
+                selector(networks, context.remote_networks),
+            )
+            .with_context(|| format!("the trunk ingress on {address}"))?;
+            tracing::info!(address = %ingress.local_addr(), "trunk ingress listening");
+            Some(ingress)
+        }
+        None => None,
+    };
+    Ok(Trunks {
+        _server: server,
+        _client: client,
+        _ingress: ingress,
+    })
+}
+
+/// The peers whose documents ask for a trunk, with their networks; a peer whose east-west
+/// address does not resolve is left out, and the log says so.
+async fn trunk_peers(store: &PeerStore) -> anyhow::Result<Vec<(TrunkPeer, String)>> {
+    let mut out = Vec::new();
+    let stored = store
+        .list()
+        .with_context(|| format!("reading the peers in {}", store.peers_dir().display()))?;
+    for stored in stored.into_iter().filter(|s| s.peer.trunk) {
+        let peer = stored.peer;
+        let address = match tokio::net::lookup_host(&peer.eastwest_address).await {
+            Ok(mut addresses) => addresses.next(),
+            Err(error) => {
+                tracing::warn!(peer = %peer.name, "the east-west address {} does not resolve ({error}); no trunk to it", peer.eastwest_address);
+                None
+            }
+        };
+        let Some(address) = address else {
+            continue;
+        };
+        out.push((
+            TrunkPeer {
+                name: peer.name,
+                address,
+                identity: peer.bundle_endpoint.spiffe_id,
+                connections: 1,
+            },
+            peer.network,
+        ));
+    }
+    Ok(out)
+}
+
+/// Admits the east-west gateway of a peer stored now (by its bundle endpoint's SPIFFE ID).
+fn authorizer(store: PeerStore) -> PeerAuthorizer {
+    Arc::new(move |id| {
+        let peers = store
+            .list()
+            .map_err(|error| format!("the peers cannot be read: {error}"))?;
+        if peers
+            .iter()
+            .any(|p| p.peer.bundle_endpoint.spiffe_id == *id)
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{id} is no peer's east-west gateway (the bundle endpoint ID of a Peer)"
+            ))
+        }
+    })
+}
+
+/// Resolves a stream to an endpoint of the `AUTO_PASSTHROUGH` cluster its header names, in
+/// the snapshot in force; endpoints are taken in turn.
+fn resolver(proxy: Arc<Proxy>) -> EndpointResolver {
+    let next = Arc::new(AtomicUsize::new(0));
+    Arc::new(move |_peer, header: &StreamHeader| {
+        resolve(
+            &proxy.snapshot(),
+            header,
+            next.fetch_add(1, Ordering::Relaxed),
+        )
+    })
+}
+
+/// The `turn`-th endpoint (modulo their number) of the east-west cluster
+/// `outbound_.PORT_.SUBSET_.HOST` that `header` names in `snapshot`, or why there is none.
+fn resolve(snapshot: &Snapshot, header: &StreamHeader, turn: usize) -> Result<SocketAddr, Refusal> {
+    let name = format!(
+        "outbound_.{}_.{}_.{}",
+        header.port, header.subset, header.service
+    );
+    let cluster =
+        match snapshot.clusters.get(&name) {
+            Some(cluster) if !snapshot.blackhole_clusters.contains(&name) => cluster,
+            _ => {
+                let text = snapshot.missing_clusters.get(&name).cloned().unwrap_or_else(|| {
+                format!("{name} names no service, port and subset this east-west gateway exposes")
+            });
+                return Err(Refusal {
+                    reason: RefusalReason::NotExported,
+                    text,
+                });
+            }
+        };
+    let endpoints: Vec<SocketAddr> = cluster
+        .endpoints
+        .iter()
+        .filter(|e| e.weight > 0)
+        .map(|e| e.address)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Refusal {
+            reason: RefusalReason::NoHealthyEndpoint,
+            text: format!("{name} has no endpoint"),
+        });
+    }
+    Ok(endpoints[turn % endpoints.len()])
+}
+
+/// The peer (by name) with a trunk whose network holds endpoints of the SNI's host.
+fn selector(
+    networks: BTreeMap<String, String>,
+    remote_networks: watch::Receiver<Arc<RemoteNetworks>>,
+) -> PeerSelector {
+    Arc::new(move |name| {
+        let remote = remote_networks.borrow().clone();
+        remote
+            .get(&name.host)?
+            .iter()
+            .find_map(|network| networks.get(network).cloned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_discovery::compile::{GatewayOptions, compile_gateway};
+    use strait_discovery::resources::{LoadOptions, Loaded, load_text};
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default, labels: {strait.io/export: "true"}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, targetPort: 8080}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints:
+  - {address: 10.2.0.1, network: west}
+  - {address: 10.2.0.2, network: west}
+  - {address: 10.9.0.1, network: south}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  ports: [{number: 9080, name: http}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{address: 10.2.0.3, network: west}]
+"#;
+
+    fn compiled() -> strait_discovery::compile::Compiled {
+        let mut loaded = Loaded::default();
+        load_text(
+            &Arc::from("test.yaml"),
+            CONFIG,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let options = GatewayOptions {
+            labels: [("istio".to_owned(), "eastwestgateway".to_owned())].into(),
+            network: Some("west".to_owned()),
+            eastwest: true,
+            ..GatewayOptions::default()
+        };
+        compile_gateway(&loaded.objects, &options, 1)
+    }
+
+    fn header(service: &str, port: u16) -> StreamHeader {
+        StreamHeader {
+            service: service.to_owned(),
+            port,
+            subset: String::new(),
+            original_sni: String::new(),
+            source_network: "east".to_owned(),
+        }
+    }
+
+    #[test]
+    fn streams_resolve_to_local_endpoints_of_exported_services_only() {
+        let snapshot = compiled().snapshot;
+        let reviews = header("reviews.default.svc.cluster.local", 9080);
+        let turns: Vec<String> = (0..3)
+            .map(|turn| resolve(&snapshot, &reviews, turn).unwrap().to_string())
+            .collect();
+        // West's endpoints in turn, at the target port; south's is not the gateway's to reach.
+        assert_eq!(turns, ["10.2.0.1:8080", "10.2.0.2:8080", "10.2.0.1:8080"]);
+
+        let refused = resolve(
+            &snapshot,
+            &header("ratings.default.svc.cluster.local", 9080),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(refused.reason, RefusalReason::NotExported);
+        assert!(refused.text.contains("is not exported"), "{}", refused.text);
+
+        let unknown = resolve(
+            &snapshot,
+            &header("reviews.default.svc.cluster.local", 1),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(unknown.reason, RefusalReason::NotExported);
+        assert!(
+            unknown.text.contains("names no service"),
+            "{}",
+            unknown.text
+        );
+    }
+
+    #[test]
+    fn the_ingress_picks_the_trunked_peer_whose_network_holds_the_host() {
+        let (_sender, receiver) = watch::channel(Arc::new(compiled().remote_networks));
+        let select = selector(
+            BTreeMap::from([("south".to_owned(), "south-cluster".to_owned())]),
+            receiver,
+        );
+        let name = |host: &str| strait_federation::sni::OutboundName {
+            host: host.to_owned(),
+            port: 9080,
+            subset: String::new(),
+        };
+        assert_eq!(
+            select(&name("reviews.default.svc.cluster.local")).as_deref(),
+            Some("south-cluster")
+        );
+        // ratings is on the gateway's own network only; nothing else is known.
+        assert_eq!(select(&name("ratings.default.svc.cluster.local")), None);
+        assert_eq!(select(&name("nothing.local")), None);
+    }
+}
