@@ -15,6 +15,7 @@ mod last_good;
 mod logging;
 mod peer;
 mod proxy_config;
+mod reload;
 mod run;
 mod sidecar;
 mod trunk;

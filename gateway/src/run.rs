@@ -6,17 +6,17 @@
 //! last-known-good one), bind its listeners and the admin, metrics and health endpoints. Then,
 //! until a signal: re-read when the configuration or the credentials change (`watch`: file
 //! notifications and a slow poll, then debounced) or on SIGHUP, and install the new snapshot
-//! without restarting unchanged listeners (a configuration source that became unavailable
-//! leaves the snapshot in force, and says so); a rejected
-//! object keeps its last good version and a snapshot that cannot be installed leaves the
-//! running one in place. SIGTERM (or SIGINT) drains:
+//! without restarting unchanged listeners (`reload`: a configuration source that became
+//! unavailable leaves the snapshot in force, and says so; a rejected object keeps its last good
+//! version and a snapshot that cannot be installed leaves the running one in place). SIGTERM
+//! (or SIGINT) drains:
 //! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
 //! period while listeners still accept, then listeners stop and in-flight work gets up to the
 //! drain timeout; the process exits 0.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,15 +24,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use strait_discovery::compile::{
-    EgressOptions, GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar,
-};
+use strait_discovery::compile::{EgressOptions, GatewayOptions};
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
-use strait_discovery::findings::{Finding, Level};
-use strait_discovery::resources::{LoadOptions, Object};
+use strait_discovery::resources::LoadOptions;
 use strait_discovery::source::DirectorySource;
-use strait_discovery::state::LastGood;
 use strait_discovery::validation::ValidateOptions;
 use strait_proxy::telemetry::Telemetry;
 use strait_proxy::telemetry::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
@@ -44,8 +40,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::admin::{self, AdminState, Endpoints};
 use crate::args::{parse_duration, parse_labels, parse_port_map};
 use crate::identity::IdentityArgs;
-use crate::last_good::{LastGoodWriter, Restored, ServingStatus, serving_line};
+use crate::last_good::{LastGoodWriter, Restored, ServingStatus};
 use crate::logging::Logging;
+use crate::reload::{Reloader, Target};
 use crate::sidecar;
 use crate::watch::ConfigWatch;
 
@@ -256,11 +253,6 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         _ => "istio=ingressgateway",
     };
     let labels = parse_labels("--labels", args.labels.as_deref().unwrap_or(default_labels))?;
-    let ports = args
-        .ports
-        .iter()
-        .map(|p| parse_port_map(p))
-        .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     // State first: DNS answers must be in the cache before the first compilation.
@@ -272,54 +264,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         args.role.name().to_owned(),
         status.clone(),
     );
-    let (target, mesh) = match args.role {
-        Role::Sidecar => {
-            let workload = args.sidecar.workload()?;
-            let mesh = args
-                .identity
-                .identity(&workload.namespace, args.socket_mark)
-                .await?;
-            let mut options = args.sidecar.options(
-                &workload,
-                labels.clone(),
-                &args.domain_suffix,
-                &args.identity.service_account,
-            );
-            options.dns = dns.clone();
-            options.network = args.network.clone();
-            (Target::Sidecar(options), Some(mesh))
-        }
-        _ => {
-            // A gateway with an identity terminates ISTIO_MUTUAL servers and originates mesh
-            // mTLS; without one it serves the rest.
-            let mesh = if args.identity.configured() {
-                Some(
-                    args.identity
-                        .identity(&args.namespace, args.socket_mark)
-                        .await?,
-                )
-            } else {
-                None
-            };
-            let target = Target::Gateway(GatewayOptions {
-                labels: labels.clone(),
-                namespace: args.namespace.clone(),
-                domain_suffix: args.domain_suffix.clone(),
-                credentials: args.credentials.clone(),
-                bind: args.bind,
-                ports,
-                last_good: Default::default(),
-                mesh_identity: mesh.is_some(),
-                dns: dns.clone(),
-                egress: (args.role == Role::Egress).then(|| EgressOptions {
-                    own_ips: args.sidecar.instance_ip.into_iter().collect(),
-                }),
-                network: args.network.clone(),
-                eastwest: args.role == Role::Eastwest,
-            });
-            (target, mesh)
-        }
-    };
+    let (target, mesh) = target(&args, &labels, &dns).await?;
     let mut source = DirectorySource::new(
         args.config.clone(),
         LoadOptions {
@@ -448,6 +393,69 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the configuration is compiled for, and the proxy's mesh identity: a sidecar always has
+/// one; a gateway has one when `--identity-dir` or `--ca-address` gives it (it then terminates
+/// ISTIO_MUTUAL servers and originates mesh mTLS).
+async fn target(
+    args: &Args,
+    labels: &BTreeMap<String, String>,
+    dns: &DnsCache,
+) -> anyhow::Result<(Target, Option<MeshIdentity>)> {
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| parse_port_map(p))
+        .collect::<anyhow::Result<BTreeMap<u32, u16>>>()?;
+    Ok(match args.role {
+        Role::Sidecar => {
+            let workload = args.sidecar.workload()?;
+            let mesh = args
+                .identity
+                .identity(&workload.namespace, args.socket_mark)
+                .await?;
+            let mut options = args.sidecar.options(
+                &workload,
+                labels.clone(),
+                &args.domain_suffix,
+                &args.identity.service_account,
+            );
+            options.dns = dns.clone();
+            options.network = args.network.clone();
+            (Target::Sidecar(options), Some(mesh))
+        }
+        _ => {
+            // A gateway with an identity terminates ISTIO_MUTUAL servers and originates mesh
+            // mTLS; without one it serves the rest.
+            let mesh = if args.identity.configured() {
+                Some(
+                    args.identity
+                        .identity(&args.namespace, args.socket_mark)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            let target = Target::Gateway(GatewayOptions {
+                labels: labels.clone(),
+                namespace: args.namespace.clone(),
+                domain_suffix: args.domain_suffix.clone(),
+                credentials: args.credentials.clone(),
+                bind: args.bind,
+                ports,
+                last_good: Default::default(),
+                mesh_identity: mesh.is_some(),
+                dns: dns.clone(),
+                egress: (args.role == Role::Egress).then(|| EgressOptions {
+                    own_ips: args.sidecar.instance_ip.into_iter().collect(),
+                }),
+                network: args.network.clone(),
+                eastwest: args.role == Role::Eastwest,
+            });
+            (target, mesh)
+        }
+    })
+}
+
 /// Binds the sidecar's DNS proxy (unless `--dns-proxy off`); it serves once spawned.
 async fn start_dns_proxy(args: &Args, names: &SharedNames) -> anyhow::Result<Option<DnsProxy>> {
     let Some(listen) = args.sidecar.dns_proxy()? else {
@@ -501,187 +509,6 @@ async fn drain(proxy: &Proxy, state: &AdminState, period: Duration, timeout: Dur
     } else {
         tracing::info!("drained");
     }
-}
-
-/// What the configuration is compiled for.
-enum Target {
-    Gateway(GatewayOptions),
-    Sidecar(SidecarOptions),
-}
-
-/// Reads, compiles and installs configuration.
-struct Reloader {
-    proxy: Arc<Proxy>,
-    target: Target,
-    version: u64,
-    /// Findings logged last time, so that a reload logs only what changed.
-    last_findings: Vec<String>,
-    /// The objects in force and the findings of reading them, as last read: a changed DNS
-    /// answer compiles them again without reading the configuration.
-    objects: Vec<Arc<Object>>,
-    read_findings: Vec<Finding>,
-    /// The names the sidecar's DNS proxy answers, replaced with every compilation.
-    names: SharedNames,
-    /// The east-west gateway's view of the other networks (its trunk ingress reads it).
-    remote_networks: tokio::sync::watch::Sender<Arc<strait_discovery::compile::RemoteNetworks>>,
-    /// The `--config` paths, checked before each read.
-    config_paths: Vec<PathBuf>,
-    /// Whether the last read found the configuration source unavailable (nothing is compiled
-    /// until it is back).
-    source_unavailable: bool,
-    /// The last-known-good snapshot found at start.
-    last_good: Option<LastGood>,
-    status: Arc<ServingStatus>,
-    writer: LastGoodWriter,
-}
-
-impl Reloader {
-    /// Reads the configuration, then compiles and installs it.
-    async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
-        if let Some(why) = unavailable(&self.config_paths) {
-            let why = format!("the configuration source is unavailable ({why})");
-            if self.version > 0 {
-                // What is in force stays; nothing is compiled until the source is back.
-                self.source_unavailable = true;
-                self.status.serving_last_good(format!(
-                    "{why}; the snapshot in force (version {}) stays until it is back",
-                    self.version
-                ));
-                return Ok(());
-            }
-            if self.install_last_good(&why).await? {
-                self.source_unavailable = true;
-                return Ok(());
-            }
-            tracing::error!("{why}, and there is no last-known-good snapshot to serve");
-        }
-        self.source_unavailable = false;
-        let revision = source.read();
-        for object in &revision.kept {
-            tracing::warn!(object = %object, "rejected; its last good version stays in force");
-        }
-        for object in &revision.rejected {
-            tracing::error!(object = %object, "rejected");
-        }
-        self.objects = revision.objects;
-        self.read_findings = revision.findings;
-        self.recompile().await
-    }
-
-    /// Compiles the configuration last read (with the latest DNS answers) and installs it when
-    /// it differs from the snapshot in force.
-    async fn recompile(&mut self) -> anyhow::Result<()> {
-        if self.source_unavailable {
-            return Ok(());
-        }
-        let version = self.version + 1;
-        let compiled_at_ms = strait_discovery::state::now_ms();
-        let compiled = match &self.target {
-            Target::Gateway(options) => compile_gateway(&self.objects, options, version),
-            Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
-        };
-        if *self.names.load_full() != compiled.names {
-            tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
-            self.names.store(Arc::new(compiled.names));
-        }
-        let remote = compiled.remote_networks;
-        self.remote_networks.send_if_modified(|current| {
-            let changed = **current != remote;
-            if changed {
-                *current = Arc::new(remote);
-            }
-            changed
-        });
-        let findings: Vec<&Finding> = self
-            .read_findings
-            .iter()
-            .chain(&compiled.findings)
-            .filter(|f| f.level != Level::Info)
-            .collect();
-        let lines: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
-        if lines != self.last_findings {
-            for (finding, line) in findings.iter().zip(&lines) {
-                match finding.level {
-                    Level::Error => tracing::error!("{line}"),
-                    _ => tracing::warn!("{line}"),
-                }
-            }
-            self.last_findings = lines;
-        }
-        if self.version == 0 && compiled.snapshot.listeners.is_empty() {
-            let why = "the configuration compiles to no listeners";
-            if self.install_last_good(why).await? {
-                return Ok(());
-            }
-        }
-        let current = self.proxy.snapshot();
-        let mut snapshot = compiled.snapshot;
-        snapshot.version = current.version;
-        if *current == snapshot && current.version > 0 {
-            tracing::debug!("configuration unchanged");
-            self.status.serving_configuration();
-            return Ok(());
-        }
-        snapshot.version = self.version + 1;
-        let (listeners, routes, clusters) = (
-            snapshot.listeners.len(),
-            snapshot.route_tables.len(),
-            snapshot.clusters.len(),
-        );
-        self.proxy
-            .install(snapshot)
-            .await
-            .context("the new configuration was not installed; the previous one stays live")?;
-        self.version += 1;
-        self.status.serving_configuration();
-        self.writer.offer(
-            self.proxy.snapshot(),
-            self.names.load_full(),
-            compiled_at_ms,
-        );
-        tracing::info!(
-            version = self.version,
-            listeners,
-            routes,
-            clusters,
-            "configuration installed"
-        );
-        Ok(())
-    }
-}
-
-impl Reloader {
-    /// Installs the last-known-good snapshot found at start, because of `why`; false when
-    /// there is none. It binds the listeners it was served with.
-    async fn install_last_good(&mut self, why: &str) -> anyhow::Result<bool> {
-        let Some(last_good) = &self.last_good else {
-            return Ok(false);
-        };
-        let mut snapshot = last_good.snapshot.clone();
-        snapshot.version = self.version + 1;
-        self.proxy
-            .install(snapshot)
-            .await
-            .context("the last-known-good snapshot could not be installed")?;
-        self.version += 1;
-        self.names.store(Arc::new(last_good.names.clone()));
-        self.status.serving_last_good(serving_line(last_good, why));
-        Ok(true)
-    }
-}
-
-/// Why the configuration cannot be read at all: a `--config` path that is missing or
-/// unreadable.
-fn unavailable(paths: &[PathBuf]) -> Option<String> {
-    paths.iter().find_map(|path| {
-        let readable = |path: &Path| match std::fs::metadata(path)?.is_dir() {
-            true => std::fs::read_dir(path).map(drop),
-            false => std::fs::File::open(path).map(drop),
-        };
-        readable(path)
-            .err()
-            .map(|error| format!("{}: {error}", path.display()))
-    })
 }
 
 fn telemetry(

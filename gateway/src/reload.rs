@@ -1,0 +1,200 @@
+//! Reading, compiling and installing the configuration of a proxy role: the [`Reloader`] keeps
+//! the objects last read so that a changed DNS answer compiles them again without reading,
+//! logs only findings that changed, installs a snapshot only when it differs from the one in
+//! force, and falls back to the last-known-good snapshot when the configuration source is
+//! unavailable at start (a source that goes away later leaves the snapshot in force).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
+use strait_discovery::dns_proxy::SharedNames;
+use strait_discovery::findings::{Finding, Level};
+use strait_discovery::resources::Object;
+use strait_discovery::source::DirectorySource;
+use strait_discovery::state::LastGood;
+use strait_proxy::Proxy;
+
+use crate::last_good::{LastGoodWriter, ServingStatus, serving_line};
+
+/// What the configuration is compiled for.
+pub enum Target {
+    Gateway(GatewayOptions),
+    Sidecar(SidecarOptions),
+}
+
+/// Reads, compiles and installs configuration.
+pub struct Reloader {
+    pub proxy: Arc<Proxy>,
+    pub target: Target,
+    pub version: u64,
+    /// Findings logged last time, so that a reload logs only what changed.
+    pub last_findings: Vec<String>,
+    /// The objects in force and the findings of reading them, as last read: a changed DNS
+    /// answer compiles them again without reading the configuration.
+    pub objects: Vec<Arc<Object>>,
+    pub read_findings: Vec<Finding>,
+    /// The names the sidecar's DNS proxy answers, replaced with every compilation.
+    pub names: SharedNames,
+    /// The east-west gateway's view of the other networks (its trunk ingress reads it).
+    pub remote_networks: tokio::sync::watch::Sender<Arc<strait_discovery::compile::RemoteNetworks>>,
+    /// The `--config` paths, checked before each read.
+    pub config_paths: Vec<PathBuf>,
+    /// Whether the last read found the configuration source unavailable (nothing is compiled
+    /// until it is back).
+    pub source_unavailable: bool,
+    /// The last-known-good snapshot found at start.
+    pub last_good: Option<LastGood>,
+    pub status: Arc<ServingStatus>,
+    pub writer: LastGoodWriter,
+}
+
+impl Reloader {
+    /// Reads the configuration, then compiles and installs it.
+    pub async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
+        if let Some(why) = unavailable(&self.config_paths) {
+            let why = format!("the configuration source is unavailable ({why})");
+            if self.version > 0 {
+                // What is in force stays; nothing is compiled until the source is back.
+                self.source_unavailable = true;
+                self.status.serving_last_good(format!(
+                    "{why}; the snapshot in force (version {}) stays until it is back",
+                    self.version
+                ));
+                return Ok(());
+            }
+            if self.install_last_good(&why).await? {
+                self.source_unavailable = true;
+                return Ok(());
+            }
+            tracing::error!("{why}, and there is no last-known-good snapshot to serve");
+        }
+        self.source_unavailable = false;
+        let revision = source.read();
+        for object in &revision.kept {
+            tracing::warn!(object = %object, "rejected; its last good version stays in force");
+        }
+        for object in &revision.rejected {
+            tracing::error!(object = %object, "rejected");
+        }
+        self.objects = revision.objects;
+        self.read_findings = revision.findings;
+        self.recompile().await
+    }
+
+    /// Compiles the configuration last read (with the latest DNS answers) and installs it when
+    /// it differs from the snapshot in force.
+    pub async fn recompile(&mut self) -> anyhow::Result<()> {
+        if self.source_unavailable {
+            return Ok(());
+        }
+        let version = self.version + 1;
+        let compiled_at_ms = strait_discovery::state::now_ms();
+        let compiled = match &self.target {
+            Target::Gateway(options) => compile_gateway(&self.objects, options, version),
+            Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
+        };
+        if *self.names.load_full() != compiled.names {
+            tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
+            self.names.store(Arc::new(compiled.names));
+        }
+        let remote = compiled.remote_networks;
+        self.remote_networks.send_if_modified(|current| {
+            let changed = **current != remote;
+            if changed {
+                *current = Arc::new(remote);
+            }
+            changed
+        });
+        let findings: Vec<&Finding> = self
+            .read_findings
+            .iter()
+            .chain(&compiled.findings)
+            .filter(|f| f.level != Level::Info)
+            .collect();
+        let lines: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+        if lines != self.last_findings {
+            for (finding, line) in findings.iter().zip(&lines) {
+                match finding.level {
+                    Level::Error => tracing::error!("{line}"),
+                    _ => tracing::warn!("{line}"),
+                }
+            }
+            self.last_findings = lines;
+        }
+        if self.version == 0 && compiled.snapshot.listeners.is_empty() {
+            let why = "the configuration compiles to no listeners";
+            if self.install_last_good(why).await? {
+                return Ok(());
+            }
+        }
+        let current = self.proxy.snapshot();
+        let mut snapshot = compiled.snapshot;
+        snapshot.version = current.version;
+        if *current == snapshot && current.version > 0 {
+            tracing::debug!("configuration unchanged");
+            self.status.serving_configuration();
+            return Ok(());
+        }
+        snapshot.version = self.version + 1;
+        let (listeners, routes, clusters) = (
+            snapshot.listeners.len(),
+            snapshot.route_tables.len(),
+            snapshot.clusters.len(),
+        );
+        self.proxy
+            .install(snapshot)
+            .await
+            .context("the new configuration was not installed; the previous one stays live")?;
+        self.version += 1;
+        self.status.serving_configuration();
+        self.writer.offer(
+            self.proxy.snapshot(),
+            self.names.load_full(),
+            compiled_at_ms,
+        );
+        tracing::info!(
+            version = self.version,
+            listeners,
+            routes,
+            clusters,
+            "configuration installed"
+        );
+        Ok(())
+    }
+}
+
+impl Reloader {
+    /// Installs the last-known-good snapshot found at start, because of `why`; false when
+    /// there is none. It binds the listeners it was served with.
+    async fn install_last_good(&mut self, why: &str) -> anyhow::Result<bool> {
+        let Some(last_good) = &self.last_good else {
+            return Ok(false);
+        };
+        let mut snapshot = last_good.snapshot.clone();
+        snapshot.version = self.version + 1;
+        self.proxy
+            .install(snapshot)
+            .await
+            .context("the last-known-good snapshot could not be installed")?;
+        self.version += 1;
+        self.names.store(Arc::new(last_good.names.clone()));
+        self.status.serving_last_good(serving_line(last_good, why));
+        Ok(true)
+    }
+}
+
+/// Why the configuration cannot be read at all: a `--config` path that is missing or
+/// unreadable.
+fn unavailable(paths: &[PathBuf]) -> Option<String> {
+    paths.iter().find_map(|path| {
+        let readable = |path: &Path| match std::fs::metadata(path)?.is_dir() {
+            true => std::fs::read_dir(path).map(drop),
+            false => std::fs::File::open(path).map(drop),
+        };
+        readable(path)
+            .err()
+            .map(|error| format!("{}: {error}", path.display()))
+    })
+}
