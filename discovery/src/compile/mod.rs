@@ -17,6 +17,7 @@ mod clusters;
 pub mod credentials;
 mod eastwest;
 mod egress;
+pub mod exports;
 mod listeners;
 mod networks;
 pub mod policies;
