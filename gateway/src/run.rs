@@ -26,6 +26,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use strait_discovery::compile::{
     EgressOptions, GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar,
+    exports::{FederationView, federation_view},
 };
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
@@ -358,8 +359,10 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let remote_networks = tokio::sync::watch::Sender::new(Arc::default());
+    let federation_view = tokio::sync::watch::Sender::new(Arc::default());
     let mut reloader = Reloader {
         remote_networks: remote_networks.clone(),
+        federation_view: federation_view.clone(),
         proxy: proxy.clone(),
         target,
         version: 0,
@@ -389,7 +392,15 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
             network: args.network.clone(),
             remote_networks: remote_networks.subscribe(),
         };
-        crate::eastwest::start(&args.eastwest, &args.data, mesh.as_ref(), context).await?;
+        crate::eastwest::start(
+            &args.eastwest,
+            &args.data,
+            mesh.as_ref(),
+            args.network.clone(),
+            federation_view.subscribe(),
+            context,
+        )
+        .await?;
     }
 
     let state = Arc::new(AdminState {
@@ -509,6 +520,15 @@ enum Target {
     Sidecar(SidecarOptions),
 }
 
+/// Replaces `current` with `next` when they differ, saying whether it did.
+fn replace_if_changed<T: PartialEq>(current: &mut Arc<T>, next: T) -> bool {
+    let changed = **current != next;
+    if changed {
+        *current = Arc::new(next);
+    }
+    changed
+}
+
 /// Reads, compiles and installs configuration.
 struct Reloader {
     proxy: Arc<Proxy>,
@@ -524,6 +544,8 @@ struct Reloader {
     names: SharedNames,
     /// The east-west gateway's view of the other networks (its trunk ingress reads it).
     remote_networks: tokio::sync::watch::Sender<Arc<strait_discovery::compile::RemoteNetworks>>,
+    /// An east-west gateway's exports and local services (its federation follows them).
+    federation_view: tokio::sync::watch::Sender<Arc<FederationView>>,
     /// The `--config` paths, checked before each read.
     config_paths: Vec<PathBuf>,
     /// Whether the last read found the configuration source unavailable (nothing is compiled
@@ -583,6 +605,13 @@ impl Reloader {
         if *self.names.load_full() != compiled.names {
             tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
             self.names.store(Arc::new(compiled.names));
+        }
+        if let Target::Gateway(options) = &self.target
+            && options.eastwest
+        {
+            let view = federation_view(&self.objects, options);
+            self.federation_view
+                .send_if_modified(|current| replace_if_changed(current, view));
         }
         let remote = compiled.remote_networks;
         self.remote_networks.send_if_modified(|current| {
