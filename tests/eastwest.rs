@@ -988,7 +988,8 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
         "{outbound}"
     );
 
-    // West's gateway stops: the import stays, marked stale, and east still calls the name.
+    // West's gateway stops: the import stays, marked stale (in the file and the gateway's
+    // health details), and east's DNS proxy still answers the name.
     drop(west_gateway.take());
     wait_for_line_in(&east_log, &["the peer's exports are stale", "peer=west"]);
     let text = wait_for_file(&import, "marked stale", |t| {
@@ -1000,6 +1001,17 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
         &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
     );
     assert!(answer.trim().parse::<Ipv4Addr>().is_ok(), "{answer:?}");
+    let details = call(
+        &bridge.member("eastgw").netns,
+        east_gateway_ip,
+        15021,
+        "0",
+        "GET /healthz/details HTTP/1.1\\r\\nHost: health\\r\\nConnection: close\\r\\n\\r\\n",
+    );
+    assert!(
+        details.contains("the import from peer west is stale"),
+        "{details}"
+    );
 
     // West's gateway is back and stops exporting reviews: the import is current and without
     // it.

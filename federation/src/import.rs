@@ -140,6 +140,11 @@ impl Importer {
         (self.stale, self.state.as_ref().map(|s| s.set.version))
     }
 
+    /// How long the import may go without a set before it is stale.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
     /// A set arrived at `now_ms`: it replaces the previous one.
     pub fn received(&mut self, set: ExportSet, now_ms: u64) -> Result<(), ImportError> {
         let changed = self.state.as_ref().map(|s| &s.set) != Some(&set);

@@ -87,6 +87,7 @@ pub async fn start(
     mesh: Option<&MeshIdentity>,
     network: Option<String>,
     view: tokio::sync::watch::Receiver<Arc<FederationView>>,
+    status: Arc<crate::last_good::ServingStatus>,
     trunk: impl FnOnce(MeshIdentity, PeerStore) -> crate::trunk::TrunkContext,
 ) -> anyhow::Result<()> {
     let Some(mesh) = mesh else {
@@ -153,6 +154,7 @@ pub async fn start(
         listen: address_or_off("--federation-api", &args.federation_api)?,
         keepalive: args.export_keepalive,
         stale_after: args.import_stale_after,
+        status,
     })
     .await?;
     let trunks = crate::trunk::start(

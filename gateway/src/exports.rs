@@ -29,6 +29,8 @@ use strait_federation::peer_store::PeerStore;
 use strait_proxy::tls::mesh::MeshIdentity;
 use tokio::sync::watch;
 
+use crate::last_good::ServingStatus;
+
 /// How often imports are checked for staleness.
 const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -44,6 +46,8 @@ pub struct ExportContext<'a> {
     pub listen: Option<SocketAddr>,
     pub keepalive: Duration,
     pub stale_after: Duration,
+    /// Where stale imports are reported (`/healthz/details`).
+    pub status: Arc<ServingStatus>,
 }
 
 /// One peer's import, shared by its watch and the stale check.
@@ -111,7 +115,7 @@ pub async fn start(context: ExportContext<'_>) -> anyhow::Result<()> {
             with_importer(&importer, |i| i.received(set, now_ms()));
         }));
     }
-    tokio::spawn(keep_imports(importers, context.view));
+    tokio::spawn(keep_imports(importers, context.view, context.status));
     Ok(())
 }
 
@@ -147,6 +151,7 @@ async fn follow_exports(
 async fn keep_imports(
     importers: Vec<SharedImporter>,
     mut view: watch::Receiver<Arc<FederationView>>,
+    status: Arc<ServingStatus>,
 ) {
     let mut tick = tokio::time::interval(STALE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +169,19 @@ async fn keep_imports(
             }
             _ = tick.tick() => {
                 for importer in &importers {
-                    with_importer(importer, |i| i.refresh(now_ms()));
+                    with_importer(importer, |i| {
+                        let refreshed = i.refresh(now_ms());
+                        let why = match i.status() {
+                            (true, Some(version)) => Some(format!(
+                                "the import from peer {} is stale: its exports (version {version}) were last received more than {:?} ago",
+                                i.peer(),
+                                i.stale_after(),
+                            )),
+                            _ => None,
+                        };
+                        status.import_stale(i.peer(), why);
+                        refreshed
+                    });
                 }
             }
         }

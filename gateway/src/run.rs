@@ -398,6 +398,7 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
             mesh.as_ref(),
             args.network.clone(),
             federation_view.subscribe(),
+            status.clone(),
             context,
         )
         .await?;
