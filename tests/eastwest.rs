@@ -12,6 +12,11 @@
 //! side peered with `trunk: true`, east's sidecar reaches west through its own gateway's trunk
 //! ingress and the QUIC trunk, or, with the trunk blocked, directly at west's 15443.
 //!
+//! East's gateway also imports what west's exports (the federation API): with no object of
+//! `reviews` of its own, east's sidecar reads the generated import, its DNS proxy answers the
+//! name, and the call crosses west's gateway; the import stays (stale) while west's gateway
+//! is down and goes when west stops exporting.
+//!
 //! East cannot reach west's workload address: a rule in east's namespace rejects it, so only
 //! the gateway's address leads to west. Needs root, `ip`, iptables, python3, dig and openssl
 //! (scripts/install-test-deps).
