@@ -293,6 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_entry_s_weight_counts_as_that_many_endpoints() {
+        // An imported group of four endpoints is one WorkloadEntry of weight 4.
+        let mut imported = endpoint("192.0.2.10:80", Some("west"));
+        imported.weight = 4;
+        let mut problems = Vec::new();
+        let endpoints = networks().split_horizon(
+            vec![imported, endpoint("10.2.0.1:80", Some("west"))],
+            Some("east"),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].address.to_string(), "192.0.2.10:15443");
+        assert_eq!(endpoints[0].weight, 5);
+    }
+
+    #[test]
     fn a_network_of_two_gateways_splits_its_weight_between_them() {
         let mut problems = Vec::new();
         let endpoints = networks().split_horizon(

@@ -130,3 +130,52 @@ impl ExportService for ExportServer {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{TestDir, ca, peer, td};
+
+    fn server(data: &TestDir) -> ExportServer {
+        let (_sender, exports) = watch::channel(Arc::new(ExportSet::default()));
+        ExportServer {
+            exports,
+            peers: PeerStore::new(data.path()),
+            keepalive: Duration::from_secs(30),
+        }
+    }
+
+    fn caller(id: Option<&str>) -> PeerInfo {
+        PeerInfo {
+            remote: "192.0.2.1:40000".parse().unwrap(),
+            id: id.map(|id| strait_certs::SpiffeId::parse(id).unwrap()),
+        }
+    }
+
+    #[test]
+    fn only_the_gateway_of_a_known_peer_may_watch() {
+        let data = TestDir::new("export-admit");
+        let west = ca(&data, "west-ca", "west.mesh");
+        let gateway = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+        let store = PeerStore::new(data.path());
+        store
+            .apply(
+                &peer(
+                    "west",
+                    &west.trust_bundle(),
+                    "https://192.0.2.10:15446",
+                    gateway,
+                ),
+                &td("east.mesh"),
+                false,
+            )
+            .unwrap();
+        let server = server(&data);
+        assert_eq!(server.admit(Some(&caller(Some(gateway)))).unwrap(), "west");
+        let workload = "spiffe://west.mesh/ns/default/sa/reviews";
+        let refused = server.admit(Some(&caller(Some(workload)))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        let refused = server.admit(Some(&caller(None))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+}
