@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use strait_discovery::compile::{
     EgressOptions, GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar,
-    exports::{FederationView, federation_view},
+    exports::FederationView,
 };
 use strait_discovery::dns::{DnsCache, DnsOptions, run_resolver};
 use strait_discovery::dns_proxy::{DnsProxy, DnsProxyOptions, SharedNames};
@@ -607,13 +607,9 @@ impl Reloader {
             tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
             self.names.store(Arc::new(compiled.names));
         }
-        if let Target::Gateway(options) = &self.target
-            && options.eastwest
-        {
-            let view = federation_view(&self.objects, options);
-            self.federation_view
-                .send_if_modified(|current| replace_if_changed(current, view));
-        }
+        let federation = compiled.federation;
+        self.federation_view
+            .send_if_modified(|current| replace_if_changed(current, federation));
         let remote = compiled.remote_networks;
         self.remote_networks.send_if_modified(|current| {
             let changed = **current != remote;

@@ -4,14 +4,12 @@
 //! (labels, locality, SPIFFE ID). Peers import these records as endpoints behind this
 //! network's gateway; the endpoints' addresses never leave the cluster.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Compiler;
 use super::networks::same_network;
-use super::{Compiler, GatewayOptions};
-use crate::resources::Object;
 
 /// One exported service, as peers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,14 +79,10 @@ pub struct FederationView {
     pub local: BTreeMap<String, LocalService>,
 }
 
-/// The exports and local services of the configuration `objects` of the gateway `options`
-/// describes.
-pub fn federation_view<O: Borrow<Object>>(
-    objects: &[O],
-    options: &GatewayOptions,
-) -> FederationView {
-    let objects: Vec<&Object> = objects.iter().map(Borrow::borrow).collect();
-    let compiler = Compiler::new(&objects, options);
+/// The exports and local services of what `compiler` compiles (an east-west gateway's
+/// configuration); read from its registry, so that the DNS names asked for are the
+/// compilation's.
+pub(super) fn federation_view(compiler: &Compiler<'_>) -> FederationView {
     let local = compiler
         .registry
         .services()
@@ -106,14 +100,13 @@ pub fn federation_view<O: Borrow<Object>>(
             (host, local)
         })
         .collect();
-    let exported = exported_services(&compiler, options);
-    compiler.registry.end_dns_compile();
+    let exported = exported_services(compiler);
     FederationView { exported, local }
 }
 
 /// The services `compiler`'s configuration exports, in order of host.
-fn exported_services(compiler: &Compiler<'_>, options: &GatewayOptions) -> Vec<ExportedService> {
-    let own = options.network.as_deref();
+fn exported_services(compiler: &Compiler<'_>) -> Vec<ExportedService> {
+    let own = compiler.options.network.as_deref();
     let mut out = Vec::new();
     for (host, service) in compiler.registry.services() {
         if host.starts_with('*') || !compiler.exported(service) {
@@ -187,7 +180,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::resources::{LoadOptions, Loaded, load_text};
+    use crate::compile::{GatewayOptions, compile_gateway};
+    use crate::resources::{LoadOptions, Loaded, Object, load_text};
 
     fn objects(yaml: &str) -> Vec<Arc<Object>> {
         let mut loaded = Loaded::default();
@@ -272,7 +266,7 @@ spec: {address: 10.2.0.9, labels: {app: details}, serviceAccount: details}
 
     #[test]
     fn label_and_service_export_both_export_and_nothing_else_is() {
-        let view = federation_view(&objects(CONFIG), &options());
+        let view = compile_gateway(&objects(CONFIG), &options(), 1).federation;
         assert_eq!(view.local.len(), 3);
         assert_eq!(
             view.local["ratings.default.svc.cluster.local"].selector,
@@ -296,7 +290,9 @@ spec: {address: 10.2.0.9, labels: {app: details}, serviceAccount: details}
 
     #[test]
     fn endpoints_on_the_gateway_s_network_are_counted_per_labels_locality_and_identity() {
-        let exported = federation_view(&objects(CONFIG), &options()).exported;
+        let exported = compile_gateway(&objects(CONFIG), &options(), 1)
+            .federation
+            .exported;
         let reviews = &exported[1];
         assert_eq!(
             reviews.ports,
