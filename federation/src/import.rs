@@ -62,7 +62,7 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not an import state: {source}")]
+    #[error("{path}: not an import state ({source})")]
     Parse {
         path: PathBuf,
         source: serde_json::Error,
@@ -102,6 +102,8 @@ pub struct Importer {
     state: Option<ImportState>,
     local: BTreeMap<String, LocalService>,
     stale: bool,
+    /// What was last written to the output file (it is rewritten only when this changes).
+    written: Option<String>,
 }
 
 impl Importer {
@@ -127,6 +129,7 @@ impl Importer {
             state,
             local: BTreeMap::new(),
             stale: false,
+            written: None,
         }
     }
 
@@ -147,7 +150,11 @@ impl Importer {
 
     /// A set arrived at `now_ms`: it replaces the previous one.
     pub fn received(&mut self, set: ExportSet, now_ms: u64) -> Result<(), ImportError> {
-        let changed = self.state.as_ref().map(|s| &s.set) != Some(&set);
+        // A restarted peer sends its unchanged services under a new version.
+        let changed = self.state.as_ref().is_none_or(|s| {
+            (&s.set.services, &s.set.network, &s.set.trust_domain)
+                != (&set.services, &set.network, &set.trust_domain)
+        });
         if changed {
             tracing::info!(
                 peer = %self.import.peer,
@@ -160,11 +167,11 @@ impl Importer {
             set,
             received_at_ms: now_ms,
         });
-        write_atomic(
-            &self.state_path_checked()?,
-            &serde_json::to_vec(&self.state).unwrap_or_default(),
-            PRIVATE_FILE_MODE,
-        )?;
+        let encoded = serde_json::to_vec(&self.state).map_err(|source| ImportError::Parse {
+            path: self.state_path.clone(),
+            source,
+        })?;
+        write_atomic(&self.state_path_checked()?, &encoded, PRIVATE_FILE_MODE)?;
         self.refresh(now_ms)
     }
 
@@ -199,7 +206,9 @@ impl Importer {
             self.stale = stale;
         }
         let yaml = import_yaml(&self.import, &state.set, &self.local, stale);
-        if std::fs::read_to_string(&self.output_path).ok().as_deref() != Some(yaml.as_str()) {
+        if self.written.as_deref() != Some(yaml.as_str())
+            && std::fs::read_to_string(&self.output_path).ok().as_deref() != Some(yaml.as_str())
+        {
             let dir = self.output_path.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir).map_err(|source| ImportError::CreateDir {
                 path: dir.to_path_buf(),
@@ -207,6 +216,7 @@ impl Importer {
             })?;
             write_atomic(&self.output_path, yaml.as_bytes(), PUBLIC_FILE_MODE)?;
         }
+        self.written = Some(yaml);
         Ok(())
     }
 

@@ -55,11 +55,13 @@ type SharedImporter = Arc<Mutex<Importer>>;
 
 /// Starts the federation API and the watches of every peer's exports.
 pub async fn start(context: ExportContext<'_>) -> anyhow::Result<()> {
+    // The first set is the configuration's already compiled: a peer never sees an empty set
+    // that is only the start.
     let exports = watch::Sender::new(Arc::new(ExportSet {
         version: now_ms(),
         trust_domain: context.own_id.trust_domain_name().to_owned(),
         network: context.network.clone().unwrap_or_default(),
-        services: Vec::new(),
+        services: context.view.borrow().exported.clone(),
     }));
     tokio::spawn(follow_exports(context.view.clone(), exports.clone()));
     if let Some(listen) = context.listen {
