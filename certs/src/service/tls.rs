@@ -1,4 +1,5 @@
-//! The rustls transport under tonic, both sides.
+//! The rustls transport under tonic, both sides (the CA service's, and the federation API's in
+//! `strait-federation`).
 //!
 //! Server: an accept loop that runs each TLS handshake in its own task (bounded by a timeout, so
 //! a slow client holds up nobody), reads the verified client identity once, and hands tonic
