@@ -84,10 +84,13 @@ pub async fn start(context: ExportContext<'_>) -> anyhow::Result<()> {
             }
         });
     }
-    let peers = context
-        .store
-        .list()
-        .context("reading the peers whose exports are imported")?;
+    let peers = match context.store.list() {
+        Ok(peers) => peers,
+        Err(error) => {
+            tracing::error!("reading the peers failed ({error}); no peer's exports are imported");
+            Vec::new()
+        }
+    };
     let mut importers: Vec<SharedImporter> = Vec::new();
     for stored in peers {
         let peer = stored.peer;
