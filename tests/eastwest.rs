@@ -12,6 +12,11 @@
 //! side peered with `trunk: true`, east's sidecar reaches west through its own gateway's trunk
 //! ingress and the QUIC trunk, or, with the trunk blocked, directly at west's 15443.
 //!
+//! East's gateway also imports what west's exports (the federation API): with no object of
+//! `reviews` of its own, east's sidecar reads the generated import, its DNS proxy answers the
+//! name, and the call crosses west's gateway; the import stays (stale) while west's gateway
+//! is down and goes when west stops exporting.
+//!
 //! East cannot reach west's workload address: a rule in east's namespace rejects it, so only
 //! the gateway's address leads to west. Needs root, `ip`, iptables, python3, dig and openssl
 //! (scripts/install-test-deps).
@@ -839,4 +844,199 @@ fn with_the_trunk_down_calls_take_the_direct_path_to_the_peer_s_gateway() {
         outbound.contains(&format!("{}:15443", clusters.gateway_ip)),
         "{outbound}"
     );
+}
+
+/// Waits until the file at `path` satisfies `check` (up to 20 s), and returns its text.
+fn wait_for_file(path: &Path, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if check(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {what}; it holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
+    let label = "ew-import";
+    let bridge = Bridge::new(label, &["caller", "eastgw", "gateway", "reviews"]);
+    let ip = |name: &str| bridge.member(name).ip;
+    let (reviews_ip, gateway_ip, east_gateway_ip) = (ip("reviews"), ip("gateway"), ip("eastgw"));
+    let east = TempDir::new(&format!("{label}-east"));
+    let west = TempDir::new(&format!("{label}-west"));
+    let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+    let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+    let (caller_dir, reviews_dir) = (east.path().join("caller"), west.path().join("reviews"));
+    east_ca.issue_id(CALLER_ID, &caller_dir);
+    west_ca.issue_id(REVIEWS_ID, &reviews_dir);
+    federate(&caller_dir, &reviews_dir, "east.mesh");
+    federate(&reviews_dir, &caller_dir, "west.mesh");
+
+    // East declares no service of west's: only where network west's gateway is.
+    east.write("config/mesh.yaml", "trustDomain: east.mesh\n");
+    east.write(
+        "config/networks.yaml",
+        &format!("networks:\n  west:\n    gateways: [{{address: {gateway_ip}, port: 15443}}]\n"),
+    );
+    west.write("config/mesh.yaml", "trustDomain: west.mesh\n");
+    let west_services = west_config(reviews_ip);
+    west.write("config/services.yaml", &west_services);
+    apply_peer(
+        &east,
+        "east.mesh",
+        &link(&west, "west", gateway_ip, WEST_GATEWAY_ID, false),
+    );
+    apply_peer(
+        &west,
+        "west.mesh",
+        &link(&east, "east", east_gateway_ip, EAST_GATEWAY_ID, false),
+    );
+
+    let mut processes = Vec::new();
+    let reviews = &bridge.member("reviews").netns;
+    processes.push(start_app(
+        reviews,
+        "0.0.0.0",
+        8080,
+        9000,
+        &west.path().join("reviews-app.log"),
+    ));
+    capture(reviews, &["install"]);
+    processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
+    let mut west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
+    west_flags.extend(["--export-keepalive", "1s"].map(std::ffi::OsString::from));
+    let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
+    let west_netns = &bridge.member("gateway").netns;
+    let mut west_gateway = Some(gateway_named(
+        west_netns,
+        &west,
+        "gateway",
+        "west",
+        &west_flags,
+    ));
+    let mut east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
+    east_flags.extend(["--import-stale-after", "3s"].map(std::ffi::OsString::from));
+    let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
+    processes.push(gateway_named(
+        &bridge.member("eastgw").netns,
+        &east,
+        "gateway",
+        "east",
+        &east_flags,
+    ));
+
+    // East's gateway watches west's exports: reviews (labelled), not ratings.
+    let east_log = east.path().join("gateway.log");
+    wait_for_line_in(&east_log, &["the peer's exports changed", "peer=west"]);
+    let imports = east.path().join("gateway-data/imports");
+    let import = imports.join("west.yaml");
+    let text = wait_for_file(&import, "the import of reviews", |t| t.contains(REVIEWS));
+    assert!(!text.contains(RATINGS), "{text}");
+    assert!(
+        text.contains(REVIEWS_ID.rsplit('/').next().unwrap()),
+        "{text}"
+    );
+
+    // East's sidecar adds the imports to its configuration; its DNS proxy answers the name
+    // and the call crosses west's gateway with the caller's own identity.
+    let caller = &bridge.member("caller").netns;
+    caller.ok(
+        "iptables",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            &reviews_ip.to_string(),
+            "-j",
+            "REJECT",
+        ],
+    );
+    capture(caller, &["install"]);
+    let imports_flag = imports.to_str().unwrap();
+    processes.push(sidecar(
+        caller,
+        &east,
+        "caller",
+        &["--network", "east", "--config", imports_flag],
+    ));
+    let get = || {
+        let answer = caller.ok(
+            "dig",
+            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
+        );
+        let vip: Ipv4Addr = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
+        http_get(caller, vip, 9080, "0", REVIEWS, "")
+    };
+    let response = get();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = json_body(&response);
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no XFCC: {seen}"));
+    assert!(xfcc.ends_with(&format!("URI={CALLER_ID}")), "{xfcc}");
+    let outbound = wait_for_line_in(
+        &east.path().join("caller-access.log"),
+        &["GET /hello", "outbound|9080||reviews"],
+    );
+    assert!(
+        outbound.contains(&format!("{gateway_ip}:15443")),
+        "{outbound}"
+    );
+
+    // West's gateway stops: the import stays, marked stale (in the file and the gateway's
+    // health details), and east's DNS proxy still answers the name.
+    drop(west_gateway.take());
+    wait_for_line_in(&east_log, &["the peer's exports are stale", "peer=west"]);
+    let text = wait_for_file(&import, "marked stale", |t| {
+        t.contains("strait.io/import-stale")
+    });
+    assert!(text.contains(REVIEWS), "{text}");
+    let answer = caller.ok(
+        "dig",
+        &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
+    );
+    assert!(answer.trim().parse::<Ipv4Addr>().is_ok(), "{answer:?}");
+    let details = call(
+        &bridge.member("eastgw").netns,
+        east_gateway_ip,
+        15021,
+        "0",
+        "GET /healthz/details HTTP/1.1\\r\\nHost: health\\r\\nConnection: close\\r\\n\\r\\n",
+    );
+    assert!(
+        details.contains("the import from peer west is stale"),
+        "{details}"
+    );
+
+    // West's gateway is back and stops exporting reviews: the import is current and without
+    // it.
+    west_gateway = Some(gateway_named(
+        west_netns,
+        &west,
+        "gateway",
+        "west",
+        &west_flags,
+    ));
+    wait_for_line_in(
+        &east_log,
+        &["the peer's exports are current again", "peer=west"],
+    );
+    let unexported = west_services.replace(r#"labels: {strait.io/export: "true"}"#, "labels: {}");
+    assert_ne!(unexported, west_services);
+    west.write("config/services.yaml", &unexported);
+    let text = wait_for_file(&import, "reviews no longer imported", |t| {
+        !t.is_empty() && !t.contains(REVIEWS)
+    });
+    assert!(!text.contains("strait.io/import-stale"), "{text}");
+    drop(west_gateway);
 }

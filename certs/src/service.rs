@@ -21,7 +21,7 @@ pub mod client;
 pub mod server;
 
 mod auth;
-mod tls;
+pub mod tls;
 
 /// The generated messages, client and server of `proto/ca.proto`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]

@@ -18,10 +18,15 @@
 //!   peer at its refresh hint with backoff and rate-limited early refreshes.
 //! - [`sni`]: Istio's outbound names (`outbound_.PORT_.SUBSET_.HOST`, `outbound|PORT|SUBSET|HOST`).
 //! - [`trunk`]: the QUIC trunk between east-west gateways and its trunk-ingress port.
+//! - [`export`]: the federation API (gRPC, port 15445) streaming a cluster's exported services
+//!   to its peers' gateways.
+//! - [`import`]: a peer's exports kept and turned into Istio YAML for the importing cluster.
 
 pub mod bundle_endpoint;
 pub mod bundle_fetch;
 pub mod bundle_poller;
+pub mod export;
+pub mod import;
 pub mod peer;
 pub mod peer_store;
 pub mod sni;

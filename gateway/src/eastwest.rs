@@ -2,7 +2,8 @@
 //! bundle endpoint serving its own trust domain's bundle (TCP 15446), the poller that
 //! follows every peer in `DATA/peers`, with each accepted peer bundle put into the gateway's
 //! own verifier set (so that mTLS with the peer's gateways trusts it), and the QUIC trunks
-//! (`crate::trunk`: UDP 15443, trunk ingress on TCP 15444).
+//! (`crate::trunk`: UDP 15443, trunk ingress on TCP 15444), and the export and import of
+//! services (`crate::exports`: the federation API on TCP 15445).
 //!
 //! The bundle endpoint and the poller are the ones `strait federation serve-bundle|poll` run
 //! (`crate::federation`); here the bundle served is the gateway's trust bundle for its own
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use strait_certs::{SharedBundles, TrustDomain};
+use strait_discovery::compile::exports::FederationView;
 use strait_federation::bundle_endpoint::BundleEndpoint;
 use strait_federation::bundle_poller::PollerOptions;
 use strait_federation::peer_store::PeerStore;
@@ -50,6 +52,18 @@ pub struct EastwestArgs {
     /// none.
     #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15444")]
     trunk_ingress: String,
+    /// Where the federation API (gRPC over mesh mTLS) streams the exported services to the
+    /// gateways of known peers, `HOST:PORT`; `off` serves none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15445")]
+    federation_api: String,
+    /// How often the federation API sends an unchanged export set again (so that peers can
+    /// tell a quiet gateway from a gone one).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    export_keepalive: Duration,
+    /// How long a peer's import may go without a set before it is marked stale (it is kept,
+    /// never removed for silence).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    import_stale_after: Duration,
 }
 
 /// An address flag's value, or `None` for `off`.
@@ -63,13 +77,17 @@ fn address_or_off(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>>
         .with_context(|| format!("{flag} {value}: not IP:PORT or off"))
 }
 
-/// Starts the bundle endpoint, the peer poller and the trunks (whose context `trunk` makes) of
-/// an east-west gateway whose identity is `mesh`; without one there is nothing to serve or
+/// Starts the bundle endpoint, the peer poller, the trunks (whose context `trunk` makes) and
+/// the export and import of services (following the compilations' `view`) of an east-west
+/// gateway on `network` whose identity is `mesh`; without one there is nothing to serve or
 /// authenticate with, and this says so.
 pub async fn start(
     args: &EastwestArgs,
     data: &Path,
     mesh: Option<&MeshIdentity>,
+    network: Option<String>,
+    view: tokio::sync::watch::Receiver<Arc<FederationView>>,
+    status: Arc<crate::last_good::ServingStatus>,
     trunk: impl FnOnce(MeshIdentity, PeerStore) -> crate::trunk::TrunkContext,
 ) -> anyhow::Result<()> {
     let Some(mesh) = mesh else {
@@ -126,6 +144,19 @@ pub async fn start(
         mesh.bundles.clone(),
         trust_domain,
     ));
+    crate::exports::start(crate::exports::ExportContext {
+        data,
+        mesh,
+        own_id: svid.id().clone(),
+        store: store.clone(),
+        network,
+        view,
+        listen: address_or_off("--federation-api", &args.federation_api)?,
+        keepalive: args.export_keepalive,
+        stale_after: args.import_stale_after,
+        status,
+    })
+    .await?;
     let trunks = crate::trunk::start(
         trunk(mesh.clone(), store),
         address_or_off("--trunk-listen", &args.trunk_listen)?,

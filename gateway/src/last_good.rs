@@ -107,6 +107,8 @@ struct StatusState {
     problems: Vec<String>,
     /// The version and time of the last snapshot written to the last-good file.
     written: Option<(u64, u64)>,
+    /// The peers whose imports are stale, with what is said about each.
+    stale_imports: BTreeMap<String, String>,
 }
 
 /// The health details (`/healthz/details`).
@@ -179,6 +181,16 @@ impl ServingStatus {
         }
     }
 
+    /// Whether the import of `peer` is stale (`Some` says why), for the health details.
+    pub fn import_stale(&self, peer: &str, why: Option<String>) {
+        if let Ok(mut state) = self.state.lock() {
+            match why {
+                Some(why) => state.stale_imports.insert(peer.to_owned(), why),
+                None => state.stale_imports.remove(peer),
+            };
+        }
+    }
+
     fn written(&self, version: u64, at_ms: u64) {
         if let Ok(mut state) = self.state.lock() {
             state.written = Some((version, at_ms));
@@ -195,6 +207,7 @@ impl ServingStatus {
             };
         };
         let mut degraded = state.problems.clone();
+        degraded.extend(state.stale_imports.values().cloned());
         degraded.extend(self.dns.restored().into_iter().map(|(name, from)| {
             format!("DNS answer for {name} from {from}: no lookup has answered since the start")
         }));

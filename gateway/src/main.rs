@@ -9,6 +9,7 @@ mod ca;
 mod capture;
 mod control;
 mod eastwest;
+mod exports;
 mod federation;
 mod identity;
 mod last_good;

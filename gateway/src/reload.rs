@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use strait_discovery::compile::{GatewayOptions, SidecarOptions, compile_gateway, compile_sidecar};
+use strait_discovery::compile::exports::FederationView;
+use strait_discovery::compile::{
+    GatewayOptions, RemoteNetworks, SidecarOptions, compile_gateway, compile_sidecar,
+};
 use strait_discovery::dns_proxy::SharedNames;
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::Object;
@@ -38,7 +41,9 @@ pub struct Reloader {
     /// The names the sidecar's DNS proxy answers, replaced with every compilation.
     pub names: SharedNames,
     /// The east-west gateway's view of the other networks (its trunk ingress reads it).
-    pub remote_networks: tokio::sync::watch::Sender<Arc<strait_discovery::compile::RemoteNetworks>>,
+    pub remote_networks: tokio::sync::watch::Sender<Arc<RemoteNetworks>>,
+    /// An east-west gateway's exports and local services (its federation follows them).
+    pub federation_view: tokio::sync::watch::Sender<Arc<FederationView>>,
     /// The `--config` paths, checked before each read.
     pub config_paths: Vec<PathBuf>,
     /// Whether the last read found the configuration source unavailable (nothing is compiled
@@ -99,14 +104,11 @@ impl Reloader {
             tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
             self.names.store(Arc::new(compiled.names));
         }
-        let remote = compiled.remote_networks;
-        self.remote_networks.send_if_modified(|current| {
-            let changed = **current != remote;
-            if changed {
-                *current = Arc::new(remote);
-            }
-            changed
-        });
+        let (remote, federation) = (compiled.remote_networks, compiled.federation);
+        self.remote_networks
+            .send_if_modified(|current| replace_if_changed(current, remote));
+        self.federation_view
+            .send_if_modified(|current| replace_if_changed(current, federation));
         let findings: Vec<&Finding> = self
             .read_findings
             .iter()
@@ -197,4 +199,13 @@ fn unavailable(paths: &[PathBuf]) -> Option<String> {
             .err()
             .map(|error| format!("{}: {error}", path.display()))
     })
+}
+
+/// Replaces `current` with `next` when they differ, saying whether it did.
+fn replace_if_changed<T: PartialEq>(current: &mut Arc<T>, next: T) -> bool {
+    let changed = **current != next;
+    if changed {
+        *current = Arc::new(next);
+    }
+    changed
 }

@@ -303,8 +303,10 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let remote_networks = tokio::sync::watch::Sender::new(Arc::default());
+    let federation_view = tokio::sync::watch::Sender::new(Arc::default());
     let mut reloader = Reloader {
         remote_networks: remote_networks.clone(),
+        federation_view: federation_view.clone(),
         proxy: proxy.clone(),
         target,
         version: 0,
@@ -334,7 +336,16 @@ async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
             network: args.network.clone(),
             remote_networks: remote_networks.subscribe(),
         };
-        crate::eastwest::start(&args.eastwest, &args.data, mesh.as_ref(), context).await?;
+        crate::eastwest::start(
+            &args.eastwest,
+            &args.data,
+            mesh.as_ref(),
+            args.network.clone(),
+            federation_view.subscribe(),
+            status.clone(),
+            context,
+        )
+        .await?;
     }
 
     let state = Arc::new(AdminState {

@@ -1,4 +1,5 @@
-//! The rustls transport under tonic, both sides.
+//! The rustls transport under tonic, both sides (the CA service's, and the federation API's in
+//! `strait-federation`).
 //!
 //! Server: an accept loop that runs each TLS handshake in its own task (bounded by a timeout, so
 //! a slow client holds up nobody), reads the verified client identity once, and hands tonic
@@ -40,7 +41,7 @@ pub struct PeerInfo {
 
 /// A server-side TLS connection with its caller's identity.
 #[derive(Debug)]
-pub(crate) struct MeshTlsStream {
+pub struct MeshTlsStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
 }
@@ -95,7 +96,7 @@ impl AsyncWrite for MeshTlsStream {
 
 /// Accepts on `listener` and yields handshaken connections; the task ends when the returned
 /// stream is dropped and the next connection arrives, or when the handle is aborted.
-pub(crate) fn accept(
+pub fn accept(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
@@ -111,7 +112,7 @@ pub(crate) fn accept(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accepting a CA connection: {error}");
+                    tracing::warn!("accepting a gRPC connection: {error}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -127,11 +128,11 @@ pub(crate) fn accept(
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
-                        tracing::info!(%remote, "CA connection refused in the handshake: {error}");
+                        tracing::info!(%remote, "gRPC connection refused in the handshake: {error}");
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(%remote, "CA connection: handshake timed out");
+                        tracing::info!(%remote, "gRPC connection: handshake timed out");
                         return;
                     }
                 };
@@ -160,7 +161,7 @@ pub(crate) fn accept(
 
 /// A channel to `address` (`HOST:PORT`) over mesh TLS. `lazy` channels connect on first use
 /// (and reconnect after failures); others connect now and report a failure at once.
-pub(crate) async fn channel(
+pub async fn channel(
     address: &str,
     config: Arc<ClientConfig>,
     connect_timeout: Duration,

@@ -166,7 +166,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// Whether `service` is exported: by its label, or by a ServiceExport of its name.
-    fn exported(&self, service: Service<'_>) -> bool {
+    pub(super) fn exported(&self, service: Service<'_>) -> bool {
         let object = service.object;
         if object.meta.labels.get(EXPORT_LABEL).map(String::as_str) == Some("true") {
             return true;

@@ -17,6 +17,7 @@ mod clusters;
 pub mod credentials;
 mod eastwest;
 mod egress;
+pub mod exports;
 mod listeners;
 mod networks;
 pub mod policies;
@@ -109,6 +110,9 @@ pub struct Compiled {
     /// servers take in, the networks other than the gateway's that hold endpoints of it
     /// (where the trunk ingress sends a connection for it). Empty for every other role.
     pub remote_networks: RemoteNetworks,
+    /// An east-west gateway's exports and the hosts its configuration declares (what its
+    /// federation streams to peers and imports against). Empty for every other role.
+    pub federation: exports::FederationView,
 }
 
 /// Hosts and the other networks holding their endpoints; see [`Compiled::remote_networks`].
@@ -124,7 +128,15 @@ pub fn compile_gateway<O: Borrow<Object>>(
     let objects: Vec<&Object> = objects.iter().map(Borrow::borrow).collect();
     let mut compiler = Compiler::new(&objects, options);
     let (listeners, route_tables) = compiler.gateway_listeners(&objects);
-    compiler.finish(&objects, version, listeners, route_tables)
+    // Read from the same registry (and DNS answers) as the snapshot.
+    let federation = if options.eastwest {
+        exports::federation_view(&compiler)
+    } else {
+        exports::FederationView::default()
+    };
+    let mut compiled = compiler.finish(&objects, version, listeners, route_tables);
+    compiled.federation = federation;
+    compiled
 }
 
 /// The state of one compilation.
@@ -206,6 +218,7 @@ impl<'a> Compiler<'a> {
             findings: self.findings,
             names: crate::dns_proxy::NameTable::default(),
             remote_networks: self.remote_networks,
+            federation: exports::FederationView::default(),
         }
     }
 

@@ -6,9 +6,10 @@
 //! `ISTIO_META_NETWORK`). As in Istio, an endpoint or proxy without a network is on every
 //! network, so without networks nothing changes. Endpoints on another network are replaced by
 //! that network's east-west gateways (MeshNetworks `gateways[].address` and `port`), each
-//! weighted by the number of endpoints behind it, so that traffic spreads across networks as
-//! it would across the endpoints themselves; a network without a usable gateway cannot be
-//! reached, and its endpoints are left out with a problem saying so.
+//! weighted by the number of endpoints behind it (a WorkloadEntry's `weight` counts as that
+//! many: an imported service's entries carry the peer's counts so), so that traffic spreads
+//! across networks as it would across the endpoints themselves; a network without a usable
+//! gateway cannot be reached, and its endpoints are left out with a problem saying so.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -113,7 +114,9 @@ impl Networks {
         for endpoint in endpoints {
             match endpoint.network.as_deref() {
                 Some(network) if !same_network(Some(network), own) => {
-                    *remote.entry(network.to_owned()).or_default() += 1;
+                    // A WorkloadEntry's weight counts as that many endpoints: an imported
+                    // service's entry stands for all the peer's endpoints of its group.
+                    *remote.entry(network.to_owned()).or_default() += endpoint.weight;
                 }
                 _ => local.push(Endpoint {
                     address: endpoint.address,
@@ -287,6 +290,23 @@ mod tests {
             ]
         );
         assert_eq!(endpoints[2].labels[NETWORK_LABEL], "west");
+    }
+
+    #[test]
+    fn a_remote_entry_s_weight_counts_as_that_many_endpoints() {
+        // An imported group of four endpoints is one WorkloadEntry of weight 4.
+        let mut imported = endpoint("192.0.2.10:80", Some("west"));
+        imported.weight = 4;
+        let mut problems = Vec::new();
+        let endpoints = networks().split_horizon(
+            vec![imported, endpoint("10.2.0.1:80", Some("west"))],
+            Some("east"),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].address.to_string(), "192.0.2.10:15443");
+        assert_eq!(endpoints[0].weight, 5);
     }
 
     #[test]
