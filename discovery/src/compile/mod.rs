@@ -18,6 +18,7 @@ pub mod credentials;
 mod eastwest;
 mod egress;
 mod listeners;
+mod locality;
 mod networks;
 pub mod policies;
 mod registry;
@@ -74,6 +75,9 @@ pub struct GatewayOptions {
     /// The proxy's network (`--network`, Istio's `ISTIO_META_NETWORK`): endpoints on other
     /// networks are reached through their gateways (`networks`). None is every network.
     pub network: Option<String>,
+    /// The proxy's locality, `region/zone/subzone` (`--locality`, Istio's node locality):
+    /// locality load balancing prefers endpoints that share it.
+    pub locality: Option<String>,
     /// Set for an east-west gateway, which serves `AUTO_PASSTHROUGH` servers (`eastwest`).
     pub eastwest: bool,
 }
@@ -92,6 +96,7 @@ impl Default for GatewayOptions {
             dns: crate::dns::DnsCache::default(),
             egress: None,
             network: None,
+            locality: None,
             eastwest: false,
         }
     }

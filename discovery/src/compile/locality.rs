@@ -1,0 +1,301 @@
+//! Locality load balancing: each endpoint's priority tier, as Istio maps `localityLbSetting`
+//! onto Envoy's priorities for the proxy's own locality, network and labels.
+//!
+//! Istio's rules: the DestinationRule's `localityLbSetting` replaces the mesh's whole, and the
+//! mesh's is enabled by default. Failover tiers apply only when the destination has outlier
+//! detection (nothing else tells a tier it is unhealthy); without it every endpoint is in one
+//! tier and traffic spreads by weight, across networks too. With `failoverPriority`, an endpoint
+//! matching more leading labels of the proxy's is preferred; otherwise the tier is how much of
+//! the proxy's region/zone/subzone the endpoint shares (0 all, 1 region and zone, 2 region,
+//! 3 none), and `failover` (from region -> to region) sends a region's traffic only to the
+//! region named before any other (4). Tiers are numbered from 0 without gaps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use strait_proxy::snapshot::Endpoint;
+
+use super::networks::NETWORK_LABEL;
+use crate::resources::destination_rule::{LocalityFailover, LocalityLoadBalancerSetting};
+
+/// Istio's labels an endpoint's and the proxy's locality stand for in `failoverPriority`.
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+
+/// What the proxy knows of itself that locality load balancing compares endpoints with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client<'a> {
+    /// `region/zone/subzone` (`--locality`), any depth.
+    pub locality: Option<&'a str>,
+    /// `--network`.
+    pub network: Option<&'a str>,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// A `region/zone/subzone` locality, missing parts empty.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Locality<'a> {
+    region: &'a str,
+    zone: &'a str,
+    subzone: &'a str,
+}
+
+impl<'a> Locality<'a> {
+    fn parse(locality: Option<&'a str>) -> Locality<'a> {
+        let mut parts = locality.unwrap_or_default().splitn(3, '/');
+        Locality {
+            region: parts.next().unwrap_or_default(),
+            zone: parts.next().unwrap_or_default(),
+            subzone: parts.next().unwrap_or_default(),
+        }
+    }
+}
+
+/// Sets the priority of each of a cluster's `endpoints`. `setting` is the destination's
+/// (`None`: the mesh's, enabled by default); `outlier_detection` whether it has outlier
+/// detection. Returns what could not be applied.
+pub(crate) fn assign_priorities(
+    endpoints: &mut [Endpoint],
+    setting: Option<&LocalityLoadBalancerSetting>,
+    outlier_detection: bool,
+    client: Client<'_>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for endpoint in endpoints.iter_mut() {
+        endpoint.priority = 0;
+    }
+    let default = LocalityLoadBalancerSetting::default();
+    let setting = setting.unwrap_or(&default);
+    if setting.enabled == Some(false) {
+        return problems;
+    }
+    if !setting.distribute.is_empty() {
+        problems.push(
+            "localityLbSetting.distribute is not applied yet: traffic spreads by endpoint weight"
+                .to_owned(),
+        );
+        return problems;
+    }
+    if !outlier_detection {
+        return problems;
+    }
+    let own = Locality::parse(client.locality);
+    let mut priorities: Vec<u32> = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints.iter() {
+        let by_labels = if setting.failover_priority.is_empty() {
+            0
+        } else {
+            label_priority(endpoint, &setting.failover_priority, client)
+        };
+        let by_locality = if setting.failover_priority.is_empty() || !setting.failover.is_empty()
+        {
+            locality_priority(&own, endpoint.locality.as_deref(), &setting.failover)
+        } else {
+            0
+        };
+        // As Istio: at most five locality tiers within each label tier.
+        priorities.push(by_labels * 5 + by_locality);
+    }
+    let dense: BTreeSet<u32> = priorities.iter().copied().collect();
+    let rank: BTreeMap<u32, u32> = dense.into_iter().zip(0..).collect();
+    for (endpoint, priority) in endpoints.iter_mut().zip(priorities) {
+        endpoint.priority = rank.get(&priority).copied().unwrap_or_default();
+    }
+    problems
+}
+
+/// The locality tier: 0 when region, zone and subzone match the proxy's, 1 region and zone,
+/// 2 region, 3 none; 4 for another region than the one `failover` names for the proxy's.
+fn locality_priority(own: &Locality<'_>, endpoint: Option<&str>, failover: &[LocalityFailover]) -> u32 {
+    let theirs = Locality::parse(endpoint);
+    if theirs.region == own.region {
+        if theirs.zone == own.zone {
+            return if theirs.subzone == own.subzone { 0 } else { 1 };
+        }
+        return 2;
+    }
+    match failover
+        .iter()
+        .find(|f| f.from.as_deref() == Some(own.region))
+    {
+        Some(rule) if rule.to.as_deref() != Some(theirs.region) => 4,
+        _ => 3,
+    }
+}
+
+/// The label tier from `failoverPriority`: with N labels, 0 when the endpoint matches all N,
+/// 1 the first N-1, ..., N none. A `key=value` entry compares with the value given instead of
+/// the proxy's; a label the proxy lacks matches nothing from there on.
+fn label_priority(endpoint: &Endpoint, labels: &[String], client: Client<'_>) -> u32 {
+    let own = Locality::parse(client.locality);
+    let theirs = Locality::parse(endpoint.locality.as_deref());
+    let mut matched = 0u32;
+    for entry in labels {
+        let (key, wanted) = match entry.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (entry.as_str(), None),
+        };
+        let wanted = wanted.or_else(|| match key {
+            NETWORK_LABEL => client.network,
+            REGION_LABEL => Some(own.region).filter(|r| !r.is_empty()),
+            ZONE_LABEL => Some(own.zone).filter(|z| !z.is_empty()),
+            SUBZONE_LABEL => Some(own.subzone).filter(|s| !s.is_empty()),
+            _ => client.labels.get(key).map(String::as_str),
+        });
+        let Some(wanted) = wanted else { break };
+        let value = match key {
+            // Endpoints of this proxy's network carry no network label; a gateway standing in
+            // for another network's does.
+            NETWORK_LABEL => endpoint
+                .labels
+                .get(key)
+                .map(String::as_str)
+                .or(client.network),
+            REGION_LABEL => Some(theirs.region),
+            ZONE_LABEL => Some(theirs.zone),
+            SUBZONE_LABEL => Some(theirs.subzone),
+            _ => endpoint.labels.get(key).map(String::as_str),
+        };
+        if value != Some(wanted) {
+            break;
+        }
+        matched += 1;
+    }
+    u32::try_from(labels.len()).unwrap_or(u32::MAX).saturating_sub(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(port: u16, locality: Option<&str>, labels: &[(&str, &str)]) -> Endpoint {
+        Endpoint {
+            address: ([10, 0, 0, 1], port).into(),
+            weight: 1,
+            locality: locality.map(str::to_owned),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            dns_name: None,
+            network_gateway: None,
+            priority: 9,
+        }
+    }
+
+    fn priorities(endpoints: &[Endpoint]) -> Vec<u32> {
+        endpoints.iter().map(|e| e.priority).collect()
+    }
+
+    fn client<'a>(labels: &'a BTreeMap<String, String>) -> Client<'a> {
+        Client {
+            locality: Some("us-east/a/1"),
+            network: Some("net-1"),
+            labels,
+        }
+    }
+
+    fn localities() -> Vec<Endpoint> {
+        vec![
+            endpoint(1, Some("us-east/a/1"), &[]),
+            endpoint(2, Some("us-east/a/2"), &[]),
+            endpoint(3, Some("us-east/b"), &[]),
+            endpoint(4, Some("us-west/a/1"), &[]),
+            endpoint(5, Some("eu-west/a"), &[]),
+            endpoint(6, None, &[]),
+        ]
+    }
+
+    #[test]
+    fn without_outlier_detection_everything_is_one_tier() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let problems = assign_priorities(&mut endpoints, None, false, client(&labels));
+        assert!(problems.is_empty());
+        assert_eq!(priorities(&endpoints), [0; 6]);
+    }
+
+    #[test]
+    fn with_outlier_detection_tiers_follow_the_shared_locality() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        assign_priorities(&mut endpoints, None, true, client(&labels));
+        // subzone, zone, region, elsewhere (twice), and no locality counts as elsewhere.
+        assert_eq!(priorities(&endpoints), [0, 1, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn disabled_locality_lb_is_one_tier_even_with_outlier_detection() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let setting = LocalityLoadBalancerSetting {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assert_eq!(priorities(&endpoints), [0; 6]);
+    }
+
+    #[test]
+    fn failover_names_the_region_to_try_first() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let setting = LocalityLoadBalancerSetting {
+            failover: vec![LocalityFailover {
+                from: Some("us-east".to_owned()),
+                to: Some("eu-west".to_owned()),
+            }],
+            ..Default::default()
+        };
+        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        // eu-west before us-west and the locality-less endpoint.
+        assert_eq!(priorities(&endpoints), [0, 1, 2, 4, 3, 4]);
+    }
+
+    #[test]
+    fn failover_priority_prefers_more_leading_labels() {
+        let labels = BTreeMap::from([("version".to_owned(), "v1".to_owned())]);
+        let mut endpoints = vec![
+            endpoint(1, None, &[("version", "v1")]),
+            endpoint(2, None, &[("version", "v1"), (NETWORK_LABEL, "net-2")]),
+            endpoint(3, None, &[("version", "v2")]),
+            endpoint(4, None, &[("version", "v2"), (NETWORK_LABEL, "net-2")]),
+        ];
+        let setting = LocalityLoadBalancerSetting {
+            failover_priority: vec![NETWORK_LABEL.to_owned(), "version".to_owned()],
+            ..Default::default()
+        };
+        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        // Own network and version; own network; another network (version not compared).
+        assert_eq!(priorities(&endpoints), [0, 2, 1, 2]);
+    }
+
+    #[test]
+    fn failover_priority_with_a_value_and_locality_labels() {
+        let labels = BTreeMap::new();
+        let mut endpoints = vec![
+            endpoint(1, Some("us-east/a"), &[("tier", "gold")]),
+            endpoint(2, Some("us-west/a"), &[("tier", "gold")]),
+            endpoint(3, Some("us-east/b"), &[("tier", "silver")]),
+        ];
+        let setting = LocalityLoadBalancerSetting {
+            failover_priority: vec!["tier=gold".to_owned(), REGION_LABEL.to_owned()],
+            ..Default::default()
+        };
+        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assert_eq!(priorities(&endpoints), [0, 1, 2]);
+    }
+
+    #[test]
+    fn distribute_is_reported_not_applied() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let setting = LocalityLoadBalancerSetting {
+            distribute: vec![Default::default()],
+            ..Default::default()
+        };
+        let problems = assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(priorities(&endpoints), [0; 6]);
+    }
+}
