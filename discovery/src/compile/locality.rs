@@ -87,8 +87,7 @@ pub(crate) fn assign_priorities(
         } else {
             label_priority(endpoint, &setting.failover_priority, client)
         };
-        let by_locality = if setting.failover_priority.is_empty() || !setting.failover.is_empty()
-        {
+        let by_locality = if setting.failover_priority.is_empty() || !setting.failover.is_empty() {
             locality_priority(&own, endpoint.locality.as_deref(), &setting.failover)
         } else {
             0
@@ -106,7 +105,11 @@ pub(crate) fn assign_priorities(
 
 /// The locality tier: 0 when region, zone and subzone match the proxy's, 1 region and zone,
 /// 2 region, 3 none; 4 for another region than the one `failover` names for the proxy's.
-fn locality_priority(own: &Locality<'_>, endpoint: Option<&str>, failover: &[LocalityFailover]) -> u32 {
+fn locality_priority(
+    own: &Locality<'_>,
+    endpoint: Option<&str>,
+    failover: &[LocalityFailover],
+) -> u32 {
     let theirs = Locality::parse(endpoint);
     if theirs.region == own.region {
         if theirs.zone == own.zone {
@@ -161,7 +164,9 @@ fn label_priority(endpoint: &Endpoint, labels: &[String], client: Client<'_>) ->
         }
         matched += 1;
     }
-    u32::try_from(labels.len()).unwrap_or(u32::MAX).saturating_sub(matched)
+    u32::try_from(labels.len())
+        .unwrap_or(u32::MAX)
+        .saturating_sub(matched)
 }
 
 #[cfg(test)]

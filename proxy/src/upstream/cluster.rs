@@ -511,7 +511,14 @@ mod tests {
 
     fn picked_ports(state: &ClusterState, count: usize) -> Vec<u16> {
         let mut ports: Vec<u16> = (0..count)
-            .map(|_| state.pick(None, &[], None).unwrap().endpoint().address.port())
+            .map(|_| {
+                state
+                    .pick(None, &[], None)
+                    .unwrap()
+                    .endpoint()
+                    .address
+                    .port()
+            })
             .collect();
         ports.sort_unstable();
         ports.dedup();

@@ -80,7 +80,10 @@ fn total_panic(tiers: &[TierHealth]) -> PriorityLoad {
     if total > 0 {
         let mut remaining = 100u64;
         for (slot, tier) in load.iter_mut().zip(tiers) {
-            let share = (tier.total as u64 * 100 / total).min(remaining);
+            let share = (tier.total as u64 * 100)
+                .checked_div(total)
+                .unwrap_or(0)
+                .min(remaining);
             *slot = share as u32;
             remaining -= share;
         }
