@@ -303,4 +303,117 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(priorities(&endpoints), [0; 6]);
     }
+
+    /// Compiles an ingress gateway in `us-east/a` routing to `api`, whose endpoints are in
+    /// us-east/a, us-east/b and us-west/a, with `rule` (the DestinationRule's `trafficPolicy`
+    /// lines) and `mesh` (a MeshConfig, may be empty); the endpoints' priorities in that order
+    /// and the findings.
+    fn compiled(rule: &str, mesh: &str) -> (Vec<u32>, Vec<String>) {
+        use std::sync::Arc;
+
+        use crate::compile::{GatewayOptions, compile_gateway};
+        use crate::resources::{LoadOptions, Loaded, load_text};
+
+        let config = format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: api, port: {{number: 8080}}}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 10.0.0.1, locality: us-east/a}}
+  - {{address: 10.0.0.2, locality: us-east/b}}
+  - {{address: 10.0.0.3, locality: us-west/a}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api
+  trafficPolicy:
+{rule}"#
+        );
+        let mut loaded = Loaded::default();
+        load_text(
+            &Arc::from("test.yaml"),
+            &config,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+        if !mesh.is_empty() {
+            load_text(
+                &Arc::from("mesh.yaml"),
+                mesh,
+                &LoadOptions::default(),
+                &mut loaded,
+            );
+        }
+        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let options = GatewayOptions {
+            locality: Some("us-east/a".to_owned()),
+            ..GatewayOptions::default()
+        };
+        let compiled = compile_gateway(&loaded.objects, &options, 1);
+        let cluster = &compiled.snapshot.clusters["outbound|8080||api.default.svc.cluster.local"];
+        (
+            priorities(&cluster.endpoints),
+            compiled
+                .findings
+                .iter()
+                .map(|f| f.message.clone())
+                .collect(),
+        )
+    }
+
+    const OUTLIER: &str = "    outlierDetection: {consecutive5xxErrors: 3}\n";
+
+    #[test]
+    fn compiled_clusters_get_tiers_only_with_outlier_detection() {
+        let (tiers, _) = compiled("    loadBalancer: {simple: ROUND_ROBIN}\n", "");
+        assert_eq!(tiers, [0, 0, 0]);
+        let (tiers, _) = compiled(OUTLIER, "");
+        assert_eq!(tiers, [0, 1, 2], "the mesh default enables locality LB");
+    }
+
+    #[test]
+    fn the_destination_rules_setting_replaces_the_meshs() {
+        let off = "localityLbSetting: {enabled: false}\n";
+        let (tiers, _) = compiled(OUTLIER, off);
+        assert_eq!(tiers, [0, 0, 0], "disabled mesh-wide");
+        let on = format!("{OUTLIER}    loadBalancer: {{localityLbSetting: {{enabled: true}}}}\n");
+        let (tiers, _) = compiled(&on, off);
+        assert_eq!(tiers, [0, 1, 2], "enabled again by the rule");
+    }
+
+    #[test]
+    fn compiled_distribute_is_a_finding() {
+        let rule = format!(
+            "{OUTLIER}    loadBalancer: {{localityLbSetting: {{distribute: [{{from: us-east/*, to: {{us-east/*: 100}}}}]}}}}\n"
+        );
+        let (tiers, findings) = compiled(&rule, "");
+        assert_eq!(tiers, [0, 0, 0]);
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("distribute is not applied")),
+            "{findings:?}"
+        );
+    }
 }
