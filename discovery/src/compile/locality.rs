@@ -8,7 +8,8 @@
 //! matching more leading labels of the proxy's is preferred; otherwise the tier is how much of
 //! the proxy's region/zone/subzone the endpoint shares (0 all, 1 region and zone, 2 region,
 //! 3 none), and `failover` (from region -> to region) sends a region's traffic only to the
-//! region named before any other (4). Tiers are numbered from 0 without gaps.
+//! region named before any other (4). Tiers are numbered from 0 without gaps. `distribute`
+//! instead sets weights by locality (and excludes failover, as in Istio).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,11 +52,12 @@ impl<'a> Locality<'a> {
     }
 }
 
-/// Sets the priority of each of a cluster's `endpoints`. `setting` is the destination's
+/// Sets the priority of each of a cluster's `endpoints`, or with `distribute` their weights
+/// (leaving out those of localities it gives no traffic). `setting` is the destination's
 /// (`None`: the mesh's, enabled by default); `outlier_detection` whether it has outlier
 /// detection. Returns what could not be applied.
 pub(crate) fn assign_priorities(
-    endpoints: &mut [Endpoint],
+    endpoints: &mut Vec<Endpoint>,
     setting: Option<&LocalityLoadBalancerSetting>,
     outlier_detection: bool,
     client: Client<'_>,
@@ -69,17 +71,22 @@ pub(crate) fn assign_priorities(
     if setting.enabled == Some(false) {
         return problems;
     }
+    let own = Locality::parse(client.locality);
     if !setting.distribute.is_empty() {
-        problems.push(
-            "localityLbSetting.distribute is not applied yet: traffic spreads by endpoint weight"
-                .to_owned(),
-        );
+        // As Istio: `distribute` excludes failover, with or without outlier detection.
+        let before = endpoints.len();
+        distribute(endpoints, &own, setting);
+        let dropped = before - endpoints.len();
+        if dropped > 0 {
+            problems.push(format!(
+                "{dropped} endpoint(s) are left out: localityLbSetting.distribute gives their localities no traffic"
+            ));
+        }
         return problems;
     }
     if !outlier_detection {
         return problems;
     }
-    let own = Locality::parse(client.locality);
     let mut priorities: Vec<u32> = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints.iter() {
         let by_labels = if setting.failover_priority.is_empty() {
@@ -101,6 +108,74 @@ pub(crate) fn assign_priorities(
         endpoint.priority = rank.get(&priority).copied().unwrap_or_default();
     }
     problems
+}
+
+/// Scales each endpoint's weight so that the endpoints of each `to` locality of the first
+/// `distribute` entry whose `from` matches the proxy's locality share its percent (in
+/// proportion to their weights); endpoints in no `to` locality get no traffic and are left out.
+/// Nothing changes when no entry is for the proxy's locality.
+fn distribute(
+    endpoints: &mut Vec<Endpoint>,
+    own: &Locality<'_>,
+    setting: &LocalityLoadBalancerSetting,
+) {
+    /// Weights are scaled by this, so that a percent split over many endpoints stays whole.
+    const SCALE: u64 = 1_000;
+    let Some(rule) = setting
+        .distribute
+        .iter()
+        .find(|d| d.from.as_deref().is_some_and(|from| matches(own, from)))
+    else {
+        return;
+    };
+    let mut weights: Vec<Option<u32>> = vec![None; endpoints.len()];
+    for (pattern, &percent) in &rule.to {
+        let members: Vec<usize> = (0..endpoints.len())
+            .filter(|&i| weights.get(i).is_some_and(Option::is_none))
+            .filter(|&i| {
+                endpoints
+                    .get(i)
+                    .is_some_and(|e| matches(&Locality::parse(e.locality.as_deref()), pattern))
+            })
+            .collect();
+        let total: u64 = members
+            .iter()
+            .filter_map(|&i| endpoints.get(i))
+            .map(|e| u64::from(e.weight.max(1)))
+            .sum();
+        for &i in &members {
+            let (Some(endpoint), Some(slot)) = (endpoints.get(i), weights.get_mut(i)) else {
+                continue;
+            };
+            let share = (u64::from(percent) * u64::from(endpoint.weight.max(1)) * SCALE)
+                .checked_div(total)
+                .unwrap_or(0);
+            *slot = Some(u32::try_from(share).unwrap_or(u32::MAX));
+        }
+    }
+    let mut kept = Vec::with_capacity(endpoints.len());
+    for (mut endpoint, weight) in endpoints.drain(..).zip(weights) {
+        match weight {
+            Some(weight) if weight > 0 => {
+                endpoint.weight = weight;
+                kept.push(endpoint);
+            }
+            _ => {}
+        }
+    }
+    *endpoints = kept;
+}
+
+/// Whether `locality` is in `pattern` (`region/zone/subzone`, `*` for any part, missing zone
+/// or subzone for any), as Istio matches `distribute` localities.
+fn matches(locality: &Locality<'_>, pattern: &str) -> bool {
+    let rule = Locality::parse(Some(pattern));
+    let part = |rule: &str, value: &str, optional: bool| {
+        rule == "*" || (optional && rule.is_empty()) || rule == value
+    };
+    part(rule.region, locality.region, false)
+        && part(rule.zone, locality.zone, true)
+        && part(rule.subzone, locality.subzone, true)
 }
 
 /// The locality tier: 0 when region, zone and subzone match the proxy's, 1 region and zone,
@@ -291,17 +366,60 @@ mod tests {
         assert_eq!(priorities(&endpoints), [0, 1, 2]);
     }
 
+    fn distribution(from: &str, to: &[(&str, u32)]) -> LocalityLoadBalancerSetting {
+        LocalityLoadBalancerSetting {
+            distribute: vec![crate::resources::destination_rule::LocalityDistribute {
+                from: Some(from.to_owned()),
+                to: to.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn weights(endpoints: &[Endpoint]) -> Vec<(u16, u32)> {
+        endpoints
+            .iter()
+            .map(|e| (e.address.port(), e.weight))
+            .collect()
+    }
+
     #[test]
-    fn distribute_is_reported_not_applied() {
+    fn distribute_splits_traffic_by_locality_and_drops_the_rest() {
         let labels = BTreeMap::new();
         let mut endpoints = localities();
-        let setting = LocalityLoadBalancerSetting {
-            distribute: vec![Default::default()],
-            ..Default::default()
-        };
+        endpoints[2].weight = 3;
+        // us-east/* matches ports 1, 2 (weight 1 each) and 3 (weight 3): 80% split 1:1:3.
+        let setting = distribution("us-east/a/*", &[("us-east/*", 80), ("us-west", 20)]);
         let problems = assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(priorities(&endpoints), [0; 6]);
+        assert_eq!(
+            problems,
+            [
+                "2 endpoint(s) are left out: localityLbSetting.distribute gives their localities no traffic"
+            ]
+        );
+        assert_eq!(
+            weights(&endpoints),
+            [(1, 16_000), (2, 16_000), (3, 48_000), (4, 20_000)],
+            "eu-west and the locality-less endpoint get nothing"
+        );
+        assert_eq!(
+            priorities(&endpoints),
+            [0; 4],
+            "no failover tiers with distribute"
+        );
+    }
+
+    #[test]
+    fn distribute_for_another_locality_changes_nothing() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let setting = distribution("us-west/*", &[("us-west/*", 100)]);
+        assign_priorities(&mut endpoints, Some(&setting), false, client(&labels));
+        let mut expected = localities();
+        for endpoint in &mut expected {
+            endpoint.priority = 0;
+        }
+        assert_eq!(endpoints, expected);
     }
 
     /// Compiles an ingress gateway in `us-east/a` routing to `api`, whose endpoints are in
@@ -403,16 +521,16 @@ spec:
     }
 
     #[test]
-    fn compiled_distribute_is_a_finding() {
+    fn compiled_distribute_keeps_the_localities_it_names() {
         let rule = format!(
             "{OUTLIER}    loadBalancer: {{localityLbSetting: {{distribute: [{{from: us-east/*, to: {{us-east/*: 100}}}}]}}}}\n"
         );
         let (tiers, findings) = compiled(&rule, "");
-        assert_eq!(tiers, [0, 0, 0]);
+        assert_eq!(tiers, [0, 0], "us-west is left out");
         assert!(
             findings
                 .iter()
-                .any(|f| f.contains("distribute is not applied")),
+                .any(|f| f.contains("1 endpoint(s) are left out")),
             "{findings:?}"
         );
     }
