@@ -180,8 +180,7 @@ impl<'a> Compiler<'a> {
         );
         let locality_lb = policy
             .load_balancer
-            .and_then(|lb| lb.locality_lb_setting.as_ref())
-            .or(self.registry.mesh.locality_lb.as_ref());
+            .and_then(|lb| lb.locality_lb_setting.as_ref());
         let client = locality::Client {
             locality: self.options.locality.as_deref(),
             network: self.options.network.as_deref(),
@@ -190,6 +189,7 @@ impl<'a> Compiler<'a> {
         for problem in locality::assign_priorities(
             &mut endpoints,
             locality_lb,
+            self.registry.mesh.locality_lb.as_ref(),
             policy.outlier_detection.is_some(),
             client,
         ) {

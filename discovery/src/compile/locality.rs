@@ -53,12 +53,13 @@ impl<'a> Locality<'a> {
 }
 
 /// Sets the priority of each of a cluster's `endpoints`, or with `distribute` their weights
-/// (leaving out those of localities it gives no traffic). `setting` is the destination's
-/// (`None`: the mesh's, enabled by default); `outlier_detection` whether it has outlier
-/// detection. Returns what could not be applied.
+/// (leaving out those of localities it gives no traffic). `rule` is the DestinationRule's
+/// setting, `mesh` MeshConfig's (neither: enabled); `outlier_detection` whether the destination
+/// has outlier detection. Returns what could not be applied.
 pub(crate) fn assign_priorities(
     endpoints: &mut Vec<Endpoint>,
-    setting: Option<&LocalityLoadBalancerSetting>,
+    rule: Option<&LocalityLoadBalancerSetting>,
+    mesh: Option<&LocalityLoadBalancerSetting>,
     outlier_detection: bool,
     client: Client<'_>,
 ) -> Vec<String> {
@@ -67,9 +68,20 @@ pub(crate) fn assign_priorities(
         endpoint.priority = 0;
     }
     let default = LocalityLoadBalancerSetting::default();
-    let setting = setting.unwrap_or(&default);
+    let setting = rule.or(mesh).unwrap_or(&default);
     if setting.enabled == Some(false) {
         return problems;
+    }
+    // Istio ignores a rule's failover settings silently without outlier detection; say so.
+    if rule.is_some()
+        && !outlier_detection
+        && setting.distribute.is_empty()
+        && (!setting.failover.is_empty() || !setting.failover_priority.is_empty())
+    {
+        problems.push(
+            "localityLbSetting failover has no effect without outlierDetection (nothing tells a tier it is unhealthy): one tier"
+                .to_owned(),
+        );
     }
     let own = Locality::parse(client.locality);
     if !setting.distribute.is_empty() {
@@ -290,7 +302,7 @@ mod tests {
     fn without_outlier_detection_everything_is_one_tier() {
         let labels = BTreeMap::new();
         let mut endpoints = localities();
-        let problems = assign_priorities(&mut endpoints, None, false, client(&labels));
+        let problems = assign_priorities(&mut endpoints, None, None, false, client(&labels));
         assert!(problems.is_empty());
         assert_eq!(priorities(&endpoints), [0; 6]);
     }
@@ -299,9 +311,27 @@ mod tests {
     fn with_outlier_detection_tiers_follow_the_shared_locality() {
         let labels = BTreeMap::new();
         let mut endpoints = localities();
-        assign_priorities(&mut endpoints, None, true, client(&labels));
+        assign_priorities(&mut endpoints, None, None, true, client(&labels));
         // subzone, zone, region, elsewhere (twice), and no locality counts as elsewhere.
         assert_eq!(priorities(&endpoints), [0, 1, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn failover_without_outlier_detection_is_one_tier_and_a_finding() {
+        let labels = BTreeMap::new();
+        let mut endpoints = localities();
+        let setting = LocalityLoadBalancerSetting {
+            failover_priority: vec![REGION_LABEL.to_owned()],
+            ..Default::default()
+        };
+        let problems =
+            assign_priorities(&mut endpoints, Some(&setting), None, false, client(&labels));
+        assert_eq!(priorities(&endpoints), [0; 6]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        // The mesh's failover settings apply to every destination: no finding for each.
+        let problems =
+            assign_priorities(&mut endpoints, None, Some(&setting), false, client(&labels));
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]
@@ -312,7 +342,7 @@ mod tests {
             enabled: Some(false),
             ..Default::default()
         };
-        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assign_priorities(&mut endpoints, Some(&setting), None, true, client(&labels));
         assert_eq!(priorities(&endpoints), [0; 6]);
     }
 
@@ -327,7 +357,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assign_priorities(&mut endpoints, Some(&setting), None, true, client(&labels));
         // eu-west before us-west and the locality-less endpoint.
         assert_eq!(priorities(&endpoints), [0, 1, 2, 4, 3, 4]);
     }
@@ -345,7 +375,7 @@ mod tests {
             failover_priority: vec![NETWORK_LABEL.to_owned(), "version".to_owned()],
             ..Default::default()
         };
-        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assign_priorities(&mut endpoints, Some(&setting), None, true, client(&labels));
         // Own network and version; own network; another network (version not compared).
         assert_eq!(priorities(&endpoints), [0, 2, 1, 2]);
     }
@@ -362,7 +392,7 @@ mod tests {
             failover_priority: vec!["tier=gold".to_owned(), REGION_LABEL.to_owned()],
             ..Default::default()
         };
-        assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        assign_priorities(&mut endpoints, Some(&setting), None, true, client(&labels));
         assert_eq!(priorities(&endpoints), [0, 1, 2]);
     }
 
@@ -390,7 +420,8 @@ mod tests {
         endpoints[2].weight = 3;
         // us-east/* matches ports 1, 2 (weight 1 each) and 3 (weight 3): 80% split 1:1:3.
         let setting = distribution("us-east/a/*", &[("us-east/*", 80), ("us-west", 20)]);
-        let problems = assign_priorities(&mut endpoints, Some(&setting), true, client(&labels));
+        let problems =
+            assign_priorities(&mut endpoints, Some(&setting), None, true, client(&labels));
         assert_eq!(
             problems,
             [
@@ -414,7 +445,7 @@ mod tests {
         let labels = BTreeMap::new();
         let mut endpoints = localities();
         let setting = distribution("us-west/*", &[("us-west/*", 100)]);
-        assign_priorities(&mut endpoints, Some(&setting), false, client(&labels));
+        assign_priorities(&mut endpoints, Some(&setting), None, false, client(&labels));
         let mut expected = localities();
         for endpoint in &mut expected {
             endpoint.priority = 0;
