@@ -1,6 +1,7 @@
 //! A cluster's live state, kept outside the snapshot so that a reload does not reset it: its
-//! endpoints with their active requests and outlier state, the balancer over the endpoints that
-//! may take traffic, and the cluster-wide request and retry counts that circuit breaking limits.
+//! endpoints with their active requests and outlier state, their priority tiers with each
+//! tier's share of the traffic and a balancer over the endpoints of each that may take traffic,
+//! and the cluster-wide request and retry counts that circuit breaking limits.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
