@@ -458,6 +458,19 @@ mod tests {
     /// lines) and `mesh` (a MeshConfig, may be empty); the endpoints' priorities in that order
     /// and the findings.
     fn compiled(rule: &str, mesh: &str) -> (Vec<u32>, Vec<String>) {
+        let endpoints = "  - {address: 10.0.0.1, locality: us-east/a}\n  - {address: 10.0.0.2, locality: us-east/b}\n  - {address: 10.0.0.3, locality: us-west/a}\n";
+        let (endpoints, findings) = compiled_with(endpoints, rule, mesh, None);
+        (priorities(&endpoints), findings)
+    }
+
+    /// [`compiled`] with `endpoints` (the ServiceEntry's, block YAML) and the gateway on
+    /// `network`; the cluster's endpoints and the findings. `mesh` may hold MeshNetworks too.
+    fn compiled_with(
+        endpoints: &str,
+        rule: &str,
+        mesh: &str,
+        network: Option<&str>,
+    ) -> (Vec<Endpoint>, Vec<String>) {
         use std::sync::Arc;
 
         use crate::compile::{GatewayOptions, compile_gateway};
@@ -487,10 +500,7 @@ spec:
   ports: [{{number: 8080, name: http, protocol: HTTP}}]
   resolution: STATIC
   endpoints:
-  - {{address: 10.0.0.1, locality: us-east/a}}
-  - {{address: 10.0.0.2, locality: us-east/b}}
-  - {{address: 10.0.0.3, locality: us-west/a}}
----
+{endpoints}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: api, namespace: default}}
@@ -517,12 +527,13 @@ spec:
         assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
         let options = GatewayOptions {
             locality: Some("us-east/a".to_owned()),
+            network: network.map(str::to_owned),
             ..GatewayOptions::default()
         };
         let compiled = compile_gateway(&loaded.objects, &options, 1);
         let cluster = &compiled.snapshot.clusters["outbound|8080||api.default.svc.cluster.local"];
         (
-            priorities(&cluster.endpoints),
+            cluster.endpoints.clone(),
             compiled
                 .findings
                 .iter()
@@ -562,6 +573,45 @@ spec:
             findings
                 .iter()
                 .any(|f| f.contains("1 endpoint(s) are left out")),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn failover_priority_by_network_prefers_this_network_to_other_networks_gateways() {
+        let networks = "networks:\n  west:\n    endpoints: [{fromCidr: 10.2.0.0/16}]\n    gateways: [{address: 192.0.2.10, port: 15443}]\n";
+        let endpoints =
+            "  - {address: 10.1.0.7}\n  - {address: 10.2.0.7}\n  - {address: 10.2.0.8}\n";
+        let summary = |endpoints: &[Endpoint]| -> Vec<(String, u32, u32)> {
+            endpoints
+                .iter()
+                .map(|e| (e.address.to_string(), e.weight, e.priority))
+                .collect()
+        };
+        // Without outlier detection: one tier, the gateway weighted by the two endpoints behind it.
+        let (list, _) = compiled_with(
+            endpoints,
+            "    loadBalancer: {simple: ROUND_ROBIN}\n",
+            networks,
+            Some("east"),
+        );
+        assert_eq!(
+            summary(&list),
+            [
+                ("10.1.0.7:8080".to_owned(), 1, 0),
+                ("192.0.2.10:15443".to_owned(), 2, 0)
+            ]
+        );
+        let rule = format!(
+            "{OUTLIER}    loadBalancer: {{localityLbSetting: {{failoverPriority: [{NETWORK_LABEL}]}}}}\n"
+        );
+        let (list, findings) = compiled_with(endpoints, &rule, networks, Some("east"));
+        assert_eq!(
+            summary(&list),
+            [
+                ("10.1.0.7:8080".to_owned(), 1, 0),
+                ("192.0.2.10:15443".to_owned(), 2, 1)
+            ],
             "{findings:?}"
         );
     }
