@@ -5,8 +5,8 @@
 //! `/config_dump` shows each endpoint's priority and each tier's share. Without outlier
 //! detection there is one tier and traffic spreads over both localities, as in Istio.
 //!
-//! "Unhealthy" here is a backend answering 503 to everything: a backend whose listener is
-//! closed keeps serving the gateway's pooled connections, so it would not fail at all.
+//! The local backends are stopped the way a process dies (listener and connections closed) and
+//! started again on the same addresses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -158,7 +158,7 @@ fn names(list: &[Backend]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_outlier_detection_the_local_tier_fails_over_and_takes_the_traffic_back() {
-    let east = backends("east").await;
+    let mut east = backends("east").await;
     let west = backends("west").await;
     // maxEjectionPercent 100: with Istio's 10% only one of the four endpoints could ever be
     // ejected, and the second local one would keep failing (istio/istio#34605).
@@ -182,12 +182,13 @@ async fn with_outlier_detection_the_local_tier_fails_over_and_takes_the_traffic_
         names(&east).into_iter().map(|n| ((200, n), 20)).collect();
     assert_eq!(answered, expected);
 
-    // The local endpoints fail: each failure ejects the endpoint that gave it (one error in a
-    // row is the threshold), and the traffic moves to the other tier. The only failed
-    // requests are those that triggered an ejection: as many as the log has ejections (two,
-    // unless the machine is so slow that an ejection ended and the endpoint failed again).
+    // The local backends stop: each failure (a refused or closed connection) ejects the
+    // endpoint that gave it (one error in a row is the threshold; the route has no retries, so
+    // every failure reaches the client), and the traffic moves to the other tier. The only
+    // failed requests are those that triggered an ejection: as many as the log has ejections
+    // (two, unless the machine is so slow that an ejection ended and the endpoint failed again).
     for backend in &east {
-        backend.set_status(503);
+        backend.kill();
     }
     let answered = send(&gateway, 20).await;
     let failed: usize = answered
@@ -214,10 +215,13 @@ async fn with_outlier_detection_the_local_tier_fails_over_and_takes_the_traffic_
         names(&west).into_iter().map(|n| ((200, n), 10)).collect();
     assert_eq!(answered, expected, "all on the other tier");
 
-    // Healthy again, the local endpoints return when their ejection ends, and with them the
+    // Started again, the local endpoints return when their ejection ends, and with them the
     // traffic.
-    for backend in &east {
-        backend.set_status(0);
+    let addresses: Vec<(String, SocketAddr)> =
+        east.iter().map(|b| (b.name.clone(), b.addr)).collect();
+    east.clear();
+    for (name, addr) in addresses {
+        east.push(Backend::start_on(&name, addr).await);
     }
     eventually("the local tier takes all the traffic again", || {
         priority_load(&gateway) == [(0, 100), (1, 0)]
