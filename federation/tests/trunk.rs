@@ -1044,6 +1044,7 @@ async fn a_sidecar_proxy_reaches_a_peer_networks_endpoint_over_the_trunk() {
                 labels: [(NETWORK_LABEL.to_owned(), "west-net".to_owned())].into(),
                 dns_name: None,
                 network_gateway: None,
+                priority: 0,
             }],
             original_destination: false,
             upstream_bind: None,

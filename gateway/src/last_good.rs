@@ -305,6 +305,7 @@ mod tests {
             labels: BTreeMap::new(),
             dns_name: dns_name.map(str::to_owned),
             network_gateway: None,
+            priority: 0,
         }
     }
 

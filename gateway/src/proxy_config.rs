@@ -290,11 +290,18 @@ fn endpoints(dump: &Value) -> String {
                 text(&endpoint["address"]),
                 text(&endpoint["health"]),
                 text(&endpoint["active_requests"]),
+                text(&endpoint["priority"]),
+                text(&endpoint["locality"]),
                 cluster.clone(),
             ]);
         }
     }
-    table(&["ENDPOINT", "STATUS", "ACTIVE", "CLUSTER"], rows)
+    table(
+        &[
+            "ENDPOINT", "STATUS", "ACTIVE", "PRIORITY", "LOCALITY", "CLUSTER",
+        ],
+        rows,
+    )
 }
 
 #[cfg(test)]
@@ -313,7 +320,7 @@ mod tests {
                      "action": {"forward": {"clusters": [{"cluster": "outbound|80||a", "weight": 100}]}}}]}]}},
                 "clusters": {}
             },
-            "endpoints": {"outbound|80||a": [{"address": "10.0.0.1:80", "health": "HEALTHY", "active_requests": 0}]}
+            "endpoints": {"outbound|80||a": [{"address": "10.0.0.1:80", "health": "HEALTHY", "active_requests": 0, "priority": 1, "locality": "us-east/a"}]}
         });
         let listeners = listeners(&dump);
         assert!(
@@ -325,6 +332,10 @@ mod tests {
             routes.contains("/api (prefix)") && routes.contains("outbound|80||a 100%"),
             "{routes}"
         );
-        assert!(endpoints(&dump).contains("10.0.0.1:80  HEALTHY"));
+        let endpoints = endpoints(&dump);
+        assert!(
+            endpoints.contains("10.0.0.1:80  HEALTHY") && endpoints.contains("1         us-east/a"),
+            "{endpoints}"
+        );
     }
 }

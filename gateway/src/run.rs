@@ -66,6 +66,10 @@ pub struct Args {
     /// endpoints on it. None: the same network as every endpoint.
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// The proxy's locality (Istio's node locality): with outlier detection, locality load
+    /// balancing prefers endpoints that share its region, zone and subzone.
+    #[arg(long, value_name = "REGION/ZONE/SUBZONE")]
+    locality: Option<String>,
     /// The gateway's namespace (DestinationRule lookup, `.` in server hosts).
     #[arg(long, default_value = "istio-system")]
     namespace: String,
@@ -432,6 +436,7 @@ async fn target(
             );
             options.dns = dns.clone();
             options.network = args.network.clone();
+            options.locality = args.locality.clone();
             (Target::Sidecar(options), Some(mesh))
         }
         _ => {
@@ -460,6 +465,7 @@ async fn target(
                     own_ips: args.sidecar.instance_ip.into_iter().collect(),
                 }),
                 network: args.network.clone(),
+                locality: args.locality.clone(),
                 eastwest: args.role == Role::Eastwest,
             });
             (target, mesh)

@@ -97,6 +97,7 @@ impl SidecarArgs {
                 .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
             dns: Default::default(),
             network: None,
+            locality: None,
         }
     }
 }

@@ -196,24 +196,44 @@ impl Proxy {
             .clusters
             .iter()
             .map(|(name, state)| {
+                let config = state.config();
                 let list: Vec<serde_json::Value> = state
                     .endpoint_health()
                     .into_iter()
-                    .map(|(address, healthy, active_requests)| {
+                    .zip(&config.endpoints)
+                    .map(|((address, healthy, active_requests), endpoint)| {
                         serde_json::json!({
                             "address": address.to_string(),
                             "health": if healthy { "HEALTHY" } else { "EJECTED" },
                             "active_requests": active_requests,
+                            "priority": endpoint.priority,
+                            "locality": endpoint.locality,
                         })
                     })
                     .collect();
                 (name.clone(), serde_json::Value::Array(list))
             })
             .collect();
+        // Each cluster's tiers and their share of the traffic now: failover made visible.
+        let priority_load: serde_json::Map<String, serde_json::Value> = active
+            .clusters
+            .iter()
+            .map(|(name, state)| {
+                let tiers: Vec<serde_json::Value> = state
+                    .priority_load()
+                    .into_iter()
+                    .map(|(priority, percent)| {
+                        serde_json::json!({"priority": priority, "load_percent": percent})
+                    })
+                    .collect();
+                (name.clone(), serde_json::Value::Array(tiers))
+            })
+            .collect();
         serde_json::json!({
             "version": active.snapshot.version,
             "snapshot": &*active.snapshot,
             "endpoints": endpoints,
+            "priority_load": priority_load,
             "open_connections": self.open_connections(),
         })
     }

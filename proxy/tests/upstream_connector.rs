@@ -108,6 +108,7 @@ fn snapshot(cluster: &str, endpoint: SocketAddr, network: Option<&str>) -> Snaps
                 labels,
                 dns_name: None,
                 network_gateway: None,
+                priority: 0,
             }],
             original_destination: false,
             upstream_bind: None,

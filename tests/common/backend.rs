@@ -38,6 +38,8 @@ pub struct BackendState {
     pub delay_ms: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicUsize,
+    /// The tasks serving accepted connections (`kill` ends them).
+    connection_tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A backend on loopback; stops when dropped.
@@ -82,7 +84,7 @@ impl Backend {
                 };
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let (name, state, tls) = (name_owned.clone(), shared.clone(), tls.clone());
-                tokio::spawn(async move {
+                let served = tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let (name, state) = (name.clone(), state.clone());
                         async move { Ok::<_, Infallible>(answer(&name, &state, request).await) }
@@ -103,6 +105,10 @@ impl Backend {
                         }
                     }
                 });
+                if let Ok(mut tasks) = shared.connection_tasks.lock() {
+                    tasks.retain(|t| !t.is_finished());
+                    tasks.push(served.abort_handle());
+                }
             }
         });
         Backend {
@@ -131,6 +137,17 @@ impl Backend {
     /// Stops accepting and closes the listener.
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Stops like a process that died: closes the listener and every connection it accepted
+    /// (a peer's pooled connections see them close).
+    pub fn kill(&self) {
+        self.task.abort();
+        if let Ok(mut tasks) = self.state.connection_tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use strait_proxy::snapshot::{
 
 use super::Compiler;
 use super::credentials;
+use super::locality;
 use super::registry::{DNS_PREFIX, EndpointInfo, Service};
 use crate::resources::common::Protocol;
 use crate::resources::destination_rule::{
@@ -172,11 +173,28 @@ impl<'a> Compiler<'a> {
         // Endpoints on other networks are reached through their networks' gateways; those of
         // a network without one cannot be reached.
         let mut unreachable = Vec::new();
-        let endpoints: Vec<Endpoint> = self.registry.networks.split_horizon(
+        let mut endpoints: Vec<Endpoint> = self.registry.networks.split_horizon(
             found,
             self.options.network.as_deref(),
             &mut unreachable,
         );
+        let locality_lb = policy
+            .load_balancer
+            .and_then(|lb| lb.locality_lb_setting.as_ref());
+        let client = locality::Client {
+            locality: self.options.locality.as_deref(),
+            network: self.options.network.as_deref(),
+            labels: &self.options.labels,
+        };
+        for problem in locality::assign_priorities(
+            &mut endpoints,
+            locality_lb,
+            self.registry.mesh.locality_lb.as_ref(),
+            policy.outlier_detection.is_some(),
+            client,
+        ) {
+            self.problem(format!("{host}: {problem}"));
+        }
         for problem in problems.iter().chain(&unreachable) {
             self.problem(format!("{host}: {problem}"));
         }

@@ -237,6 +237,7 @@ impl<'a> Compiler<'a> {
                 labels: e.labels,
                 dns_name: e.dns_name,
                 network_gateway: None,
+                priority: 0,
             })
             .collect();
         if endpoints.is_empty() {

@@ -19,6 +19,7 @@ mod eastwest;
 mod egress;
 pub mod exports;
 mod listeners;
+mod locality;
 mod networks;
 pub mod policies;
 mod registry;
@@ -75,6 +76,9 @@ pub struct GatewayOptions {
     /// The proxy's network (`--network`, Istio's `ISTIO_META_NETWORK`): endpoints on other
     /// networks are reached through their gateways (`networks`). None is every network.
     pub network: Option<String>,
+    /// The proxy's locality, `region/zone/subzone` (`--locality`, Istio's node locality):
+    /// locality load balancing prefers endpoints that share it.
+    pub locality: Option<String>,
     /// Set for an east-west gateway, which serves `AUTO_PASSTHROUGH` servers (`eastwest`).
     pub eastwest: bool,
 }
@@ -93,6 +97,7 @@ impl Default for GatewayOptions {
             dns: crate::dns::DnsCache::default(),
             egress: None,
             network: None,
+            locality: None,
             eastwest: false,
         }
     }

@@ -125,6 +125,7 @@ impl Networks {
                     labels: endpoint.labels,
                     dns_name: endpoint.dns_name,
                     network_gateway: None,
+                    priority: 0,
                 }),
             }
         }
@@ -162,6 +163,7 @@ impl Networks {
                     labels: BTreeMap::from([(NETWORK_LABEL.to_owned(), network.clone())]),
                     dns_name: None,
                     network_gateway: Some(network.clone()),
+                    priority: 0,
                 });
             }
         }
@@ -444,6 +446,7 @@ spec:
             http_proxy: None,
             dns: Default::default(),
             network: Some("east".to_owned()),
+            locality: None,
         };
         let snapshot = compile_sidecar(&loaded.objects, &options, 1).snapshot;
         let cluster = &snapshot.clusters["outbound|9080||ratings.default.svc.cluster.local"];

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::dns::{DnsCache, Resolved};
 use crate::hosts;
 use crate::resources::common::Port;
-use crate::resources::destination_rule::{DestinationRule, Subset};
+use crate::resources::destination_rule::{DestinationRule, LocalityLoadBalancerSetting, Subset};
 use crate::resources::mesh_config::{MeshConfig, OutboundTrafficPolicyMode};
 use crate::resources::service_entry::{Resolution, ServiceEntry, WorkloadEntry};
 use crate::resources::virtual_service::HttpRetry;
@@ -77,6 +77,8 @@ pub(crate) struct MeshDefaults {
     /// The retry policy of routes that set none (Istio's, unless MeshConfig replaces it); no
     /// `retryOn` means Istio's default conditions.
     pub(crate) retry: HttpRetry,
+    /// `localityLbSetting`: what a DestinationRule that sets none uses (unset: enabled).
+    pub(crate) locality_lb: Option<LocalityLoadBalancerSetting>,
 }
 
 impl MeshDefaults {
@@ -105,6 +107,7 @@ impl MeshDefaults {
                 .and_then(|m| m.outbound_traffic_policy.as_ref())
                 .and_then(|p| p.mode)
                 != Some(OutboundTrafficPolicyMode::RegistryOnly),
+            locality_lb: mesh.and_then(|m| m.locality_lb_setting.clone()),
         }
     }
 }

@@ -104,6 +104,8 @@ pub struct SidecarOptions {
     /// The workload's network (`--network`): endpoints on other networks are reached through
     /// their east-west gateways.
     pub network: Option<String>,
+    /// The workload's locality (`--locality`, `region/zone/subzone`).
+    pub locality: Option<String>,
 }
 
 /// Compiles the outbound snapshot of a sidecar; `objects` should be valid.
@@ -132,6 +134,7 @@ pub fn compile_sidecar<O: std::borrow::Borrow<Object>>(
         mesh_identity: true,
         dns: options.dns.clone(),
         network: options.network.clone(),
+        locality: options.locality.clone(),
         ..GatewayOptions::default()
     };
     let mut compiler = Compiler::new(&visible, &as_client);
@@ -1087,6 +1090,7 @@ spec:
             http_proxy: None,
             dns: Default::default(),
             network: None,
+            locality: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

@@ -230,6 +230,7 @@ spec:
             service_account: "vm".to_owned(),
             dns: Default::default(),
             network: None,
+            locality: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

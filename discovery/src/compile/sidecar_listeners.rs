@@ -204,6 +204,7 @@ impl<'a> Compiler<'a> {
                     labels: BTreeMap::new(),
                     dns_name: None,
                     network_gateway: None,
+                    priority: 0,
                 }],
                 original_destination: false,
                 upstream_bind,
@@ -541,6 +542,7 @@ spec:
             http_proxy: None,
             dns: Default::default(),
             network: None,
+            locality: None,
         };
         compile_sidecar(&loaded.objects, &options, 1)
     }

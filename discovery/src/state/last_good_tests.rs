@@ -212,6 +212,7 @@ fn bookinfo_gateway_and_sidecar_snapshots_read_back_equal() {
             http_proxy: None,
             dns: Default::default(),
             network: None,
+            locality: None,
         },
         4,
     )

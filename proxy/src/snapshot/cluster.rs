@@ -191,4 +191,9 @@ pub struct Endpoint {
     /// that network's endpoints (Istio's split-horizon view): the network's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_gateway: Option<String>,
+    /// The endpoint's tier (Envoy's priority): 0 is the most preferred; a tier takes traffic
+    /// as the tiers before it lose health (`upstream::priority`). Compiled from locality load
+    /// balancing; every endpoint is 0 without it.
+    #[serde(default)]
+    pub priority: u32,
 }

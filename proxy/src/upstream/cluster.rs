@@ -1,6 +1,7 @@
 //! A cluster's live state, kept outside the snapshot so that a reload does not reset it: its
-//! endpoints with their active requests and outlier state, the balancer over the endpoints that
-//! may take traffic, and the cluster-wide request and retry counts that circuit breaking limits.
+//! endpoints with their active requests and outlier state, their priority tiers with each
+//! tier's share of the traffic and a balancer over the endpoints of each that may take traffic,
+//! and the cluster-wide request and retry counts that circuit breaking limits.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -11,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::lb::{Balancer, Member};
 use super::outlier::{self, Outcome, OutlierState};
+use super::priority::{TierHealth, choose_tier, priority_load};
 use crate::snapshot::Cluster;
 
 /// One endpoint's live state.
@@ -57,12 +59,23 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// The endpoints a request may go to now, and the balancer over them.
+/// The endpoints a request may go to now: their tiers, each tier's share of the traffic and a
+/// balancer over each tier.
 #[derive(Debug)]
 struct Members {
     /// Every endpoint of the cluster, in configuration order.
     all: Vec<Arc<EndpointState>>,
-    /// Over the endpoints not ejected (or all of them in panic mode).
+    /// The tiers in priority order (the distinct `priority` values, lowest first).
+    tiers: Vec<Tier>,
+    /// Each tier's percent of the traffic (`upstream::priority`).
+    load: Vec<u32>,
+}
+
+/// One priority tier of a cluster.
+#[derive(Debug)]
+struct Tier {
+    priority: u32,
+    /// Over the tier's endpoints not ejected (or all of them in panic mode).
     balancer: Balancer,
 }
 
@@ -238,7 +251,16 @@ impl ClusterState {
         let mut chosen = None;
         for attempt in 0..3u64 {
             let hash = hash.map(|h| h.wrapping_add(attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-            let Some(index) = members.balancer.pick(hash, &active) else {
+            // As Envoy, a hash key picks the tier too, so that a key stays on one endpoint.
+            let point = match hash {
+                Some(hash) => (hash % 100) as u32,
+                None => fastrand::u32(..100),
+            };
+            let Some(tier) = choose_tier(&members.load, point).and_then(|t| members.tiers.get(t))
+            else {
+                break;
+            };
+            let Some(index) = tier.balancer.pick(hash, &active) else {
                 break;
             };
             let endpoint = members.all.get(index);
@@ -330,6 +352,17 @@ impl ClusterState {
             .map(|e| (e.address, !e.is_ejected(), e.active_requests()))
             .collect()
     }
+
+    /// Each tier's priority and percent of the traffic now, for `/config_dump`.
+    pub(crate) fn priority_load(&self) -> Vec<(u32, u32)> {
+        let members = self.members.load();
+        members
+            .tiers
+            .iter()
+            .zip(&members.load)
+            .map(|(tier, &load)| (tier.priority, load))
+            .collect()
+    }
 }
 
 fn acquire(counter: &AtomicU32, limit: u32) -> bool {
@@ -358,38 +391,53 @@ impl Drop for ClusterRequest {
     }
 }
 
-/// The balancer over the endpoints that may take traffic: those not ejected, or all of them when
-/// too few are healthy (panic mode).
+/// The tiers of the endpoints and a balancer over each: a tier's endpoints not ejected, or all of
+/// them when too few are healthy (panic mode); and each tier's share of the traffic. Endpoints
+/// and their configuration are in the same order, so an endpoint's priority is its
+/// configuration's.
 fn build_members(config: &Cluster, all: Vec<Arc<EndpointState>>) -> Members {
-    let healthy: Vec<Member> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !e.is_ejected())
-        .map(|(index, e)| Member {
-            index,
-            weight: e.weight,
-            address: e.address,
-        })
-        .collect();
-    let panic = config
-        .outlier
-        .as_ref()
-        .is_some_and(|o| outlier::panic_mode(healthy.len(), all.len(), o));
-    let members: Vec<Member> = if panic {
+    let priority_of = |index: usize| config.endpoints.get(index).map_or(0, |e| e.priority);
+    let mut priorities: Vec<u32> = (0..all.len()).map(priority_of).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    let member = |(index, e): (usize, &Arc<EndpointState>)| Member {
+        index,
+        weight: e.weight,
+        address: e.address,
+    };
+    let in_tier = |priority: u32| {
         all.iter()
             .enumerate()
-            .map(|(index, e)| Member {
-                index,
-                weight: e.weight,
-                address: e.address,
-            })
-            .collect()
-    } else {
-        healthy
+            .filter(move |(index, _)| priority_of(*index) == priority)
     };
+    let health: Vec<TierHealth> = priorities
+        .iter()
+        .map(|&priority| TierHealth {
+            healthy: in_tier(priority).filter(|(_, e)| !e.is_ejected()).count(),
+            total: in_tier(priority).count(),
+        })
+        .collect();
+    // Without outlier detection nothing is ever ejected, and no tier panics.
+    let threshold = config.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+    let split = priority_load(&health, threshold);
+    let tiers = priorities
+        .iter()
+        .zip(&split.panic)
+        .map(|(&priority, &panic)| {
+            let members: Vec<Member> = in_tier(priority)
+                .filter(|(_, e)| panic || !e.is_ejected())
+                .map(member)
+                .collect();
+            Tier {
+                priority,
+                balancer: Balancer::new(&config.lb, &members),
+            }
+        })
+        .collect();
     Members {
-        balancer: Balancer::new(&config.lb, &members),
         all,
+        tiers,
+        load: split.load,
     }
 }
 
@@ -410,6 +458,7 @@ mod tests {
             labels: Default::default(),
             dns_name: None,
             network_gateway: None,
+            priority: 0,
         };
         Arc::new(Cluster {
             name: "outbound|80||a.example.com".to_owned(),
@@ -447,6 +496,54 @@ mod tests {
 
     fn ejected(state: &ClusterState) -> usize {
         state.endpoint_health().iter().filter(|e| !e.1).count()
+    }
+
+    /// Ports 1 and 2 in tier 0, 3 and 4 in tier 1.
+    fn tiered(outlier: Option<OutlierDetection>) -> Arc<Cluster> {
+        let mut config = (*cluster(outlier)).clone();
+        let mut far = config.endpoints.clone();
+        for (endpoint, port) in far.iter_mut().zip([3, 4]) {
+            endpoint.address.set_port(port);
+            endpoint.priority = 1;
+        }
+        config.endpoints.extend(far);
+        Arc::new(config)
+    }
+
+    fn picked_ports(state: &ClusterState, count: usize) -> Vec<u16> {
+        let mut ports: Vec<u16> = (0..count)
+            .map(|_| {
+                state
+                    .pick(None, &[], None)
+                    .unwrap()
+                    .endpoint()
+                    .address
+                    .port()
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    #[tokio::test]
+    async fn traffic_stays_in_tier_0_and_fails_over_as_it_loses_health() {
+        let state = ClusterState::new(tiered(Some(detection(Duration::from_secs(60)))));
+        assert_eq!(picked_ports(&state, 200), [1, 2]);
+        assert_eq!(state.priority_load(), [(0, 100), (1, 0)]);
+        // One of two left: 70% stays, 30% spills to tier 1.
+        eject_first(&state);
+        assert_eq!(state.priority_load(), [(0, 70), (1, 30)]);
+        assert_eq!(picked_ports(&state, 500), [2, 3, 4]);
+        // Tier 0 gone: everything to tier 1.
+        let second = state.members.load().all[1].clone();
+        state.report(&second, Outcome::ServerError { gateway: false });
+        assert_eq!(state.priority_load(), [(0, 0), (1, 100)]);
+        assert_eq!(picked_ports(&state, 200), [3, 4]);
+        // Removing outlier detection returns them: tier 0 takes everything again.
+        state.update(tiered(None));
+        assert_eq!(state.priority_load(), [(0, 100), (1, 0)]);
+        assert_eq!(picked_ports(&state, 200), [1, 2]);
     }
 
     #[tokio::test]

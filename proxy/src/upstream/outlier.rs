@@ -102,12 +102,6 @@ pub(crate) fn max_ejected(total: usize, config: &OutlierDetection) -> usize {
     by_percent.max(1)
 }
 
-/// Whether the healthy share is below the panic threshold, where ejections are ignored and
-/// every endpoint is used (Envoy's panic mode; `minHealthPercent`).
-pub(crate) fn panic_mode(healthy: usize, total: usize, config: &OutlierDetection) -> bool {
-    total > 0 && healthy * 100 < total * config.min_health_percent as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,14 +168,5 @@ mod tests {
             "10% of 3 is 0, but one is always allowed"
         );
         assert_eq!(max_ejected(30, &config), 3);
-    }
-
-    #[test]
-    fn panic_mode_below_min_health() {
-        let mut config = config(5, 0);
-        assert!(!panic_mode(0, 3, &config), "0% disables panic mode");
-        config.min_health_percent = 50;
-        assert!(panic_mode(1, 3, &config));
-        assert!(!panic_mode(2, 3, &config));
     }
 }
