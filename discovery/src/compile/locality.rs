@@ -578,6 +578,32 @@ spec:
     }
 
     #[test]
+    fn a_network_s_gateways_in_the_proxy_s_locality_come_first() {
+        // How a sidecar prefers the local east-west gateway's trunk ingress to the peer's
+        // gateway and falls back to it: the gateways' localities put them in two tiers.
+        let networks = "networks:\n  west:\n    endpoints: [{fromCidr: 10.2.0.0/16}]\n    gateways:\n    - {address: 10.1.0.100, port: 15444, locality: us-east/a}\n    - {address: 192.0.2.10, port: 15443, locality: us-west/a}\n";
+        let endpoints = "  - {address: 10.2.0.7}\n  - {address: 10.2.0.8}\n";
+        let tiers = |rule: &str| -> Vec<(String, u32)> {
+            let (list, _) = compiled_with(endpoints, rule, networks, Some("east"));
+            list.iter()
+                .map(|e| (e.address.to_string(), e.priority))
+                .collect()
+        };
+        let gateways = |first: u32, second: u32| {
+            vec![
+                ("10.1.0.100:15444".to_owned(), first),
+                ("192.0.2.10:15443".to_owned(), second),
+            ]
+        };
+        assert_eq!(tiers(OUTLIER), gateways(0, 1));
+        assert_eq!(
+            tiers("    loadBalancer: {simple: ROUND_ROBIN}\n"),
+            gateways(0, 0),
+            "without outlier detection both share the traffic"
+        );
+    }
+
+    #[test]
     fn failover_priority_by_network_prefers_this_network_to_other_networks_gateways() {
         let networks = "networks:\n  west:\n    endpoints: [{fromCidr: 10.2.0.0/16}]\n    gateways: [{address: 192.0.2.10, port: 15443}]\n";
         let endpoints =
