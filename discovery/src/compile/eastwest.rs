@@ -267,12 +267,9 @@ impl<'a> Compiler<'a> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use std::sync::Arc;
-
     use strait_proxy::snapshot::{Application, Snapshot};
 
     use crate::compile::{Compiled, GatewayOptions, compile_gateway};
-    use crate::resources::{LoadOptions, Loaded, load_text};
 
     const CONFIG: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -334,14 +331,7 @@ metadata: {name: details, namespace: default}
 "#;
 
     fn compile_with(config: &str, eastwest: bool) -> Compiled {
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("test.yaml"),
-            config,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&[("test.yaml", config)]);
         let options = GatewayOptions {
             labels: [("istio".to_owned(), "eastwestgateway".to_owned())].into(),
             network: Some("west".to_owned()),

@@ -97,13 +97,11 @@ impl Compiler<'_> {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::Arc;
 
     use strait_proxy::snapshot::{Application, Snapshot, Transport, UpstreamTls};
 
     use super::EgressOptions;
     use crate::compile::{Compiled, GatewayOptions, compile_gateway};
-    use crate::resources::{LoadOptions, Loaded, load_text};
 
     fn egress_options() -> GatewayOptions {
         GatewayOptions {
@@ -115,14 +113,7 @@ mod tests {
     }
 
     fn compile(yaml: &str, options: &GatewayOptions) -> Compiled {
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("egress.yaml"),
-            yaml,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&[("egress.yaml", yaml)]);
         compile_gateway(&loaded.objects, options, 1)
     }
 

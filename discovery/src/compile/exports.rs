@@ -181,17 +181,13 @@ mod tests {
 
     use super::*;
     use crate::compile::{GatewayOptions, compile_gateway};
-    use crate::resources::{LoadOptions, Loaded, Object, load_text};
+    use crate::resources::Object;
 
     fn objects(yaml: &str) -> Vec<Arc<Object>> {
-        let mut loaded = Loaded::default();
-        for (file, text) in [
+        let loaded = crate::resources::load_clean(&[
             ("mesh.yaml", "trustDomain: west.mesh\n"),
             ("exports.yaml", yaml),
-        ] {
-            load_text(&Arc::from(file), text, &LoadOptions::default(), &mut loaded);
-        }
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        ]);
         loaded.objects.into_iter().map(Arc::new).collect()
     }
 

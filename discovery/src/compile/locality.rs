@@ -471,10 +471,7 @@ mod tests {
         mesh: &str,
         network: Option<&str>,
     ) -> (Vec<Endpoint>, Vec<String>) {
-        use std::sync::Arc;
-
         use crate::compile::{GatewayOptions, compile_gateway};
-        use crate::resources::{LoadOptions, Loaded, load_text};
 
         let config = format!(
             r#"apiVersion: networking.istio.io/v1
@@ -509,22 +506,11 @@ spec:
   trafficPolicy:
 {rule}"#
         );
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("test.yaml"),
-            &config,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
+        let mut files = vec![("test.yaml", config.as_str())];
         if !mesh.is_empty() {
-            load_text(
-                &Arc::from("mesh.yaml"),
-                mesh,
-                &LoadOptions::default(),
-                &mut loaded,
-            );
+            files.push(("mesh.yaml", mesh));
         }
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&files);
         let options = GatewayOptions {
             locality: Some("us-east/a".to_owned()),
             network: network.map(str::to_owned),

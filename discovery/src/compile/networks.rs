@@ -418,21 +418,11 @@ spec:
 
     #[test]
     fn a_sidecar_reaches_another_network_through_its_gateway_with_mesh_mtls() {
-        use std::sync::Arc;
-
         use strait_proxy::snapshot::UpstreamTls;
 
         use crate::compile::{SidecarOptions, compile_sidecar};
-        use crate::resources::{LoadOptions, Loaded, load_text};
 
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("test.yaml"),
-            REMOTE,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&[("test.yaml", REMOTE)]);
         let options = SidecarOptions {
             namespace: "default".to_owned(),
             labels: BTreeMap::from([("app".to_owned(), "caller".to_owned())]),
@@ -488,10 +478,7 @@ spec:
 
     #[test]
     fn a_cluster_whose_endpoints_are_all_unreachable_says_why_it_is_empty() {
-        use std::sync::Arc;
-
         use crate::compile::{GatewayOptions, compile_gateway};
-        use crate::resources::{LoadOptions, Loaded, load_text};
 
         let config = REMOTE
             .replace(
@@ -502,14 +489,7 @@ spec:
         let config = format!(
             "{config}---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ratings, namespace: istio-system}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: ratings.default.svc.cluster.local, port: {{number: 9080}}}}}}]}}]\n"
         );
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("test.yaml"),
-            &config,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&[("test.yaml", &config)]);
         let options = GatewayOptions {
             network: Some("east".to_owned()),
             ..GatewayOptions::default()

@@ -968,7 +968,6 @@ pub(super) fn domains(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{LoadOptions, Loaded, load_text};
 
     const BOOKINFO: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -1058,22 +1057,11 @@ spec:
     }
 
     fn compile_full(yaml: &str, mesh: &str, captured: bool) -> Compiled {
-        let mut loaded = Loaded::default();
-        load_text(
-            &Arc::from("test.yaml"),
-            yaml,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
+        let mut files = vec![("test.yaml", yaml)];
         if !mesh.is_empty() {
-            load_text(
-                &Arc::from("mesh.yaml"),
-                mesh,
-                &LoadOptions::default(),
-                &mut loaded,
-            );
+            files.push(("mesh.yaml", mesh));
         }
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+        let loaded = crate::resources::load_clean(&files);
         let options = SidecarOptions {
             namespace: "default".to_owned(),
             labels: BTreeMap::from([

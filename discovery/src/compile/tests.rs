@@ -2,7 +2,6 @@
 //! host names, merging, TLS servers, clusters and their policy precedence, and what is reported
 //! when something cannot be served.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use strait_proxy::snapshot::{
@@ -11,21 +10,13 @@ use strait_proxy::snapshot::{
 };
 
 use super::{Compiled, GatewayOptions, compile_gateway};
-use crate::resources::{LoadOptions, Loaded, load_text};
 
 fn compile(yaml: &str) -> Compiled {
     compile_with(yaml, &GatewayOptions::default())
 }
 
 fn compile_with(yaml: &str, options: &GatewayOptions) -> Compiled {
-    let mut loaded = Loaded::default();
-    load_text(
-        &Arc::from("test.yaml"),
-        yaml,
-        &LoadOptions::default(),
-        &mut loaded,
-    );
-    assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+    let loaded = crate::resources::load_clean(&[("test.yaml", yaml)]);
     compile_gateway(&loaded.objects, options, 1)
 }
 

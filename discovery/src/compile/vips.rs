@@ -141,18 +141,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::resources::{LoadOptions, Loaded, load_text};
+    use crate::resources::Loaded;
 
-    pub(crate) fn load(yaml: &str) -> Loaded {
-        let mut loaded = Loaded::default();
-        load_text(
-            &std::sync::Arc::from("test.yaml"),
-            yaml,
-            &LoadOptions::default(),
-            &mut loaded,
-        );
-        assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
-        loaded
+    fn load(yaml: &str) -> Loaded {
+        crate::resources::load_clean(&[("test.yaml", yaml)])
     }
 
     fn key(ns: &str, host: &str) -> (String, String) {

@@ -148,3 +148,19 @@ fn object_ref(kind: &str, namespace: &str, name: &str) -> ObjectRef {
         name: name.to_owned(),
     }
 }
+
+/// Test configuration: each `(file, text)` loaded in order; none may have a finding.
+#[cfg(test)]
+pub(crate) fn load_clean(files: &[(&str, &str)]) -> Loaded {
+    let mut loaded = Loaded::default();
+    for (file, text) in files {
+        load_text(
+            &Arc::from(*file),
+            text,
+            &LoadOptions::default(),
+            &mut loaded,
+        );
+    }
+    assert!(loaded.findings.is_empty(), "{:?}", loaded.findings);
+    loaded
+}
