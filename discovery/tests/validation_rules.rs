@@ -1947,6 +1947,25 @@ metadata:
         .info("policy-conflict", "metadata.name")
         .message("policy-conflict", "metadata.name", "the oldest, shop/b,"),
         case(
+            "analysis: one Sidecar for two workloads with the same labels",
+            documents(&[
+                workload_sidecar("a", None),
+                "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: cart-1, namespace: shop}
+spec: {address: 10.0.0.1, labels: {app: cart}}
+"
+                .to_owned(),
+                "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: cart-2, namespace: shop}
+spec: {address: 10.0.0.2, labels: {app: cart}}
+"
+                .to_owned(),
+            ]),
+        )
+        .absent("policy-conflict"),
+        case(
             "analysis: a subset no DestinationRule defines",
             virtual_service(
                 "  hosts: [reviews]

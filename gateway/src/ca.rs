@@ -206,20 +206,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         } => {
             let authority = load(&dir)?;
             let id = workload_id(spiffe_id, &authority)?;
-            let (key, issued) = authority.issue(&id, ttl.unwrap_or(Duration::ZERO))?;
-            fs::create_private_dir(out).with_context(|| format!("creating {}", out.display()))?;
-            let write = |name: &str, text: &str, mode: u32| {
-                let path = out.join(name);
-                fs::write_atomic(&path, text.as_bytes(), mode)
-                    .with_context(|| format!("writing {}", path.display()))
-            };
-            write("key.pem", &key, 0o600)?;
-            write("cert-chain.pem", &issued.chain_pem, 0o644)?;
-            write("root-cert.pem", &authority.trust_bundle().to_pem(), 0o644)?;
-            let lifetime = issued
-                .not_after
-                .duration_since(issued.issued_at)
-                .unwrap_or_default();
+            let lifetime = issue_into(&authority, &id, ttl.unwrap_or(Duration::ZERO), out)?;
             println!(
                 "{id}: key.pem, cert-chain.pem and root-cert.pem in {} (valid for {} s)",
                 out.display(),
@@ -343,6 +330,31 @@ async fn request(args: &Request<'_>) -> Result<()> {
         lifetime.as_secs()
     );
     Ok(())
+}
+
+/// Makes a key and a certificate for `id` (the CA's default lifetime for a zero `ttl`) and
+/// writes `key.pem` (owner-only), `cert-chain.pem` and `root-cert.pem` into `out`, the layout
+/// `--identity-dir` reads; returns the certificate's lifetime.
+pub(crate) fn issue_into(
+    authority: &Authority,
+    id: &SpiffeId,
+    ttl: Duration,
+    out: &Path,
+) -> Result<Duration> {
+    let (key, issued) = authority.issue(id, ttl)?;
+    fs::create_private_dir(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = out.join(name);
+        fs::write_atomic(&path, text.as_bytes(), mode)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write("key.pem", &key, 0o600)?;
+    write("cert-chain.pem", &issued.chain_pem, 0o644)?;
+    write("root-cert.pem", &authority.trust_bundle().to_pem(), 0o644)?;
+    Ok(issued
+        .not_after
+        .duration_since(issued.issued_at)
+        .unwrap_or_default())
 }
 
 fn load(dir: &Path) -> Result<Authority> {

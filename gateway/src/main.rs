@@ -8,6 +8,7 @@ mod args;
 mod ca;
 mod capture;
 mod control;
+mod demo;
 mod eastwest;
 mod exports;
 mod federation;
@@ -37,6 +38,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Two clusters linked into one mesh, in this process, on loopback: prints the curl
+    /// commands that show a cross-cluster call, failover and egress.
+    Demo(demo::Args),
     /// Run a role: serve Istio configuration as a gateway.
     Run(Box<run::Args>),
     /// Install, remove or show the iptables rules that capture a workload's traffic (sidecar).
@@ -69,6 +73,7 @@ fn version() -> &'static str {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(*args),
         Command::Capture(args) => capture::run(&args),
         Command::ProxyConfig(args) => proxy_config::run(&args),

@@ -249,7 +249,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     code
 }
 
-async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
+pub(crate) async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCode> {
     let default_labels = match args.role {
         Role::Sidecar => "",
         Role::Egress => "istio=egressgateway",

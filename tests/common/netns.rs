@@ -128,14 +128,42 @@ impl Process {
     /// Reads stdout until a line satisfies `predicate`, and returns it; panics if the process
     /// ends first.
     pub fn wait_for_line(&mut self, predicate: impl Fn(&str) -> bool) -> String {
+        let mut lines = self.read_until(predicate);
+        lines.pop().unwrap_or_default()
+    }
+
+    /// Reads stdout up to and including the first line that satisfies `predicate`, and
+    /// returns every line read; panics if the process ends first.
+    pub fn read_until(&mut self, predicate: impl Fn(&str) -> bool) -> Vec<String> {
         let lines = self.lines.as_mut().expect("stdout is piped");
+        let mut read = Vec::new();
         for line in lines.by_ref() {
             let line = line.expect("the process's stdout reads");
-            if predicate(&line) {
-                return line;
+            let done = predicate(&line);
+            read.push(line);
+            if done {
+                return read;
             }
         }
-        panic!("the process ended before printing the expected line");
+        panic!(
+            "the process ended before printing the expected line; it printed:\n{}",
+            read.join("\n")
+        );
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to exit: its exit code and the rest
+    /// of its stdout.
+    pub fn interrupt(&mut self) -> (Option<i32>, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let sent = run(Command::new("kill").args(["-INT", &pid]));
+        assert_eq!(sent.code, Some(0), "kill -INT {pid}: {}", sent.stderr);
+        let rest = self
+            .lines
+            .take()
+            .map(|lines| lines.map_while(Result::ok).collect())
+            .unwrap_or_default();
+        let status = self.child.wait().expect("the process is waited for");
+        (status.code(), rest)
     }
 }
 

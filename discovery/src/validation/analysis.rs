@@ -462,7 +462,8 @@ fn policy_conflicts(objects: &[&Object], index: &Index<'_>, kind: Kind, out: &mu
             Some(labels) => {
                 // Workload policies conflict when they select the same declared workload, or have
                 // the same selector.
-                let selected: Vec<String> = index
+                // Each label set once: workloads with the same labels are one group.
+                let selected: BTreeSet<String> = index
                     .workloads
                     .iter()
                     .filter(|(ns, l)| *ns == object.namespace && is_subset(&labels, l))
