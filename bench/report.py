@@ -191,6 +191,7 @@ def write(meta, values):
         r, "tls-ka", "4b. TLS termination: keep-alive HTTPS",
         f"`wrk -t1 -c{meta.get('wrk_connections')}` over TLS 1.3 (OpenSSL's defaults: X25519, "
         "AES-256-GCM); plain HTTP/1.1 to the backend.")
+    mesh_section(r)
     tcp_section(r)
     memory_section(r)
     targets_section(r)
@@ -231,6 +232,17 @@ def summary(r):
         for key, label in [("p50_us", "p50"), ("p99_us", "p99")]:
             rows.append([f"2. latency added at a fixed rate: {label}"] + [
                 times(ratio(added(r, "strait", key), added(r, p, key))) for p in peers])
+    if r.has("mesh"):
+        rows.append(["5. two-hop mesh: requests/s"] + [
+            times(ratio(r.get("mesh", "strait", "rps"), r.get("mesh", p, "rps"))) for p in peers])
+        rows.append(["5. two-hop mesh: CPU per request"] + [
+            times(ratio(r.get("mesh", "strait", "cpu10k"), r.get("mesh", p, "cpu10k")))
+            for p in peers])
+    if r.has("mesh-rate"):
+        for key, label in [("p50_us", "p50"), ("p99_us", "p99")]:
+            rows.append([f"5. two-hop mesh: latency added at a fixed rate: {label}"] + [
+                times(ratio(added(r, "strait", key, "mesh-rate"), added(r, p, key, "mesh-rate")))
+                for p in peers])
     if r.has("tcp"):
         rows.append(["7. TCP bulk: MB/s"] + [
             times(ratio(r.get("tcp", "strait", "mb_per_s"), r.get("tcp", p, "mb_per_s")))
@@ -246,8 +258,9 @@ def summary(r):
     r.table(["", *[f"÷ {NAMES[p]}" for p in peers]], rows)
 
 
-def added(r, target, key):
-    value, direct = r.get("rate", target, key), r.get("rate", "direct", key)
+def added(r, target, key, scenario="rate"):
+    """A latency percentile of `scenario` minus scenario 2's direct one."""
+    value, direct = r.get(scenario, target, key), r.get("rate", "direct", key)
     if value is None or direct is None:
         return None
     return value - direct
@@ -294,6 +307,46 @@ def latency_section(r):
         ])
     r.table(["", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "added p50 µs", "added p99 µs",
              "proxy CPU s per 10k", "errors"], rows)
+
+
+def mesh_section(r):
+    if not (r.has("mesh") or r.has("mesh-rate")):
+        return
+    m = r.meta
+    r.out("## 5. Two-hop mesh")
+    r.out()
+    r.out(
+        "The load generator -> the client's sidecar -> mesh mTLS -> the server's sidecar -> the "
+        "backend. Both sidecars hold SVIDs from one CA, the client checks the server's SPIFFE ID "
+        "and the server requires and checks the client's, with Istio's SNI and ALPN, and the "
+        "server passes the caller on in `X-Forwarded-Client-Cert`: Strait's two sidecars "
+        "(`--role sidecar` without capture, the Sidecar resource's egress and ingress "
+        "listeners) against two Envoys configured the way Istio configures its sidecars "
+        "([configs/mesh](../configs/mesh)). Both proxies of a pair share CPU 1, one worker "
+        "each; their CPU and peak RSS are summed. Throughput with "
+        f"`wrk -t1 -c{m.get('wrk_connections')}`; latency at {m.get('rate')} requests/s as in "
+        "scenario 2, *added* over scenario 2's direct row. Connections are pooled on both hops, "
+        "so handshakes are rare."
+    )
+    r.out()
+    rows = []
+    for t in ["strait", "envoy"]:
+        if not (r.has_target("mesh", t) or r.has_target("mesh-rate", t)):
+            continue
+        rows.append([
+            NAMES[t],
+            num(r.get("mesh", t, "rps")),
+            num(r.get("mesh", t, "cpu_pct"), 0, " %"),
+            num(r.get("mesh", t, "cpu10k"), 3),
+            num(r.get("mesh-rate", t, "p50_us")),
+            num(r.get("mesh-rate", t, "p99_us")),
+            num(added(r, t, "p50_us", "mesh-rate")),
+            num(added(r, t, "p99_us", "mesh-rate")),
+            num(r.get("mesh", t, "peak_mib"), 1),
+            num((r.get("mesh", t, "errors") or 0) + (r.get("mesh-rate", t, "errors") or 0)),
+        ])
+    r.table(["", "requests/s", "CPU (both)", "CPU s per 10k requests", "p50 µs", "p99 µs",
+             "added p50 µs", "added p99 µs", "peak RSS MiB (both)", "errors"], rows)
 
 
 def tcp_section(r):
