@@ -10,15 +10,27 @@
 //! With an identity, the east-west gateways also federate and trunk: east's gateway follows
 //! the bundle west's gateway serves (the Peer from `strait link`), and with a gateway on each
 //! side peered with `trunk: true`, east's sidecar reaches west through its own gateway's trunk
-//! ingress and the QUIC trunk, or, with the trunk blocked, directly at west's 15443.
+//! ingress and the QUIC trunk. With the trunk ingress in the sidecar's locality and west's
+//! gateway in another, and outlier detection, the trunk is preferred: while it is blocked the
+//! calls go directly to west's 15443, and once it is back they return to the trunk.
+//!
+//! Failover across networks: with `reviews` also running in east and a DestinationRule in east
+//! preferring network west (`failoverPriority: ["topology.istio.io/network=west"]`) with
+//! outlier detection, the calls cross to west until west's workload stops, are then served in
+//! east, and go back to west once it runs again and its ejection ends.
 //!
 //! East's gateway also imports what west's exports (the federation API): with no object of
 //! `reviews` of its own, east's sidecar reads the generated import, its DNS proxy answers the
 //! name, and the call crosses west's gateway; the import stays (stale) while west's gateway
 //! is down and goes when west stops exporting.
 //!
-//! East cannot reach west's workload address: a rule in east's namespace rejects it, so only
-//! the gateway's address leads to west. Needs root, `ip`, iptables, python3, dig and openssl
+//! The networks (tests/common/router.rs): each cluster's hosts are namespaces on the cluster's
+//! own routed /24, and the clusters are joined only through a router namespace. Workload
+//! addresses are on each cluster's own range, to which the router has no route: east cannot
+//! reach west's workload address (a test checks that a connection to it fails and one to
+//! west's gateway is made), so the only way into west is its gateway's address, as between
+//! real networks. No firewall rule stands in for that; the only rule, in the trunk tests, blocks
+//! the trunk's UDP. Needs root, `ip`, iptables, python3, dig and openssl
 //! (scripts/install-test-deps).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1061,6 +1073,11 @@ fn the_trunk_is_preferred_the_direct_path_serves_while_it_is_down_and_the_trunk_
     );
     let calls = logged_calls(&access_log, 3);
     assert!(calls.iter().all(|c| c.contains(&direct)), "{calls:?}");
+    // The first call met the reset before the ejection and was retried on the direct path.
+    assert!(
+        calls[0].contains(&format!("gateway {trunk_ingress} failed")),
+        "{calls:?}"
+    );
 
     // Unblocked, the trunk comes up, and once the ejection has run its course (baseEjectionTime)
     // the calls take the trunk again.

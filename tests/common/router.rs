@@ -89,6 +89,8 @@ impl Router {
 
     /// Delays every packet the router sends into either cluster by `millis` ms (netem on both
     /// links), so a round trip between the clusters takes at least twice that; 0 removes it.
+    /// For benchmarks of a wide-area path: it needs `tc` and the kernel's `sch_netem` module,
+    /// which not every machine (or container) has, so the tests do not depend on it.
     pub fn delay(&self, millis: u32) {
         for link in LINKS {
             if millis == 0 {
