@@ -166,6 +166,8 @@ fn cluster(label: &str, router: &Netns, name: &str, n: u8, names: &[&str]) -> Cl
         let workload_ip = Ipv4Addr::new(172, 16, n, (i + 1) as u8);
         netns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         netns.ok("ip", &["link", "set", "eth0", "up"]);
+        // Only the router forwards (a new namespace may inherit forwarding from the machine's).
+        netns.ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=0"]);
         // Every other address, a service VIP included, is routed (and so reaches the capture
         // rules) through the router.
         netns.ok(
