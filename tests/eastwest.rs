@@ -483,12 +483,14 @@ spec:
     )
 }
 
-/// The SPIFFE ID of the workload that answered `response` (the `By` of the XFCC it saw).
+/// The SPIFFE ID of the workload that answered `response` (the `By` of the XFCC it saw),
+/// checking that the caller's own identity reached it.
 fn served_by(response: &str) -> String {
     let seen = json_body(response);
     let xfcc = seen["headers"]["x-forwarded-client-cert"]
         .as_str()
         .unwrap_or_else(|| panic!("no XFCC: {seen}"));
+    assert!(xfcc.ends_with(&format!("URI={CALLER_ID}")), "{xfcc}");
     let by = xfcc
         .strip_prefix("By=")
         .and_then(|rest| rest.split(';').next())
