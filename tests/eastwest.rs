@@ -10,15 +10,27 @@
 //! With an identity, the east-west gateways also federate and trunk: east's gateway follows
 //! the bundle west's gateway serves (the Peer from `strait link`), and with a gateway on each
 //! side peered with `trunk: true`, east's sidecar reaches west through its own gateway's trunk
-//! ingress and the QUIC trunk, or, with the trunk blocked, directly at west's 15443.
+//! ingress and the QUIC trunk. With the trunk ingress in the sidecar's locality and west's
+//! gateway in another, and outlier detection, the trunk is preferred: while it is blocked the
+//! calls go directly to west's 15443, and once it is back they return to the trunk.
+//!
+//! Failover across networks: with `reviews` also running in east and a DestinationRule in east
+//! preferring network west (`failoverPriority: ["topology.istio.io/network=west"]`) with
+//! outlier detection, the calls cross to west until west's workload stops, are then served in
+//! east, and go back to west once it runs again and its ejection ends.
 //!
 //! East's gateway also imports what west's exports (the federation API): with no object of
 //! `reviews` of its own, east's sidecar reads the generated import, its DNS proxy answers the
 //! name, and the call crosses west's gateway; the import stays (stale) while west's gateway
 //! is down and goes when west stops exporting.
 //!
-//! East cannot reach west's workload address: a rule in east's namespace rejects it, so only
-//! the gateway's address leads to west. Needs root, `ip`, iptables, python3, dig and openssl
+//! The networks (tests/common/router.rs): each cluster's hosts are namespaces on the cluster's
+//! own routed /24, and the clusters are joined only through a router namespace. Workload
+//! addresses are on each cluster's own range, to which the router has no route: east cannot
+//! reach west's workload address (a test checks that a connection to it fails and one to
+//! west's gateway is made), so the only way into west is its gateway's address, as between
+//! real networks. No firewall rule stands in for that; the only rule, in the trunk tests, blocks
+//! the trunk's UDP. Needs root, `ip`, iptables, python3, dig and openssl
 //! (scripts/install-test-deps).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,12 +41,12 @@ use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use common::bridge::Bridge;
 use common::mesh::{
-    Ca, call, capture, http_get, json_body, recorded, sidecar, start_app, supervise,
+    Ca, MARK, call, capture, http_get, json_body, recorded, sidecar, start_app, supervise,
     wait_for_line_in,
 };
 use common::netns::{Netns, Process};
+use common::router::{Router, connect};
 use common::{TempDir, run, strait};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
@@ -155,7 +167,7 @@ spec:
 
 /// Both clusters, running.
 struct Clusters {
-    bridge: Bridge,
+    net: Router,
     east: TempDir,
     west: TempDir,
     reviews_ip: Ipv4Addr,
@@ -166,8 +178,11 @@ struct Clusters {
 
 impl Clusters {
     fn start(label: &str) -> Clusters {
-        let bridge = Bridge::new(label, &["caller", "gateway", "reviews"]);
-        let (reviews_ip, gateway_ip) = (bridge.member("reviews").ip, bridge.member("gateway").ip);
+        let net = Router::new(label, &["caller"], &["gateway", "reviews"]);
+        let (reviews_ip, gateway_ip) = (
+            net.west.host("reviews").workload_ip,
+            net.west.host("gateway").ip,
+        );
         let east = TempDir::new(&format!("{label}-east"));
         let west = TempDir::new(&format!("{label}-west"));
 
@@ -186,7 +201,7 @@ impl Clusters {
         west.write("config/services.yaml", &west_config(reviews_ip));
 
         let mut processes = Vec::new();
-        let reviews = &bridge.member("reviews").netns;
+        let reviews = &net.west.host("reviews").netns;
         processes.push(start_app(
             reviews,
             "0.0.0.0",
@@ -196,25 +211,13 @@ impl Clusters {
         ));
         capture(reviews, &["install"]);
         processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
-        let gateway = east_west_gateway(&bridge.member("gateway").netns, &west);
+        let gateway = east_west_gateway(&net.west.host("gateway").netns, &west);
 
-        let caller = &bridge.member("caller").netns;
-        // East reaches west only through west's gateway.
-        caller.ok(
-            "iptables",
-            &[
-                "-A",
-                "OUTPUT",
-                "-d",
-                &reviews_ip.to_string(),
-                "-j",
-                "REJECT",
-            ],
-        );
+        let caller = &net.east.host("caller").netns;
         capture(caller, &["install"]);
         processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
         Clusters {
-            bridge,
+            net,
             east,
             west,
             reviews_ip,
@@ -225,7 +228,7 @@ impl Clusters {
     }
 
     fn netns(&self, name: &str) -> &Netns {
-        &self.bridge.member(name).netns
+        &self.net.host(name).netns
     }
 
     /// The address east's DNS proxy gives `host` (a VIP: east has no address for it).
@@ -321,6 +324,16 @@ fn a_call_crosses_networks_through_the_gateway_with_the_caller_s_own_identity() 
     let clusters = Clusters::start("ew-call");
     let gateway = format!("{}:15443", clusters.gateway_ip);
     let reviews = format!("{}:8080", clusters.reviews_ip);
+
+    // East's workload cannot reach west's workload address: the router has no route to it (no
+    // firewall rule is involved); west's gateway address is routed, and inside west the
+    // workload address is reached. (The probes from east carry the sidecars' mark, so that
+    // capture lets them go where they are sent.)
+    let caller = clusters.netns("caller");
+    let unrouted = connect(caller, clusters.reviews_ip, 8080, MARK).unwrap_err();
+    assert!(unrouted.contains("unreachable"), "{unrouted}");
+    connect(caller, clusters.gateway_ip, 15443, MARK).unwrap();
+    connect(clusters.netns("gateway"), clusters.reviews_ip, 8080, "0").unwrap();
 
     // HTTP by name: east's sidecar sends it to west's gateway, which passes the mTLS through;
     // west's sidecar terminates it and the application sees east's caller.
@@ -431,6 +444,194 @@ fn the_gateway_refuses_what_is_not_exported_and_the_caller_logs_why_calls_fail()
     );
 }
 
+/// East's own workload of `reviews` (east's trust domain).
+const EAST_REVIEWS_ID: &str = "spiffe://east.mesh/ns/default/sa/reviews";
+
+/// Added to east's view in the failover test: east's own workload of `reviews`, and a rule that
+/// prefers network west (tier 0: endpoints whose `topology.istio.io/network` is `west`, that is
+/// west's gateway) over east's own workload (tier 1), with outlier detection to tell when
+/// west's tier is unhealthy.
+fn east_failover_config(east_reviews_ip: Ipv4Addr) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-east, namespace: default}}
+spec:
+  address: {east_reviews_ip}
+  network: east
+  labels: {{app: reviews, security.istio.io/tlsMode: istio}}
+  serviceAccount: reviews
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: {REVIEWS}
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        failoverPriority: ["topology.istio.io/network=west"]
+    outlierDetection:
+      consecutive5xxErrors: 1
+      interval: 200ms
+      baseEjectionTime: 3s
+      maxEjectionPercent: 100
+"#
+    )
+}
+
+/// The SPIFFE ID of the workload that answered `response` (the `By` of the XFCC it saw),
+/// checking that the caller's own identity reached it.
+fn served_by(response: &str) -> String {
+    let seen = json_body(response);
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no XFCC: {seen}"));
+    assert!(xfcc.ends_with(&format!("URI={CALLER_ID}")), "{xfcc}");
+    let by = xfcc
+        .strip_prefix("By=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("XFCC without By: {xfcc}"));
+    by.to_owned()
+}
+
+#[test]
+fn calls_fail_over_from_west_s_workload_to_east_s_and_return_when_it_is_back() {
+    let label = "ew-failover";
+    let net = Router::new(label, &["caller", "reviews"], &["gateway", "reviews"]);
+    let (east_reviews, west_reviews) = (net.east.host("reviews"), net.west.host("reviews"));
+    let gateway_ip = net.west.host("gateway").ip;
+    let east = TempDir::new(&format!("{label}-east"));
+    let west = TempDir::new(&format!("{label}-west"));
+    let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
+    let west_ca = Ca::init_for(&west, "ca-data", "west.mesh");
+    let (caller_dir, reviews_dir) = (east.path().join("caller"), west.path().join("reviews"));
+    east_ca.issue_id(CALLER_ID, &caller_dir);
+    east_ca.issue_id(EAST_REVIEWS_ID, &east.path().join("reviews"));
+    west_ca.issue_id(REVIEWS_ID, &reviews_dir);
+    federate(&caller_dir, &reviews_dir, "east.mesh");
+    federate(&reviews_dir, &caller_dir, "west.mesh");
+    east.write("config/mesh.yaml", "trustDomain: east.mesh\n");
+    east.write(
+        "config/services.yaml",
+        &(east_config(west_reviews.workload_ip, gateway_ip)
+            + &east_failover_config(east_reviews.workload_ip)),
+    );
+    west.write("config/mesh.yaml", "trustDomain: west.mesh\n");
+    west.write(
+        "config/services.yaml",
+        &west_config(west_reviews.workload_ip),
+    );
+
+    let west_app_log = west.path().join("reviews-app.log");
+    let start_west_app = || start_app(&west_reviews.netns, "0.0.0.0", 8080, 9000, &west_app_log);
+    let mut west_app = Some(start_west_app());
+    let mut processes = Vec::new();
+    capture(&west_reviews.netns, &["install"]);
+    processes.push(sidecar(
+        &west_reviews.netns,
+        &west,
+        "reviews",
+        &["--network", "west"],
+    ));
+    processes.push(east_west_gateway(&net.west.host("gateway").netns, &west));
+    processes.push(start_app(
+        &east_reviews.netns,
+        "0.0.0.0",
+        8080,
+        9000,
+        &east.path().join("reviews-app.log"),
+    ));
+    capture(&east_reviews.netns, &["install"]);
+    processes.push(sidecar(
+        &east_reviews.netns,
+        &east,
+        "reviews",
+        &["--network", "east"],
+    ));
+    let caller = &net.east.host("caller").netns;
+    capture(caller, &["install"]);
+    processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
+    let get = || {
+        let answer = caller.ok(
+            "dig",
+            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
+        );
+        let vip: Ipv4Addr = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
+        http_get(caller, vip, 9080, "0", REVIEWS, "")
+    };
+
+    // Healthy, network west (tier 0) takes every call, through west's gateway.
+    for _ in 0..4 {
+        let response = get();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert_eq!(served_by(&response), REVIEWS_ID);
+    }
+
+    // West's workload stops: west's sidecar answers 503, east's sidecar ejects west's gateway
+    // (one 5xx in a row is the threshold) and the calls go to east's own workload (tier 1).
+    // Istio's default retry (503 is retriable) sends the call that met the failure to the next
+    // tier, so no call fails at all.
+    drop(west_app.take());
+    for _ in 0..6 {
+        let response = get();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert_eq!(served_by(&response), EAST_REVIEWS_ID, "{response}");
+    }
+    let west_path = format!("{gateway_ip}:15443");
+    let east_path = format!("{}:8080", east_reviews.workload_ip);
+    wait_for_line_in(
+        &east.path().join("caller.log"),
+        &["outlier detection ejected an endpoint", &west_path],
+    );
+    let retried = wait_for_line_in(
+        &east.path().join("caller-access.log"),
+        &[
+            "GET /hello",
+            &format!("try 1 got 503 from {west_path}; retrying"),
+        ],
+    );
+    assert!(retried.contains(&format!("\"{east_path}\"")), "{retried}");
+    let calls = logged_calls(&east.path().join("caller-access.log"), 10);
+    assert!(
+        calls[..4].iter().all(|c| c.contains(&west_path)),
+        "{calls:?}"
+    );
+    assert!(
+        calls[4..].iter().all(|c| c.contains(&east_path)),
+        "{calls:?}"
+    );
+
+    // West's workload is back: once the ejection has run its course (baseEjectionTime), west
+    // takes the calls again; every call meanwhile is answered.
+    west_app = Some(start_west_app());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = get();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        if served_by(&response) == REVIEWS_ID {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "west did not take the calls back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for _ in 0..3 {
+        let response = get();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert_eq!(served_by(&response), REVIEWS_ID);
+    }
+    drop(west_app);
+}
+
 const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
 const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
 
@@ -530,8 +731,8 @@ fn apply_peer(dir: &TempDir, local: &str, document: &str) {
 
 #[test]
 fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
-    let bridge = Bridge::new("ew-bundle", &["east", "west"]);
-    let west_ip = bridge.member("west").ip;
+    let net = Router::new("ew-bundle", &["gateway"], &["gateway"]);
+    let west_ip = net.west.host("gateway").ip;
     let east = TempDir::new("ew-bundle-east");
     let west = TempDir::new("ew-bundle-west");
     let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
@@ -545,7 +746,7 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     let west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
     let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
     let _west_gateway = gateway_named(
-        &bridge.member("west").netns,
+        &net.west.host("gateway").netns,
         &west,
         "gateway",
         "west",
@@ -572,7 +773,7 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     let east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
     let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
     let _east_gateway = gateway_named(
-        &bridge.member("east").netns,
+        &net.east.host("gateway").netns,
         &east,
         "gateway",
         "east",
@@ -620,11 +821,24 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     assert_eq!(stored["keys"].as_array().map(Vec::len), Some(2), "{stored}");
 }
 
-/// Both clusters with an east-west gateway each, peered both ways with a QUIC trunk: east's
-/// sidecar reaches network west through its own gateway's trunk ingress (15444), and, when
-/// `direct_too`, also directly at west's gateway (15443), round robin.
+/// How east's sidecars reach network west when the gateways keep a trunk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// Only through east's trunk ingress (15444).
+    TrunkOnly,
+    /// Through east's trunk ingress first and west's gateway (15443) second: the trunk ingress
+    /// has the sidecar's own locality, west's gateway another, and `reviews` has outlier
+    /// detection, so the trunk ingress is tier 0 and west's gateway tier 1.
+    TrunkFirst,
+}
+
+/// The caller's locality, and so the trunk ingress's in [`Paths::TrunkFirst`].
+const EAST_LOCALITY: &str = "east-1/a";
+
+/// Both clusters with an east-west gateway each, peered both ways with a QUIC trunk; east's
+/// sidecar reaches network west as `paths` says.
 struct Trunked {
-    bridge: Bridge,
+    net: Router,
     east: TempDir,
     west: TempDir,
     east_gateway_ip: Ipv4Addr,
@@ -632,14 +846,28 @@ struct Trunked {
     _processes: Vec<Process>,
 }
 
+/// The rule in east's gateway namespace that drops its UDP to west's gateway (the trunk).
+fn trunk_block(gateway_ip: Ipv4Addr) -> [String; 7] {
+    [
+        "OUTPUT",
+        "-p",
+        "udp",
+        "-d",
+        &gateway_ip.to_string(),
+        "-j",
+        "DROP",
+    ]
+    .map(str::to_owned)
+}
+
 impl Trunked {
     /// Starts both clusters; with `block_trunk`, east's gateway cannot reach west's over UDP
-    /// (its trunk stays down).
-    fn start(label: &str, direct_too: bool, block_trunk: bool) -> Trunked {
-        let bridge = Bridge::new(label, &["caller", "eastgw", "gateway", "reviews"]);
-        let ip = |name: &str| bridge.member(name).ip;
-        let (reviews_ip, gateway_ip, east_gateway_ip) =
-            (ip("reviews"), ip("gateway"), ip("eastgw"));
+    /// (its trunk stays down until [`Trunked::unblock_trunk`]).
+    fn start(label: &str, paths: Paths, block_trunk: bool) -> Trunked {
+        let net = Router::new(label, &["caller", "eastgw"], &["gateway", "reviews"]);
+        let reviews_ip = net.west.host("reviews").workload_ip;
+        let (gateway_ip, east_gateway_ip) =
+            (net.west.host("gateway").ip, net.east.host("eastgw").ip);
         let east = TempDir::new(&format!("{label}-east"));
         let west = TempDir::new(&format!("{label}-west"));
         let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
@@ -650,14 +878,22 @@ impl Trunked {
         federate(&caller_dir, &reviews_dir, "east.mesh");
         federate(&reviews_dir, &caller_dir, "west.mesh");
 
-        // East's sidecars see network west behind the local trunk ingress first.
+        // East's sidecars see network west behind the local trunk ingress (first).
         let direct = format!("gateways: [{{address: {gateway_ip}, port: 15443}}]");
-        let gateways = if direct_too {
-            format!(
-                "gateways: [{{address: {east_gateway_ip}, port: 15444}}, {{address: {gateway_ip}, port: 15443}}]"
-            )
-        } else {
-            format!("gateways: [{{address: {east_gateway_ip}, port: 15444}}]")
+        let (gateways, policy) = match paths {
+            Paths::TrunkOnly => (
+                format!("gateways: [{{address: {east_gateway_ip}, port: 15444}}]"),
+                "loadBalancer: {simple: ROUND_ROBIN}".to_owned(),
+            ),
+            Paths::TrunkFirst => (
+                format!(
+                    "gateways: [{{address: {east_gateway_ip}, port: 15444, locality: {EAST_LOCALITY}}}, \
+                     {{address: {gateway_ip}, port: 15443, locality: west-1/a}}]"
+                ),
+                "loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 1, \
+                 interval: 200ms, baseEjectionTime: 2s, maxEjectionPercent: 100}"
+                    .to_owned(),
+            ),
         };
         let east_services = east_config(reviews_ip, gateway_ip);
         assert!(east_services.contains(&direct));
@@ -672,7 +908,7 @@ impl Trunked {
             &format!(
                 "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
                  metadata: {{name: reviews, namespace: default}}\n\
-                 spec: {{host: {REVIEWS}, trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}}}\n"
+                 spec: {{host: {REVIEWS}, trafficPolicy: {{{policy}}}}}\n"
             ),
         );
         west.write("config/mesh.yaml", "trustDomain: west.mesh\n");
@@ -691,7 +927,7 @@ impl Trunked {
         );
 
         let mut processes = Vec::new();
-        let reviews = &bridge.member("reviews").netns;
+        let reviews = &net.west.host("reviews").netns;
         processes.push(start_app(
             reviews,
             "0.0.0.0",
@@ -704,27 +940,18 @@ impl Trunked {
         let flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
         let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
         processes.push(gateway_named(
-            &bridge.member("gateway").netns,
+            &net.west.host("gateway").netns,
             &west,
             "gateway",
             "west",
             &flags,
         ));
-        let east_gateway = &bridge.member("eastgw").netns;
+        let east_gateway = &net.east.host("eastgw").netns;
         if block_trunk {
-            east_gateway.ok(
-                "iptables",
-                &[
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "udp",
-                    "-d",
-                    &gateway_ip.to_string(),
-                    "-j",
-                    "DROP",
-                ],
-            );
+            let mut rule: Vec<&str> = vec!["-w", "-A"];
+            let block = trunk_block(gateway_ip);
+            rule.extend(block.iter().map(String::as_str));
+            east_gateway.ok("iptables", &rule);
         }
         let flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
         let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
@@ -736,22 +963,16 @@ impl Trunked {
             &flags,
         ));
 
-        let caller = &bridge.member("caller").netns;
-        caller.ok(
-            "iptables",
-            &[
-                "-A",
-                "OUTPUT",
-                "-d",
-                &reviews_ip.to_string(),
-                "-j",
-                "REJECT",
-            ],
-        );
+        let caller = &net.east.host("caller").netns;
         capture(caller, &["install"]);
-        processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
+        processes.push(sidecar(
+            caller,
+            &east,
+            "caller",
+            &["--network", "east", "--locality", EAST_LOCALITY],
+        ));
         Trunked {
-            bridge,
+            net,
             east,
             west,
             east_gateway_ip,
@@ -760,9 +981,17 @@ impl Trunked {
         }
     }
 
+    /// Lets east's gateway reach west's over UDP again.
+    fn unblock_trunk(&self) {
+        let mut rule: Vec<&str> = vec!["-w", "-D"];
+        let block = trunk_block(self.gateway_ip);
+        rule.extend(block.iter().map(String::as_str));
+        self.net.east.host("eastgw").netns.ok("iptables", &rule);
+    }
+
     /// `GET /hello` from east's workload to `host` on port 9080, by name.
     fn get(&self, host: &str) -> String {
-        let caller = &self.bridge.member("caller").netns;
+        let caller = &self.net.east.host("caller").netns;
         let answer = caller.ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
         let vip: Ipv4Addr = answer
             .trim()
@@ -774,7 +1003,7 @@ impl Trunked {
 
 #[test]
 fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity() {
-    let clusters = Trunked::start("ew-trunk", false, false);
+    let clusters = Trunked::start("ew-trunk", Paths::TrunkOnly, false);
     let east_log = clusters.east.path().join("gateway.log");
     wait_for_line_in(&east_log, &["trunk connection up", "peer=west"]);
     wait_for_line_in(
@@ -824,26 +1053,93 @@ fn a_call_crosses_networks_through_the_quic_trunk_with_the_caller_s_own_identity
 }
 
 #[test]
-fn with_the_trunk_down_calls_take_the_direct_path_to_the_peer_s_gateway() {
-    let clusters = Trunked::start("ew-trunk-down", true, true);
+fn the_trunk_is_preferred_the_direct_path_serves_while_it_is_down_and_the_trunk_returns() {
+    let clusters = Trunked::start("ew-trunk-first", Paths::TrunkFirst, true);
     let east_log = clusters.east.path().join("gateway.log");
+    let access_log = clusters.east.path().join("caller-access.log");
+    let trunk_ingress = format!("{}:15444", clusters.east_gateway_ip);
+    let direct = format!("{}:15443", clusters.gateway_ip);
 
-    // Round robin over [trunk ingress, west's gateway]: the trunk ingress resets the
-    // connections it is handed (its trunk is down) and the sidecar takes west's gateway.
+    // The trunk is blocked: the trunk ingress (tier 0) resets the connection it is handed, the
+    // sidecar counts a connect failure, ejects it and takes west's gateway (tier 1), so every
+    // call is answered, directly.
     for _ in 0..3 {
         let response = clusters.get(REVIEWS);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
     let reset = wait_for_line_in(&east_log, &["trunk ingress: resetting the connection"]);
     assert!(reset.contains("peer=west"), "{reset}");
-    let outbound = wait_for_line_in(
-        &clusters.east.path().join("caller-access.log"),
-        &["GET /hello", "outbound|9080||reviews"],
+    wait_for_line_in(
+        &clusters.east.path().join("caller.log"),
+        &["outlier detection ejected an endpoint", &trunk_ingress],
+    );
+    let calls = logged_calls(&access_log, 3);
+    assert!(calls.iter().all(|c| c.contains(&direct)), "{calls:?}");
+    // The first call met the reset before the ejection and was retried on the direct path.
+    assert!(
+        calls[0].contains(&format!("gateway {trunk_ingress} failed")),
+        "{calls:?}"
+    );
+
+    // Unblocked, the trunk comes up, and once the ejection has run its course (baseEjectionTime)
+    // the calls take the trunk again.
+    clusters.unblock_trunk();
+    wait_for_file(&east_log, "the trunk up", |t| {
+        t.contains("trunk connection up")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = clusters.get(REVIEWS);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let calls = calls_to_reviews(&access_log);
+        if calls.last().is_some_and(|c| c.contains(&trunk_ingress)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls did not return to the trunk: {calls:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let before = calls_to_reviews(&access_log).len();
+    for _ in 0..3 {
+        let response = clusters.get(REVIEWS);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let calls = logged_calls(&access_log, before + 3);
+    assert!(
+        calls[before..].iter().all(|c| c.contains(&trunk_ingress)),
+        "{calls:?}"
+    );
+    let crossed = wait_for_line_in(
+        &clusters.west.path().join("reviews-access.log"),
+        &["GET /hello", "inbound|8080||"],
     );
     assert!(
-        outbound.contains(&format!("{}:15443", clusters.gateway_ip)),
-        "{outbound}"
+        crossed.contains(&format!("peer=\"{CALLER_ID}\"")),
+        "{crossed}"
     );
+}
+
+/// The lines of east's caller's access log (at `path`) for its calls to `reviews`, in order.
+fn calls_to_reviews(path: &Path) -> Vec<String> {
+    calls_in(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn calls_in(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("GET /hello") && l.contains("outbound|9080||reviews"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// [`calls_to_reviews`] once there are `count` of them (the access log is written off the
+/// request path, so the last call's line can come just after its response).
+fn logged_calls(path: &Path, count: usize) -> Vec<String> {
+    let text = wait_for_file(path, &format!("{count} calls to reviews"), |t| {
+        calls_in(t).len() >= count
+    });
+    calls_in(&text)
 }
 
 /// Waits until the file at `path` satisfies `check` (up to 20 s), and returns its text.
@@ -866,9 +1162,9 @@ fn wait_for_file(path: &Path, what: &str, check: impl Fn(&str) -> bool) -> Strin
 #[test]
 fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     let label = "ew-import";
-    let bridge = Bridge::new(label, &["caller", "eastgw", "gateway", "reviews"]);
-    let ip = |name: &str| bridge.member(name).ip;
-    let (reviews_ip, gateway_ip, east_gateway_ip) = (ip("reviews"), ip("gateway"), ip("eastgw"));
+    let net = Router::new(label, &["caller", "eastgw"], &["gateway", "reviews"]);
+    let reviews_ip = net.west.host("reviews").workload_ip;
+    let (gateway_ip, east_gateway_ip) = (net.west.host("gateway").ip, net.east.host("eastgw").ip);
     let east = TempDir::new(&format!("{label}-east"));
     let west = TempDir::new(&format!("{label}-west"));
     let east_ca = Ca::init_for(&east, "ca-data", "east.mesh");
@@ -900,7 +1196,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     );
 
     let mut processes = Vec::new();
-    let reviews = &bridge.member("reviews").netns;
+    let reviews = &net.west.host("reviews").netns;
     processes.push(start_app(
         reviews,
         "0.0.0.0",
@@ -913,7 +1209,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     let mut west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
     west_flags.extend(["--export-keepalive", "1s"].map(std::ffi::OsString::from));
     let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
-    let west_netns = &bridge.member("gateway").netns;
+    let west_netns = &net.west.host("gateway").netns;
     let mut west_gateway = Some(gateway_named(
         west_netns,
         &west,
@@ -925,7 +1221,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     east_flags.extend(["--import-stale-after", "3s"].map(std::ffi::OsString::from));
     let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
     processes.push(gateway_named(
-        &bridge.member("eastgw").netns,
+        &net.east.host("eastgw").netns,
         &east,
         "gateway",
         "east",
@@ -946,18 +1242,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
 
     // East's sidecar adds the imports to its configuration; its DNS proxy answers the name
     // and the call crosses west's gateway with the caller's own identity.
-    let caller = &bridge.member("caller").netns;
-    caller.ok(
-        "iptables",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            &reviews_ip.to_string(),
-            "-j",
-            "REJECT",
-        ],
-    );
+    let caller = &net.east.host("caller").netns;
     capture(caller, &["install"]);
     let imports_flag = imports.to_str().unwrap();
     processes.push(sidecar(
@@ -1007,7 +1292,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     );
     assert!(answer.trim().parse::<Ipv4Addr>().is_ok(), "{answer:?}");
     let details = call(
-        &bridge.member("eastgw").netns,
+        &net.east.host("eastgw").netns,
         east_gateway_ip,
         15021,
         "0",

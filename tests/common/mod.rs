@@ -15,6 +15,7 @@ pub mod netns;
 pub mod pki;
 pub mod raw;
 pub mod recorder;
+pub mod router;
 pub mod tcp;
 
 use std::path::{Path, PathBuf};
