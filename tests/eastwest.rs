@@ -411,7 +411,10 @@ fn the_gateway_refuses_what_is_not_exported_and_the_caller_logs_why_calls_fail()
     assert!(refused.contains("is not exported"), "{refused}");
     let failed = clusters.east_log(&["GET /hello", "outbound|9080||ratings"]);
     assert!(
-        failed.contains("through network west's gateway"),
+        failed.contains(&format!(
+            "network west's gateway {}:15443 closed the connection during the mesh TLS handshake: it refused the destination",
+            clusters.gateway_ip
+        )),
         "{failed}"
     );
     let app = recorded(&clusters.west.path().join("reviews-app.log"));
@@ -1077,7 +1080,9 @@ fn the_trunk_is_preferred_the_direct_path_serves_while_it_is_down_and_the_trunk_
     assert!(calls.iter().all(|c| c.contains(&direct)), "{calls:?}");
     // The first call met the reset before the ejection and was retried on the direct path.
     assert!(
-        calls[0].contains(&format!("gateway {trunk_ingress} failed")),
+        calls[0].contains(&format!(
+            "gateway {trunk_ingress} closed the connection during the mesh TLS handshake"
+        )),
         "{calls:?}"
     );
 

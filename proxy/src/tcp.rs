@@ -152,7 +152,7 @@ where
             Err(error) => {
                 cluster.report(endpoint.endpoint(), Outcome::ConnectFailure);
                 flags |= ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
-                entry.reason = config.connect_failure(address, &error, error.unreachable());
+                entry.reason = config.connect_failure(address, &error, error.failure());
             }
         }
     }

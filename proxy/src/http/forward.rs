@@ -662,7 +662,7 @@ async fn try_once(
             return (
                 Attempt::Failed {
                     flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-                    reason: cluster.connect_failure(address, &error, error.unreachable()),
+                    reason: cluster.connect_failure(address, &error, error.failure()),
                     unsent: true,
                     kind: Failure::Connect,
                     status: StatusCode::SERVICE_UNAVAILABLE,

@@ -31,29 +31,50 @@ pub struct Cluster {
     pub empty_reason: Option<String>,
 }
 
+/// How a connection to an endpoint failed, as far as the caller can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// No TCP connection was made.
+    Unreachable,
+    /// The peer closed or reset the connection during the TLS handshake, before any alert.
+    Closed,
+    /// The TLS handshake failed on a certificate or an alert.
+    Handshake,
+    /// Anything else (an HTTP handshake, a full pool).
+    Other,
+}
+
 impl Cluster {
-    /// Why connecting to the endpoint at `address` failed, for the access log; `unreachable`
-    /// when no TCP connection was made (else the TLS handshake failed). The gateway of another
-    /// network is named as such, since the caller never sees the workloads behind it.
+    /// Why connecting to the endpoint at `address` failed, for the access log. The gateway of
+    /// another network is named as such, since the caller never sees the workloads behind it,
+    /// with what each kind of failure means there.
     pub fn connect_failure(
         &self,
         address: SocketAddr,
         error: &dyn std::fmt::Display,
-        unreachable: bool,
+        failure: ConnectFailure,
     ) -> String {
         let gateway_of = self
             .endpoints
             .iter()
             .find(|e| e.address == address)
             .and_then(|e| e.network_gateway.as_deref());
-        match (gateway_of, unreachable) {
-            (Some(network), true) => {
+        let Some(network) = gateway_of else {
+            return format!("upstream connect error: {error}");
+        };
+        match failure {
+            ConnectFailure::Unreachable => {
                 format!("network {network}'s gateway {address} unreachable: {error}")
             }
-            (Some(network), false) => format!(
-                "mesh TLS through network {network}'s gateway {address} failed: a trust failure, or the gateway refused the destination (its access log says why): {error}"
+            ConnectFailure::Closed => format!(
+                "network {network}'s gateway {address} closed the connection during the mesh TLS handshake: it refused the destination (not exported, no endpoint, or, at a trunk ingress, the trunk to the peer is down; its access log says why): {error}"
             ),
-            (None, _) => format!("upstream connect error: {error}"),
+            ConnectFailure::Handshake => format!(
+                "mesh TLS through network {network}'s gateway {address} failed: a trust failure (the destination's certificate, or ours at the destination): {error}"
+            ),
+            ConnectFailure::Other => {
+                format!("connecting through network {network}'s gateway {address}: {error}")
+            }
         }
     }
 }

@@ -16,8 +16,8 @@ pub mod state_file;
 
 pub use authn::{ClaimToHeader, JwksSource, JwtRule, TokenLocation};
 pub use cluster::{
-    Cluster, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy, OutlierDetection, PoolLimits,
-    TcpKeepalive, UpstreamProtocol, UpstreamTls,
+    Cluster, ConnectFailure, ConsistentHash, Endpoint, HashKey, HashPolicy, LbPolicy,
+    OutlierDetection, PoolLimits, TcpKeepalive, UpstreamProtocol, UpstreamTls,
 };
 pub use listener::{
     Application, CertificateKeyPair, ChainMatch, ClientAuth, FilterChain, HttpProxy, Listener,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
-use crate::snapshot::TcpKeepalive;
+use crate::snapshot::{ConnectFailure, TcpKeepalive};
 use crate::upstream::connector::{BoxedUpstreamIo, ConnectFuture};
 
 /// Why a connection could not be made.
@@ -33,10 +33,19 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the endpoint could not be reached at all (no TCP connection), as opposed to a
-    /// TLS handshake that failed once connected.
-    pub(crate) fn unreachable(&self) -> bool {
-        !matches!(self, ConnectError::Tls(..))
+    /// What kind of failure this was: no connection, a connection the peer closed during the
+    /// handshake (a gateway refusing the destination does that), or a failed handshake.
+    pub(crate) fn failure(&self) -> ConnectFailure {
+        match self {
+            ConnectError::Tls(_, error) => match error.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::BrokenPipe => ConnectFailure::Closed,
+                _ => ConnectFailure::Handshake,
+            },
+            _ => ConnectFailure::Unreachable,
+        }
     }
 }
 
@@ -237,5 +246,35 @@ impl AsyncWrite for UpstreamStream {
             UpstreamStream::Connector(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::ConnectorTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_the_peer_cuts_short_is_told_from_one_that_failed() {
+        let address: SocketAddr = "192.0.2.1:15443".parse().unwrap_or_else(|_| unreachable!());
+        let tls = |kind| ConnectError::Tls(address, io::Error::from(kind));
+        // A gateway refusing the destination resets (or closes) before any TLS alert.
+        assert_eq!(
+            tls(io::ErrorKind::ConnectionReset).failure(),
+            ConnectFailure::Closed
+        );
+        assert_eq!(
+            tls(io::ErrorKind::UnexpectedEof).failure(),
+            ConnectFailure::Closed
+        );
+        // rustls reports a certificate it does not trust, or an alert, as invalid data.
+        let untrusted = ConnectError::Tls(
+            address,
+            io::Error::new(io::ErrorKind::InvalidData, "invalid peer certificate"),
+        );
+        assert_eq!(untrusted.failure(), ConnectFailure::Handshake);
+        let refused = ConnectError::Io(address, io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused.failure(), ConnectFailure::Unreachable);
+        let slow = ConnectError::Timeout(address, Duration::from_secs(1));
+        assert_eq!(slow.failure(), ConnectFailure::Unreachable);
     }
 }

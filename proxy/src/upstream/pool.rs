@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use super::connect::{ConnectError, SocketSetup, TlsOrigination, connect};
 use crate::http::body::Body;
+use crate::snapshot::ConnectFailure;
 use crate::snapshot::PoolLimits;
 
 /// Requests one HTTP/2 connection carries before another is opened.
@@ -75,9 +76,12 @@ pub(crate) enum PoolError {
 }
 
 impl PoolError {
-    /// Whether the endpoint could not be reached at all (see [`ConnectError::unreachable`]).
-    pub(crate) fn unreachable(&self) -> bool {
-        matches!(self, PoolError::Connect(error) if error.unreachable())
+    /// What kind of failure this was (see [`ConnectError::failure`]).
+    pub(crate) fn failure(&self) -> ConnectFailure {
+        match self {
+            PoolError::Connect(error) => error.failure(),
+            PoolError::Handshake(..) | PoolError::Overflow(..) => ConnectFailure::Other,
+        }
     }
 }
 
