@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures_util::Stream;
 use strait_certs::service::tls::{self, PeerInfo};
 use strait_certs::service::{GRPC_ALPN, MAX_MESSAGE_BYTES};
-use strait_certs::{Authorizer, ClientAuth, IdentityCell, SharedBundles, mesh_server_config};
+use strait_certs::{
+    Authorizer, ClientAuth, IdentityCell, SharedBundles, UnknownIssuerObserver,
+    mesh_server_config_observed,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -45,20 +48,23 @@ pub struct ExportServer {
 }
 
 impl ExportServer {
-    /// Serves on `listener` with the SVID of `cell`, verifying callers against `bundles`,
-    /// until `shutdown` completes.
+    /// Serves on `listener` with the SVID of `cell`, verifying callers against `bundles`
+    /// (a caller whose chain ends at no root held for its trust domain is told to
+    /// `unknown_issuer`), until `shutdown` completes.
     pub async fn serve(
         self,
         listener: TcpListener,
         cell: Arc<IdentityCell>,
         bundles: SharedBundles,
+        unknown_issuer: Option<UnknownIssuerObserver>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ExportServerError> {
-        let config = mesh_server_config(
+        let config = mesh_server_config_observed(
             cell,
             bundles,
             ClientAuth::Required(Authorizer::Any),
             GRPC_ALPN,
+            unknown_issuer,
         )?;
         let (incoming, accept) = tls::accept(listener, Arc::new(config), HANDSHAKE_TIMEOUT);
         let service = ExportServiceServer::new(self)
