@@ -128,6 +128,11 @@ impl UnknownIssuerObserver {
         Self(Arc::new(observe))
     }
 
+    /// Tells the observer about a certificate of `trust_domain` that chains to no root held.
+    pub fn tell(&self, trust_domain: &TrustDomain) {
+        (self.0)(trust_domain);
+    }
+
     /// Tells the observer about `error` if it is an unknown issuer, with the trust domain of
     /// `end_entity`'s SPIFFE ID (parsed, not verified).
     fn observe(&self, error: &VerifyError, end_entity: &CertificateDer<'_>) {
@@ -135,7 +140,7 @@ impl UnknownIssuerObserver {
             return;
         }
         if let Ok(id) = peer_identity(std::slice::from_ref(end_entity)) {
-            (self.0)(&id.trust_domain());
+            self.tell(&id.trust_domain());
         }
     }
 }

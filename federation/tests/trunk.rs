@@ -1252,3 +1252,59 @@ async fn wait_authorized(trunk: &Trunk, count: usize) {
     }
     assert_eq!(trunk.connections.load(Ordering::SeqCst), count);
 }
+
+#[tokio::test]
+async fn a_peer_no_longer_authorized_loses_its_open_connection_when_asked_again() {
+    let (backend, _) = echo_server().await;
+    let east = Cluster::new("east.mesh", "deauthorized");
+    let west = Cluster::new("west.mesh", "deauthorized");
+    let bundles = TrustBundleSet::from_bundles([east.ca.trust_bundle(), west.ca.trust_bundle()])
+        .unwrap()
+        .into_shared();
+    let allowed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let server = {
+        let allowed = allowed.clone();
+        TrunkServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity(west.svid("istio-system", "eastwest"), &bundles),
+            &TrunkPath::default(),
+            Arc::new(move |peer: &SpiffeId| {
+                if allowed.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(format!("{peer} was removed"))
+                }
+            }),
+            Arc::new(move |_: &SpiffeId, _: &StreamHeader| Ok(backend)),
+        )
+        .unwrap()
+    };
+    let client = TrunkClient::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &identity(east.svid("istio-system", "eastwest"), &bundles),
+        &TrunkPath::default(),
+        backoff(),
+        vec![TrunkPeer {
+            name: WEST.to_owned(),
+            address: server.local_addr(),
+            identity: west.gateway_id(),
+            connections: 1,
+        }],
+    )
+    .unwrap();
+    wait_live(&client, 1).await;
+    let mut stream = client.open(WEST, &echo_header(), b"before").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"before");
+
+    // Asking again changes nothing while the peer is authorized.
+    assert_eq!(server.reauthorize(), 0);
+    assert!(client.open(WEST, &echo_header(), b"still").await.is_ok());
+
+    // The peer is removed on the west: asked again, its open connection is closed.
+    allowed.store(false, Ordering::SeqCst);
+    assert_eq!(server.reauthorize(), 1);
+    wait_failure(&client, "not authorized").await;
+}

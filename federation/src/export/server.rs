@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use super::ExportSet;
 use super::proto::export_service_server::{ExportService, ExportServiceServer};
 use super::proto::{self, WatchRequest};
-use crate::peer_store::PeerStore;
+use crate::peer_store::{PeerStore, StoreError};
 
 /// How long a caller has for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +104,35 @@ impl ExportServer {
     }
 }
 
+/// Who watches, checked again before every set sent.
+struct Watcher {
+    peers: PeerStore,
+    peer: String,
+    id: Option<strait_certs::SpiffeId>,
+}
+
+impl Watcher {
+    fn still_a_peer(&self) -> Result<(), Status> {
+        match self.peers.get(&self.peer) {
+            Ok(stored) if Some(&stored.peer.bundle_endpoint.spiffe_id) == self.id.as_ref() => {
+                Ok(())
+            }
+            Ok(_) | Err(StoreError::NoSuchPeer(_)) => {
+                tracing::info!(peer = %self.peer, "the peer was removed or redefined; its export watch ends");
+                Err(Status::permission_denied(format!(
+                    "{} is no longer a peer here",
+                    self.peer
+                )))
+            }
+            // A store that cannot be read now does not end a watch admitted before.
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, "the peers cannot be read ({error}); the export watch goes on");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The stream of sets a watcher gets.
 type ExportStream = Pin<Box<dyn Stream<Item = Result<proto::ExportSet, Status>> + Send>>;
 
@@ -115,7 +144,9 @@ impl ExportService for ExportServer {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<ExportStream>, Status> {
-        let peer = self.admit(request.extensions().get::<PeerInfo>())?;
+        let info = request.extensions().get::<PeerInfo>();
+        let peer = self.admit(info)?;
+        let id = info.and_then(|p| p.id.clone());
         let mut receiver = self.exports.clone();
         let version = receiver.borrow().version;
         tracing::info!(%peer, version, "a peer watches the exports");
@@ -124,14 +155,24 @@ impl ExportService for ExportServer {
         let first = tokio::time::Instant::now() + self.keepalive;
         let mut tick = tokio::time::interval_at(first, self.keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watcher = Watcher {
+            peers: self.peers.clone(),
+            peer,
+            id,
+        };
         let stream =
-            futures_util::stream::unfold((receiver, tick), |(mut receiver, mut tick)| async move {
+            futures_util::stream::unfold(Some((receiver, tick, watcher)), |state| async move {
+                let (mut receiver, mut tick, watcher) = state?;
                 tokio::select! {
                     changed = receiver.changed() => changed.ok()?,
                     _ = tick.tick() => {}
                 }
+                // A peer removed (or whose gateway is now another) gets nothing more.
+                if let Err(status) = watcher.still_a_peer() {
+                    return Some((Err(status), None));
+                }
                 let set = proto::ExportSet::from(&**receiver.borrow_and_update());
-                Some((Ok(set), (receiver, tick)))
+                Some((Ok(set), Some((receiver, tick, watcher))))
             });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -183,5 +224,36 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
         let refused = server.admit(Some(&caller(None))).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_watch_ends_once_its_peer_is_removed_or_names_another_gateway() {
+        let data = TestDir::new("export-still-a-peer");
+        let west = ca(&data, "west-ca", "west.mesh");
+        let gateway = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+        let store = PeerStore::new(data.path());
+        let apply = |id: &str| {
+            store
+                .apply(
+                    &peer("west", &west.trust_bundle(), "https://192.0.2.10:15446", id),
+                    &td("east.mesh"),
+                    false,
+                )
+                .unwrap();
+        };
+        apply(gateway);
+        let watcher = Watcher {
+            peers: store.clone(),
+            peer: "west".to_owned(),
+            id: Some(strait_certs::SpiffeId::parse(gateway).unwrap()),
+        };
+        assert!(watcher.still_a_peer().is_ok());
+        apply("spiffe://west.mesh/ns/istio-system/sa/other-gateway");
+        let ended = watcher.still_a_peer().unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::PermissionDenied);
+        apply(gateway);
+        assert!(watcher.still_a_peer().is_ok());
+        store.remove("west").unwrap();
+        assert!(watcher.still_a_peer().is_err());
     }
 }
