@@ -147,7 +147,8 @@ pub async fn start(
     };
     let peers = PeerWatch::start(store.clone(), options.rescan_interval);
     let poller = BundlePoller::new(store.clone(), options);
-    let unknown_issuer = unknown_issuer_nudge(poller.nudges(), peers.subscribe());
+    let nudges = poller.nudges();
+    let nudge = |via| unknown_issuer_nudge(nudges.clone(), peers.subscribe(), via);
     let following = peers.subscribe();
     tokio::spawn(async move {
         if let Err(error) =
@@ -167,7 +168,7 @@ pub async fn start(
         own_id: svid.id().clone(),
         store: store.clone(),
         peers: peers.subscribe(),
-        unknown_issuer: Some(unknown_issuer.clone()),
+        unknown_issuer: Some(nudge("federation API")),
         network,
         view,
         listen: address_or_off("--federation-api", &args.federation_api)?,
@@ -181,7 +182,7 @@ pub async fn start(
         address_or_off("--trunk-listen", &args.trunk_listen)?,
         address_or_off("--trunk-ingress", &args.trunk_ingress)?,
         peers.subscribe(),
-        Some(unknown_issuer),
+        Some(nudge("trunk")),
     )
     .await?;
     // The trunks and the peer watch run as long as the process.
@@ -193,10 +194,15 @@ pub async fn start(
     Ok(())
 }
 
-/// Asks `nudges` for an early refresh of a peer's bundle when a handshake meets a certificate
-/// of the peer's trust domain that chains to no root held for it; trust domains that are no
-/// peer's are ignored (the trust domain comes from an unverified certificate).
-fn unknown_issuer_nudge(nudges: Nudges, peers: watch::Receiver<PeerList>) -> UnknownIssuerObserver {
+/// Asks `nudges` for an early refresh of a peer's bundle when a handshake of `via` (what the
+/// log says) meets a certificate of the peer's trust domain that chains to no root held for
+/// it; trust domains that are no peer's are ignored (the trust domain comes from an
+/// unverified certificate).
+fn unknown_issuer_nudge(
+    nudges: Nudges,
+    peers: watch::Receiver<PeerList>,
+    via: &'static str,
+) -> UnknownIssuerObserver {
     UnknownIssuerObserver::new(move |trust_domain: &TrustDomain| {
         let peer = peers
             .borrow()
@@ -208,13 +214,13 @@ fn unknown_issuer_nudge(nudges: Nudges, peers: watch::Receiver<PeerList>) -> Unk
         };
         if nudges.nudge(trust_domain) {
             tracing::info!(
-                %peer, %trust_domain,
+                %peer, %trust_domain, via,
                 "a certificate of the peer chains to no root held for its trust domain (unknown issuer); early refresh of its bundle asked for"
             );
         } else {
             tracing::debug!(
-                %peer, %trust_domain,
-                "unknown issuer again; an early refresh was asked for less than --nudge-interval ago"
+                %peer, %trust_domain, via,
+                "a certificate of the peer chains to no root held for its trust domain (unknown issuer) again; an early refresh was taken less than the nudge interval (10s) ago"
             );
         }
     })
@@ -310,7 +316,7 @@ mod tests {
         let latest = ca.trust_bundle();
         let (_sender, peers) = watch::channel(Arc::new(vec![StoredPeer { peer, latest }]));
         let nudges = Nudges::new(Duration::from_secs(3600));
-        let observer = unknown_issuer_nudge(nudges.clone(), peers);
+        let observer = unknown_issuer_nudge(nudges.clone(), peers, "trunk");
 
         // A trust domain that is no peer's asks for nothing: its budget is untouched.
         let rogue = TrustDomain::new("rogue.mesh").unwrap();
