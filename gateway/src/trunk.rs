@@ -19,9 +19,8 @@
 //! gets its connection, a removed one (or one no longer asking for a trunk) has it closed and
 //! leaves the ingress's routing, one whose address or gateway identity changed is reconnected,
 //! and the others are left alone; the trunk server closes the connections of peers no longer
-//! stored. Either side of a trunk handshake tells the unknown-issuer
-//! observer it is given about a peer gateway whose chain ends at no root held for its trust
-//! domain.
+//! stored. Either side of a trunk handshake tells the unknown-issuer observer it is given
+//! about a peer gateway whose chain ends at no root held for its trust domain.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,7 +77,7 @@ pub async fn start(
     context: TrunkContext,
     listen: Option<SocketAddr>,
     ingress: Option<SocketAddr>,
-    peers: watch::Receiver<PeerList>,
+    mut peers: watch::Receiver<PeerList>,
     unknown_issuer: Option<UnknownIssuerObserver>,
 ) -> anyhow::Result<Trunks> {
     let identity = TrunkIdentity {
@@ -116,7 +115,7 @@ pub async fn start(
     let networks = watch::Sender::new(Arc::new(BTreeMap::new()));
     let mut trunked = TrunkedPeers::default();
     trunked
-        .apply(&client, &networks, &peers.borrow().clone())
+        .apply(&client, &networks, &peers.borrow_and_update().clone())
         .await;
     let following = tokio::spawn(follow_peers(
         client.clone(),
