@@ -80,7 +80,7 @@ pub use bundle::{BundleError, SharedBundles, TrustBundle, TrustBundleSet};
 
 pub use rotation::{
     IdentityCell, bundle_endpoint_client_config, bundle_endpoint_server_config, mesh_client_config,
-    mesh_server_config,
+    mesh_client_config_observed, mesh_server_config, mesh_server_config_observed,
 };
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use svid::{
@@ -88,5 +88,6 @@ pub use svid::{
 };
 pub use tokens::{TokenError, TokenLedger};
 pub use verify::{
-    Authorizer, ClientAuth, MeshClientVerifier, MeshServerVerifier, VerifyError, peer_identity,
+    Authorizer, ClientAuth, MeshClientVerifier, MeshServerVerifier, UnknownIssuerObserver,
+    VerifyError, peer_identity,
 };

@@ -22,7 +22,9 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 use crate::bundle::SharedBundles;
 use crate::svid::Svid;
-use crate::verify::{Authorizer, ClientAuth, MeshClientVerifier, MeshServerVerifier};
+use crate::verify::{
+    Authorizer, ClientAuth, MeshClientVerifier, MeshServerVerifier, UnknownIssuerObserver,
+};
 
 /// What a mesh client offers for HTTP/1.1.
 pub const ISTIO_ALPN_HTTP11: &[&[u8]] = &[b"istio-http/1.1", b"istio", b"http/1.1"];
@@ -109,9 +111,23 @@ pub fn mesh_server_config(
     client_auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, rustls::Error> {
+    mesh_server_config_observed(cell, bundles, client_auth, alpn, None)
+}
+
+/// [`mesh_server_config`] whose verifier tells `unknown_issuer` about clients whose chain ends
+/// at none of the roots held for their trust domain.
+pub fn mesh_server_config_observed(
+    cell: Arc<IdentityCell>,
+    bundles: SharedBundles,
+    client_auth: ClientAuth,
+    alpn: &[&[u8]],
+    unknown_issuer: Option<UnknownIssuerObserver>,
+) -> Result<ServerConfig, rustls::Error> {
+    let verifier =
+        MeshClientVerifier::new(bundles, client_auth).observing_unknown_issuers(unknown_issuer);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
-        .with_client_cert_verifier(Arc::new(MeshClientVerifier::new(bundles, client_auth)))
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(cell);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -128,10 +144,24 @@ pub fn mesh_client_config(
     authorizer: Authorizer,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, rustls::Error> {
+    mesh_client_config_observed(cell, bundles, authorizer, alpn, None)
+}
+
+/// [`mesh_client_config`] whose verifier tells `unknown_issuer` about servers whose chain ends
+/// at none of the roots held for their trust domain.
+pub fn mesh_client_config_observed(
+    cell: Arc<IdentityCell>,
+    bundles: SharedBundles,
+    authorizer: Authorizer,
+    alpn: &[&[u8]],
+    unknown_issuer: Option<UnknownIssuerObserver>,
+) -> Result<ClientConfig, rustls::Error> {
+    let verifier =
+        MeshServerVerifier::new(bundles, authorizer).observing_unknown_issuers(unknown_issuer);
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(bundles, authorizer)))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(cell);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = rustls::client::Resumption::disabled();

@@ -18,6 +18,10 @@
 //! `rustls::Error::InvalidCertificate`: the standard `CertificateError` where one fits (bad
 //! encoding, unknown issuer, expired, bad signature) and `CertificateError::Other` carrying the
 //! `VerifyError` otherwise ([`VerifyError::from_rustls`] gets it back).
+//!
+//! A verifier may carry an [`UnknownIssuerObserver`]: told the trust domain of a peer whose
+//! chain ends at none of the roots held for it, the moment a federated peer's bundle is worth
+//! fetching early.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -88,6 +92,17 @@ impl VerifyError {
         )
     }
 
+    /// Whether the chain ends at none of the roots held for the leaf's trust domain: webpki's
+    /// unknown issuer, or a bad signature (our CAs name their certificates after the trust
+    /// domain, so a chain to a root not held here finds a held root of the same name with
+    /// another key).
+    pub fn chains_to_no_root_held(&self) -> bool {
+        matches!(
+            self,
+            Self::Chain(webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey)
+        )
+    }
+
     /// The refusal a rustls error carries, when it came from these verifiers as
     /// `CertificateError::Other`.
     pub fn from_rustls(error: &rustls::Error) -> Option<&VerifyError> {
@@ -98,6 +113,41 @@ impl VerifyError {
             }
             _ => None,
         }
+    }
+}
+
+/// Told the trust domain a peer's leaf names when its chain ends at none of the roots held for
+/// that trust domain ([`VerifyError::chains_to_no_root_held`]). The trust domain is read from the
+/// presented leaf, which did **not** verify: an observer acts only on trust domains it knows
+/// and must be cheap (it runs inside the handshake).
+#[derive(Clone)]
+pub struct UnknownIssuerObserver(Arc<dyn Fn(&TrustDomain) + Send + Sync>);
+
+impl UnknownIssuerObserver {
+    pub fn new(observe: impl Fn(&TrustDomain) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(observe))
+    }
+
+    /// Tells the observer about a certificate of `trust_domain` that chains to no root held.
+    pub fn tell(&self, trust_domain: &TrustDomain) {
+        (self.0)(trust_domain);
+    }
+
+    /// Tells the observer about `error` if it is an unknown issuer, with the trust domain of
+    /// `end_entity`'s SPIFFE ID (parsed, not verified).
+    fn observe(&self, error: &VerifyError, end_entity: &CertificateDer<'_>) {
+        if !error.chains_to_no_root_held() {
+            return;
+        }
+        if let Ok(id) = peer_identity(std::slice::from_ref(end_entity)) {
+            self.tell(&id.trust_domain());
+        }
+    }
+}
+
+impl std::fmt::Debug for UnknownIssuerObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnknownIssuerObserver")
     }
 }
 
@@ -271,6 +321,7 @@ pub struct MeshServerVerifier {
     bundles: SharedBundles,
     authorizer: Authorizer,
     algs: WebPkiSupportedAlgorithms,
+    unknown_issuer: Option<UnknownIssuerObserver>,
 }
 
 impl MeshServerVerifier {
@@ -280,7 +331,14 @@ impl MeshServerVerifier {
             bundles,
             authorizer,
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+            unknown_issuer: None,
         }
+    }
+
+    /// The same verifier, telling `observer` about servers whose chain ends at no root held.
+    pub fn observing_unknown_issuers(mut self, observer: Option<UnknownIssuerObserver>) -> Self {
+        self.unknown_issuer = observer;
+        self
     }
 
     /// Runs every check on a server chain at `now` and returns the server's ID.
@@ -299,6 +357,11 @@ impl MeshServerVerifier {
             now,
             webpki::KeyUsage::server_auth(),
         )
+        .inspect_err(|error| {
+            if let Some(observer) = &self.unknown_issuer {
+                observer.observe(error, end_entity);
+            }
+        })
     }
 }
 
@@ -347,6 +410,7 @@ pub struct MeshClientVerifier {
     authorizer: Authorizer,
     mandatory: bool,
     algs: WebPkiSupportedAlgorithms,
+    unknown_issuer: Option<UnknownIssuerObserver>,
 }
 
 impl MeshClientVerifier {
@@ -362,7 +426,14 @@ impl MeshClientVerifier {
             authorizer,
             mandatory,
             algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+            unknown_issuer: None,
         }
+    }
+
+    /// The same verifier, telling `observer` about clients whose chain ends at no root held.
+    pub fn observing_unknown_issuers(mut self, observer: Option<UnknownIssuerObserver>) -> Self {
+        self.unknown_issuer = observer;
+        self
     }
 
     /// Runs every check on a client chain at `now` and returns the client's ID.
@@ -381,6 +452,11 @@ impl MeshClientVerifier {
             now,
             webpki::KeyUsage::client_auth(),
         )
+        .inspect_err(|error| {
+            if let Some(observer) = &self.unknown_issuer {
+                observer.observe(error, end_entity);
+            }
+        })
     }
 }
 

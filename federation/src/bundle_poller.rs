@@ -23,11 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strait_certs::{TrustBundle, TrustDomain};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::bundle_fetch::{FetchError, fetch_bundle};
 use crate::peer_store::{PeerStore, StoreError, StoredPeer};
+use crate::peer_watch::{PeerList, PeerWatch};
 
 /// How often and how patiently peers are polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +292,7 @@ impl Nudges {
 }
 
 /// Keeps the bundle of every peer under a data directory current, one task per peer; peers
-/// added or removed are picked up within [`PollerOptions::rescan_interval`].
+/// added or removed are picked up as the [`PeerWatch`] followed publishes them.
 #[derive(Debug)]
 pub struct BundlePoller {
     store: PeerStore,
@@ -314,41 +315,57 @@ impl BundlePoller {
         self.nudges.clone()
     }
 
-    /// Polls until `shutdown` completes.
+    /// Polls until `shutdown` completes, reading the peer folder every
+    /// [`PollerOptions::rescan_interval`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let watch = PeerWatch::start(self.store.clone(), self.options.rescan_interval);
+        self.follow(watch.subscribe(), shutdown).await;
+    }
+
+    /// Polls the peers `peers` publishes (a [`PeerWatch`] shared with whatever else follows
+    /// them) until `shutdown` completes: a task per peer, started when it appears and stopped
+    /// when it goes.
+    pub async fn follow(
+        self,
+        mut peers: watch::Receiver<PeerList>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut tasks: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
         tokio::pin!(shutdown);
         loop {
-            match self.store.list() {
-                Ok(peers) => {
-                    let names: Vec<String> = peers.iter().map(|p| p.peer.name.clone()).collect();
-                    tasks.retain(|name, task| {
-                        let keep = names.contains(name);
-                        if !keep {
-                            tracing::info!(peer = %name, "peer removed; no longer polled");
-                            task.abort();
-                        }
-                        keep
-                    });
-                    for name in names {
-                        tasks.entry(name.clone()).or_insert_with(|| {
-                            tracing::info!(peer = %name, "polling the peer's bundle endpoint");
-                            tokio::spawn(follow_peer(
-                                self.store.clone(),
-                                name,
-                                self.options.clone(),
-                                self.nudges.clone(),
-                            ))
-                        });
-                    }
+            let names: Vec<String> = peers
+                .borrow_and_update()
+                .iter()
+                .map(|p| p.peer.name.clone())
+                .collect();
+            tasks.retain(|name, task| {
+                let keep = names.contains(name);
+                if !keep {
+                    tracing::info!(peer = %name, "peer removed; no longer polled");
+                    task.abort();
                 }
-                Err(error) => tracing::warn!(
-                    "reading the peers failed ({error}); the peers already followed still are"
-                ),
+                keep
+            });
+            for name in names {
+                tasks.entry(name.clone()).or_insert_with(|| {
+                    tracing::info!(peer = %name, "polling the peer's bundle endpoint");
+                    tokio::spawn(follow_peer(
+                        self.store.clone(),
+                        name,
+                        self.options.clone(),
+                        self.nudges.clone(),
+                    ))
+                });
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep(self.options.rescan_interval) => {}
+                changed = peers.changed() => {
+                    if changed.is_err() {
+                        // The watch stopped: keep polling the peers known until shutdown.
+                        shutdown.as_mut().await;
+                        break;
+                    }
+                }
             }
         }
         for task in tasks.values() {

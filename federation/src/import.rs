@@ -21,7 +21,8 @@
 //! A set replaces the previous one whole (a service the peer stopped exporting disappears);
 //! silence never removes anything: after `stale_after` without a set (keepalives count) the
 //! import is marked stale (a log line and the `strait.io/import-stale: "true"` annotation on
-//! every generated object) and stays as it was.
+//! every generated object) and stays as it was. Removing the peer ends its import
+//! ([`Importer::forget`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,11 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Which peer an import is from and where its endpoints are reached.
@@ -107,6 +113,8 @@ pub struct Importer {
     /// When the state file was last written: an unchanged set (a keepalive) rewrites it only
     /// every quarter of `stale_after`, enough for a restart to judge staleness.
     persisted_at_ms: Option<u64>,
+    /// The peer was removed: nothing more is written.
+    forgotten: bool,
 }
 
 impl Importer {
@@ -134,6 +142,7 @@ impl Importer {
             stale: false,
             written: None,
             persisted_at_ms: None,
+            forgotten: false,
         }
     }
 
@@ -154,6 +163,9 @@ impl Importer {
 
     /// A set arrived at `now_ms`: it replaces the previous one.
     pub fn received(&mut self, set: ExportSet, now_ms: u64) -> Result<(), ImportError> {
+        if self.forgotten {
+            return Ok(());
+        }
         // A restarted peer sends its unchanged services under a new version.
         let changed = self.state.as_ref().is_none_or(|s| {
             (&s.set.services, &s.set.network, &s.set.trust_domain)
@@ -199,6 +211,9 @@ impl Importer {
     /// Marks the import stale when nothing arrived for `stale_after`, and writes the file
     /// when what it should say changed.
     pub fn refresh(&mut self, now_ms: u64) -> Result<(), ImportError> {
+        if self.forgotten {
+            return Ok(());
+        }
         let Some(state) = &self.state else {
             return Ok(());
         };
@@ -228,6 +243,28 @@ impl Importer {
             write_atomic(&self.output_path, yaml.as_bytes(), PUBLIC_FILE_MODE)?;
         }
         self.written = Some(yaml);
+        Ok(())
+    }
+
+    /// Ends the import of a peer that was removed: its generated file and its state go (a
+    /// removed peer's trust domain is no longer trusted, so its endpoints could not be
+    /// reached anyway). Nothing is written for it afterwards, whatever arrives.
+    pub fn forget(&mut self) -> Result<(), ImportError> {
+        self.forgotten = true;
+        self.state = None;
+        self.written = None;
+        for path in [&self.output_path, &self.state_path] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ImportError::Remove {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,8 @@
 //! - [`peer_store`]: peers and their latest bundles as owner-only files under `DATA/peers`,
 //!   and the one write path of a peer's bundle (also to `DATA/ca/federated`, where the CA
 //!   service streams it to sidecars).
+//! - [`peer_watch`]: the one reader of `DATA/peers` in a running process, publishing the
+//!   peers as they change.
 //! - [`bundle_endpoint`]: the SPIFFE bundle endpoint (`https_spiffe`, port 15446) serving the
 //!   local trust domain's bundle.
 //! - [`bundle_fetch`]: one `https_spiffe` fetch of a peer's bundle.
@@ -29,6 +31,7 @@ pub mod export;
 pub mod import;
 pub mod peer;
 pub mod peer_store;
+pub mod peer_watch;
 pub mod sni;
 pub mod trunk;
 

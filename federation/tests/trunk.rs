@@ -93,6 +93,7 @@ fn identity(svid: Svid, bundles: &SharedBundles) -> TrunkIdentity {
     TrunkIdentity {
         cell: Arc::new(IdentityCell::new(svid)),
         bundles: bundles.clone(),
+        unknown_issuer: None,
     }
 }
 
@@ -1085,4 +1086,225 @@ async fn a_sidecar_proxy_reaches_a_peer_networks_endpoint_over_the_trunk() {
         trunk.asked.lock().unwrap().clone(),
         vec![(trunk.east.gateway_id(), echo_header())]
     );
+}
+
+#[tokio::test]
+async fn peers_set_while_running_are_connected_closed_or_left_alone() {
+    let (backend, _) = echo_server().await;
+    let trunk = trunk("set-peers", vec![(ECHO, 9000, backend)], 1).await;
+    let west = |connections: usize| TrunkPeer {
+        name: WEST.to_owned(),
+        address: trunk.address,
+        identity: trunk.west.gateway_id(),
+        connections,
+    };
+    wait_authorized(&trunk, 1).await;
+
+    // The same definition again: nothing reconnects.
+    let changed = trunk.client.set_peers(vec![west(1)]).unwrap();
+    assert_eq!(changed, Default::default());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(trunk.connections.load(Ordering::SeqCst), 1);
+    let mut live = trunk.client.live_connections(WEST).unwrap();
+    assert_eq!(*live.borrow_and_update(), 1);
+
+    // Removed: its connection is closed and streams are refused as for an unknown peer.
+    let changed = trunk.client.set_peers(Vec::new()).unwrap();
+    assert_eq!(changed.removed, [WEST]);
+    assert_eq!(*live.borrow(), 0);
+    assert!(trunk.client.live_connections(WEST).is_none());
+    assert!(matches!(
+        trunk.client.open(WEST, &echo_header(), &[]).await,
+        Err(OpenError::UnknownPeer(_))
+    ));
+    let ingress_hello = anonymous_hello(&trunk.bundles, ECHO_SNI);
+    let mut tcp = TcpStream::connect(trunk.ingress.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(&ingress_hello).await.unwrap();
+    expect_reset(tcp).await;
+
+    // Added again, then redefined (two connections): connected, then reconnected.
+    let changed = trunk.client.set_peers(vec![west(1)]).unwrap();
+    assert_eq!(changed.added, [WEST]);
+    wait_live(&trunk.client, 1).await;
+    wait_authorized(&trunk, 2).await;
+    let changed = trunk.client.set_peers(vec![west(2)]).unwrap();
+    assert_eq!(changed.restarted, [WEST]);
+    wait_live(&trunk.client, 2).await;
+    wait_authorized(&trunk, 4).await;
+    let mut stream = trunk
+        .client
+        .open(WEST, &echo_header(), b"again")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"again");
+
+    // Two peers of one name change nothing.
+    assert!(matches!(
+        trunk.client.set_peers(vec![west(1), west(1)]),
+        Err(TrunkSetupError::DuplicatePeer(_))
+    ));
+    assert_eq!(*trunk.client.live_connections(WEST).unwrap().borrow(), 2);
+}
+
+#[tokio::test]
+async fn a_chain_to_a_root_not_held_is_reported_with_the_peer_s_trust_domain_on_both_sides() {
+    // East holds west's old root; west's gateway already presents a certificate of its new
+    // root, and east's gateway one of east's new root, which west does not hold either.
+    let east_old = Cluster::new("east.mesh", "unknown-issuer-old");
+    let east_new = Cluster::new("east.mesh", "unknown-issuer-new");
+    let west_old = Cluster::new("west.mesh", "unknown-issuer-old");
+    let west_new = Cluster::new("west.mesh", "unknown-issuer-new");
+    let east_holds =
+        TrustBundleSet::from_bundles([east_new.ca.trust_bundle(), west_old.ca.trust_bundle()])
+            .unwrap()
+            .into_shared();
+    let west_holds =
+        TrustBundleSet::from_bundles([east_old.ca.trust_bundle(), west_new.ca.trust_bundle()])
+            .unwrap()
+            .into_shared();
+    let heard = |side: &'static str, log: &Arc<Mutex<Vec<String>>>| {
+        let log = log.clone();
+        strait_certs::UnknownIssuerObserver::new(move |td: &TrustDomain| {
+            log.lock().unwrap().push(format!("{side} {td}"));
+        })
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let server = TrunkServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &TrunkIdentity {
+            unknown_issuer: Some(heard("west", &log)),
+            ..identity(west_new.svid("istio-system", "eastwest"), &west_holds)
+        },
+        &TrunkPath::default(),
+        Arc::new(|_: &SpiffeId| Ok(())),
+        Arc::new(|_: &SpiffeId, _: &StreamHeader| {
+            Err(Refusal {
+                reason: RefusalReason::NotExported,
+                text: "nothing".to_owned(),
+            })
+        }),
+    )
+    .unwrap();
+    let client = TrunkClient::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &TrunkIdentity {
+            unknown_issuer: Some(heard("east", &log)),
+            ..identity(east_new.svid("istio-system", "eastwest"), &east_holds)
+        },
+        &TrunkPath::default(),
+        backoff(),
+        vec![TrunkPeer {
+            name: WEST.to_owned(),
+            address: server.local_addr(),
+            identity: west_new.gateway_id(),
+            connections: 1,
+        }],
+    )
+    .unwrap();
+    // The client checks the server first: east hears of west.
+    wait_failure(&client, "invalid peer certificate").await;
+    assert!(
+        log.lock().unwrap().contains(&"east west.mesh".to_owned()),
+        "{:?}",
+        log.lock().unwrap()
+    );
+
+    // With west's new root held, the client accepts the server; then west refuses east's
+    // certificate and hears of east.
+    let mut both = (*east_holds.load_full()).clone();
+    both.insert(west_new.ca.trust_bundle()).unwrap();
+    east_holds.store(Arc::new(both));
+    let deadline = Instant::now() + PATIENCE;
+    while !log.lock().unwrap().contains(&"west east.mesh".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "west never heard of east: {:?}, last failure {:?}",
+            log.lock().unwrap(),
+            client.last_failure(WEST)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .all(|line| line == "east west.mesh" || line == "west east.mesh"),
+        "{:?}",
+        log.lock().unwrap()
+    );
+}
+
+/// Waits until the west gateway has authorized `count` connections in all.
+async fn wait_authorized(trunk: &Trunk, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while trunk.connections.load(Ordering::SeqCst) < count {
+        assert!(
+            Instant::now() < deadline,
+            "the west authorized {} connections, not {count}",
+            trunk.connections.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(trunk.connections.load(Ordering::SeqCst), count);
+}
+
+#[tokio::test]
+async fn a_peer_no_longer_authorized_loses_its_open_connection_when_asked_again() {
+    let (backend, _) = echo_server().await;
+    let east = Cluster::new("east.mesh", "deauthorized");
+    let west = Cluster::new("west.mesh", "deauthorized");
+    let bundles = TrustBundleSet::from_bundles([east.ca.trust_bundle(), west.ca.trust_bundle()])
+        .unwrap()
+        .into_shared();
+    let allowed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let server = {
+        let allowed = allowed.clone();
+        TrunkServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity(west.svid("istio-system", "eastwest"), &bundles),
+            &TrunkPath::default(),
+            Arc::new(move |peer: &SpiffeId| {
+                if allowed.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(format!("{peer} was removed"))
+                }
+            }),
+            Arc::new(move |_: &SpiffeId, _: &StreamHeader| Ok(backend)),
+        )
+        .unwrap()
+    };
+    let client = TrunkClient::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &identity(east.svid("istio-system", "eastwest"), &bundles),
+        &TrunkPath::default(),
+        backoff(),
+        vec![TrunkPeer {
+            name: WEST.to_owned(),
+            address: server.local_addr(),
+            identity: west.gateway_id(),
+            connections: 1,
+        }],
+    )
+    .unwrap();
+    wait_live(&client, 1).await;
+    let mut stream = client.open(WEST, &echo_header(), b"before").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"before");
+
+    // Asking again changes nothing while the peer is authorized.
+    assert_eq!(server.reauthorize(), 0);
+    assert!(client.open(WEST, &echo_header(), b"still").await.is_ok());
+
+    // The peer is removed on the west: asked again, its open connection is closed.
+    allowed.store(false, Ordering::SeqCst);
+    assert_eq!(server.reauthorize(), 1);
+    wait_failure(&client, "not authorized").await;
 }

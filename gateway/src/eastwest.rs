@@ -5,6 +5,13 @@
 //! (`crate::trunk`: UDP 15443, trunk ingress on TCP 15444), and the export and import of
 //! services (`crate::exports`: the federation API on TCP 15445).
 //!
+//! One [`PeerWatch`] reads `DATA/peers` (every `--peer-rescan-interval`) for all of them: the
+//! poller, the verifier set, the trunks and the imports follow peers applied, redefined or
+//! removed while the gateway runs. When the gateway's own TLS with a peer's gateway (trunk,
+//! federation API; either side) meets a certificate that chains to no root held for the peer's
+//! trust domain, the poller is asked for an early refresh of that peer's bundle
+//! ([`unknown_issuer_nudge`]), rate-limited by the poller.
+//!
 //! The bundle endpoint and the poller are the ones `strait federation serve-bundle|poll` run
 //! (`crate::federation`); here the bundle served is the gateway's trust bundle for its own
 //! trust domain, as its identity has it (the identity folder's `root-cert.pem`, or the CA's
@@ -17,12 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use strait_certs::{SharedBundles, TrustDomain};
+use strait_certs::{SharedBundles, TrustDomain, UnknownIssuerObserver};
 use strait_discovery::compile::exports::FederationView;
 use strait_federation::bundle_endpoint::BundleEndpoint;
-use strait_federation::bundle_poller::PollerOptions;
+use strait_federation::bundle_poller::{BundlePoller, Nudges, PollerOptions};
 use strait_federation::peer_store::PeerStore;
+use strait_federation::peer_watch::{PeerList, PeerWatch};
 use strait_proxy::tls::mesh::MeshIdentity;
+use tokio::sync::watch;
 
 use crate::args::parse_duration;
 
@@ -44,6 +53,10 @@ pub struct EastwestArgs {
     /// refresh hint.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     peer_min_refresh: Duration,
+    /// How often `DATA/peers` is read again for peers applied, redefined or removed (their
+    /// bundles, trunks and imports follow without a restart).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    peer_rescan_interval: Duration,
     /// Where the trunk server takes peer gateways' QUIC trunks (UDP), `HOST:PORT`; `off` takes
     /// none.
     #[arg(long, value_name = "HOST:PORT|off", default_value = "0.0.0.0:15443")]
@@ -129,18 +142,23 @@ pub async fn start(
     let store = PeerStore::new(data);
     let options = PollerOptions {
         min_interval: args.peer_min_refresh,
+        rescan_interval: args.peer_rescan_interval,
         ..PollerOptions::default()
     };
-    let following = store.clone();
+    let peers = PeerWatch::start(store.clone(), options.rescan_interval);
+    let poller = BundlePoller::new(store.clone(), options);
+    let nudges = poller.nudges();
+    let nudge = |via| unknown_issuer_nudge(nudges.clone(), peers.subscribe(), via);
+    let following = peers.subscribe();
     tokio::spawn(async move {
         if let Err(error) =
-            crate::federation::follow_peers(following, options, std::future::pending()).await
+            crate::federation::follow_peers(poller, following, std::future::pending()).await
         {
             tracing::error!("{error:#}; the peers' bundles are not followed");
         }
     });
     tokio::spawn(keep_peers_trusted(
-        store.clone(),
+        peers.subscribe(),
         mesh.bundles.clone(),
         trust_domain,
     ));
@@ -149,6 +167,8 @@ pub async fn start(
         mesh,
         own_id: svid.id().clone(),
         store: store.clone(),
+        peers: peers.subscribe(),
+        unknown_issuer: Some(nudge("federation API")),
         network,
         view,
         listen: address_or_off("--federation-api", &args.federation_api)?,
@@ -161,41 +181,79 @@ pub async fn start(
         trunk(mesh.clone(), store),
         address_or_off("--trunk-listen", &args.trunk_listen)?,
         address_or_off("--trunk-ingress", &args.trunk_ingress)?,
+        peers.subscribe(),
+        Some(nudge("trunk")),
     )
     .await?;
-    // The trunks run as long as the process.
+    // The trunks and the peer watch run as long as the process.
     tokio::spawn(async move {
         let _trunks = trunks;
+        let _peers = peers;
         std::future::pending::<()>().await;
     });
     Ok(())
 }
 
+/// Asks `nudges` for an early refresh of a peer's bundle when a handshake of `via` (what the
+/// log says) meets a certificate of the peer's trust domain that chains to no root held for
+/// it; trust domains that are no peer's are ignored (the trust domain comes from an
+/// unverified certificate).
+fn unknown_issuer_nudge(
+    nudges: Nudges,
+    peers: watch::Receiver<PeerList>,
+    via: &'static str,
+) -> UnknownIssuerObserver {
+    UnknownIssuerObserver::new(move |trust_domain: &TrustDomain| {
+        let peer = peers
+            .borrow()
+            .iter()
+            .find(|stored| stored.peer.trust_domain == *trust_domain)
+            .map(|stored| stored.peer.name.clone());
+        let Some(peer) = peer else {
+            return;
+        };
+        if nudges.nudge(trust_domain) {
+            tracing::info!(
+                %peer, %trust_domain, via,
+                "a certificate of the peer chains to no root held for its trust domain (unknown issuer); early refresh of its bundle asked for"
+            );
+        } else {
+            tracing::debug!(
+                %peer, %trust_domain, via,
+                "a certificate of the peer chains to no root held for its trust domain (unknown issuer) again; an early refresh was taken less than the nudge interval (10s) ago"
+            );
+        }
+    })
+}
+
 /// Keeps every stored peer's latest accepted bundle in `bundles` (the gateway's verifier set),
-/// and drops the trust domain of a peer that was removed. Checked every
+/// and drops the trust domain of a peer that was removed: when the peers change, and every
 /// [`TRUST_SYNC_INTERVAL`], so that a refreshed identity (which replaces the set from its own
 /// files or the CA's stream) gets the peers' bundles back at once.
-async fn keep_peers_trusted(store: PeerStore, bundles: SharedBundles, own: TrustDomain) {
+async fn keep_peers_trusted(
+    mut peers: watch::Receiver<PeerList>,
+    bundles: SharedBundles,
+    own: TrustDomain,
+) {
     let mut merged: BTreeSet<TrustDomain> = BTreeSet::new();
     let mut tick = tokio::time::interval(TRUST_SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let peers = match store.list() {
-            Ok(peers) => peers,
-            Err(error) => {
-                tracing::warn!(
-                    "reading the peers failed ({error}); the peer bundles trusted stay as they are"
-                );
-                continue;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
-        };
+        }
+        let peers = peers.borrow_and_update().clone();
         let current = bundles.load_full();
         let mut next = (*current).clone();
         let mut changed = false;
         let mut present = BTreeSet::new();
-        for stored in peers {
-            let latest = stored.latest;
+        for stored in peers.iter() {
+            let latest = stored.latest.clone();
             if latest.trust_domain == own {
                 continue;
             }
@@ -203,7 +261,7 @@ async fn keep_peers_trusted(store: PeerStore, bundles: SharedBundles, own: Trust
             if next.get(&latest.trust_domain) == Some(&latest) {
                 continue;
             }
-            let (peer, sequence) = (stored.peer.name, latest.sequence);
+            let (peer, sequence) = (&stored.peer.name, latest.sequence);
             match next.insert(latest) {
                 Ok(_) => {
                     changed = true;
@@ -225,5 +283,49 @@ async fn keep_peers_trusted(store: PeerStore, bundles: SharedBundles, own: Trust
             // Unless the set changed meanwhile (an identity refresh): then the next tick merges.
             let _ = bundles.compare_and_swap(&current, Arc::new(next));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strait_certs::{Authority, AuthorityOptions, SpiffeId};
+    use strait_federation::peer::{BundleEndpointRef, Peer};
+    use strait_federation::peer_store::StoredPeer;
+
+    use super::*;
+
+    #[test]
+    fn an_unknown_issuer_of_a_peer_s_trust_domain_asks_for_its_bundle_early() {
+        let dir = std::env::temp_dir().join(format!("strait-nudge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let west = TrustDomain::new("west.mesh").unwrap();
+        let ca = Authority::init(west.clone(), &dir, &AuthorityOptions::default()).unwrap();
+        let peer = Peer {
+            name: "west".to_owned(),
+            trust_domain: west.clone(),
+            network: "west".to_owned(),
+            eastwest_address: "192.0.2.1:15443".to_owned(),
+            bundle_endpoint: BundleEndpointRef {
+                url: "https://192.0.2.1:15446".parse().unwrap(),
+                spiffe_id: SpiffeId::parse("spiffe://west.mesh/ns/istio-system/sa/eastwest")
+                    .unwrap(),
+            },
+            trust_bundle: ca.trust_bundle(),
+            trunk: true,
+        };
+        let latest = ca.trust_bundle();
+        let (_sender, peers) = watch::channel(Arc::new(vec![StoredPeer { peer, latest }]));
+        let nudges = Nudges::new(Duration::from_secs(3600));
+        let observer = unknown_issuer_nudge(nudges.clone(), peers, "trunk");
+
+        // A trust domain that is no peer's asks for nothing: its budget is untouched.
+        let rogue = TrustDomain::new("rogue.mesh").unwrap();
+        observer.tell(&rogue);
+        assert!(nudges.nudge(&rogue));
+
+        // The peer's: its early refresh is taken (a second one within the interval is not).
+        observer.tell(&west);
+        assert!(!nudges.nudge(&west));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,25 +9,34 @@
 //!   arrives, when the local services change (namespace sameness) and when it turns stale
 //!   (`--import-stale-after` without a set).
 //!
-//! The peers are read when the gateway starts; one applied later needs a restart to be
-//! watched (its bundle is followed without one).
+//! The imports follow the peers as `DATA/peers` changes (the east-west role's one
+//! [`PeerWatch`](strait_federation::peer_watch::PeerWatch)): a peer applied is watched at
+//! once, a removed one has its watch stopped and its import removed, and one whose east-west
+//! address, network or gateway identity changed is watched again; the others are left alone.
+//! The federation API (both as client and as server) tells the unknown-issuer observer it is
+//! given about a peer gateway whose chain ends at no root held for its trust domain.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use strait_certs::SpiffeId;
+use strait_certs::{IdentityCell, SharedBundles, SpiffeId, UnknownIssuerObserver};
 use strait_discovery::compile::exports::FederationView;
+use strait_discovery::compile::exports::LocalService;
 use strait_discovery::state::now_ms;
 use strait_federation::export::client::{ExportSource, watch_exports};
 use strait_federation::export::server::ExportServer;
 use strait_federation::export::{ExportSet, FEDERATION_API_PORT};
 use strait_federation::import::{Importer, PeerImport};
+use strait_federation::peer::Peer;
 use strait_federation::peer_store::PeerStore;
+use strait_federation::peer_watch::PeerList;
 use strait_proxy::tls::mesh::MeshIdentity;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::last_good::ServingStatus;
 
@@ -40,6 +49,10 @@ pub struct ExportContext<'a> {
     pub mesh: &'a MeshIdentity,
     pub own_id: SpiffeId,
     pub store: PeerStore,
+    /// The peers as they change.
+    pub peers: watch::Receiver<PeerList>,
+    /// Told the trust domain of a peer gateway whose chain ends at no root held for it.
+    pub unknown_issuer: Option<UnknownIssuerObserver>,
     pub network: Option<String>,
     pub view: watch::Receiver<Arc<FederationView>>,
     /// `--federation-api`: where the federation API listens, if anywhere.
@@ -75,53 +88,157 @@ pub async fn start(context: ExportContext<'_>) -> anyhow::Result<()> {
             keepalive: context.keepalive,
         };
         let (cell, bundles) = (context.mesh.cell.clone(), context.mesh.bundles.clone());
+        let unknown_issuer = context.unknown_issuer.clone();
         tokio::spawn(async move {
             if let Err(error) = server
-                .serve(listener, cell, bundles, std::future::pending())
+                .serve(
+                    listener,
+                    cell,
+                    bundles,
+                    unknown_issuer,
+                    std::future::pending(),
+                )
                 .await
             {
                 tracing::error!("{error}; the exports are not served");
             }
         });
     }
-    let peers = match context.store.list() {
-        Ok(peers) => peers,
-        Err(error) => {
-            tracing::error!("reading the peers failed ({error}); no peer's exports are imported");
-            Vec::new()
-        }
+    let imports = Imports {
+        data: context.data.to_path_buf(),
+        cell: context.mesh.cell.clone(),
+        bundles: context.mesh.bundles.clone(),
+        unknown_issuer: context.unknown_issuer,
+        stale_after: context.stale_after,
+        peers: BTreeMap::new(),
     };
-    let mut importers: Vec<SharedImporter> = Vec::new();
-    for stored in peers {
-        let peer = stored.peer;
+    tokio::spawn(keep_imports(
+        imports,
+        context.peers,
+        context.view,
+        context.status,
+    ));
+    Ok(())
+}
+
+/// Where and who a peer's gateway is, for its import: a change of any of it restarts the
+/// import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ImportedPeer {
+    import: PeerImport,
+    source_address: String,
+    gateway_id: SpiffeId,
+}
+
+impl ImportedPeer {
+    fn of(peer: &Peer) -> ImportedPeer {
         let host = address_host(&peer.eastwest_address);
-        let import = PeerImport {
-            peer: peer.name.clone(),
-            network: peer.network.clone(),
-            address: host.clone(),
-        };
-        let importer = Arc::new(Mutex::new(Importer::open(
-            context.data,
-            import,
-            context.stale_after,
-        )));
-        importers.push(importer.clone());
-        let source = ExportSource {
-            peer: peer.name.clone(),
-            address: if host.contains(':') {
+        ImportedPeer {
+            source_address: if host.contains(':') {
                 format!("[{host}]:{FEDERATION_API_PORT}")
             } else {
                 format!("{host}:{FEDERATION_API_PORT}")
             },
+            import: PeerImport {
+                peer: peer.name.clone(),
+                network: peer.network.clone(),
+                address: host,
+            },
             gateway_id: peer.bundle_endpoint.spiffe_id.clone(),
-        };
-        let (cell, bundles) = (context.mesh.cell.clone(), context.mesh.bundles.clone());
-        tokio::spawn(watch_exports(source, cell, bundles, move |set| {
-            with_importer(&importer, |i| i.received(set, now_ms()));
-        }));
+        }
     }
-    tokio::spawn(keep_imports(importers, context.view, context.status));
-    Ok(())
+}
+
+/// One peer's import: its importer and the watch of its exports feeding it.
+struct Import {
+    peer: ImportedPeer,
+    importer: SharedImporter,
+    watch: JoinHandle<()>,
+}
+
+/// Every peer's import, following the peers.
+struct Imports {
+    data: PathBuf,
+    cell: Arc<IdentityCell>,
+    bundles: SharedBundles,
+    unknown_issuer: Option<UnknownIssuerObserver>,
+    stale_after: Duration,
+    peers: BTreeMap<String, Import>,
+}
+
+impl Imports {
+    /// Starts the imports of peers new in `list` (and again of those redefined), with the
+    /// `local` services, and ends those of peers no longer in it.
+    fn follow(
+        &mut self,
+        list: &PeerList,
+        local: &BTreeMap<String, LocalService>,
+        status: &ServingStatus,
+    ) {
+        let wanted: BTreeMap<String, ImportedPeer> = list
+            .iter()
+            .map(|stored| (stored.peer.name.clone(), ImportedPeer::of(&stored.peer)))
+            .collect();
+        let gone: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(name, import)| wanted.get(*name) != Some(&import.peer))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let Some(import) = self.peers.remove(&name) else {
+                continue;
+            };
+            import.watch.abort();
+            if wanted.contains_key(&name) {
+                tracing::info!(peer = %name, "the peer's gateway changed; watching its exports again");
+                continue;
+            }
+            status.import_stale(&name, None);
+            let mut importer = import.importer.lock().unwrap_or_else(|e| e.into_inner());
+            match importer.forget() {
+                Ok(()) => {
+                    tracing::info!(peer = %name, "peer removed; its exports are no longer watched and its import is removed")
+                }
+                Err(error) => {
+                    tracing::error!(peer = %name, "peer removed; its import could not be removed: {error}")
+                }
+            }
+        }
+        for (name, peer) in wanted {
+            if self.peers.contains_key(&name) {
+                continue;
+            }
+            let importer = Arc::new(Mutex::new(Importer::open(
+                &self.data,
+                peer.import.clone(),
+                self.stale_after,
+            )));
+            with_importer(&importer, |i| i.set_local(local.clone(), now_ms()));
+            let source = ExportSource {
+                peer: name.clone(),
+                address: peer.source_address.clone(),
+                gateway_id: peer.gateway_id.clone(),
+                unknown_issuer: self.unknown_issuer.clone(),
+            };
+            tracing::info!(peer = %name, address = %source.address, "watching the peer's exports");
+            let fed = importer.clone();
+            let watch = tokio::spawn(watch_exports(
+                source,
+                self.cell.clone(),
+                self.bundles.clone(),
+                move |set| with_importer(&fed, |i| i.received(set, now_ms())),
+            ));
+            self.peers.insert(
+                name,
+                Import {
+                    peer,
+                    importer,
+                    watch,
+                },
+            );
+        }
+    }
 }
 
 /// Publishes a new export set whenever a compilation exports something else.
@@ -152,29 +269,41 @@ async fn follow_exports(
     }
 }
 
-/// Rewrites imports when the local services change and checks them for staleness.
+/// Follows the peers, rewrites imports when the local services change and checks them for
+/// staleness.
 async fn keep_imports(
-    importers: Vec<SharedImporter>,
+    mut imports: Imports,
+    mut peers: watch::Receiver<PeerList>,
     mut view: watch::Receiver<Arc<FederationView>>,
     status: Arc<ServingStatus>,
 ) {
     let mut tick = tokio::time::interval(STALE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    view.mark_changed();
+    let list = peers.borrow_and_update().clone();
+    let local = view.borrow_and_update().local.clone();
+    imports.follow(&list, &local, &status);
     loop {
         tokio::select! {
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let list = peers.borrow_and_update().clone();
+                let local = view.borrow().local.clone();
+                imports.follow(&list, &local, &status);
+            }
             changed = view.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let local = view.borrow_and_update().local.clone();
-                for importer in &importers {
-                    with_importer(importer, |i| i.set_local(local.clone(), now_ms()));
+                for import in imports.peers.values() {
+                    with_importer(&import.importer, |i| i.set_local(local.clone(), now_ms()));
                 }
             }
             _ = tick.tick() => {
-                for importer in &importers {
-                    with_importer(importer, |i| {
+                for import in imports.peers.values() {
+                    with_importer(&import.importer, |i| {
                         let refreshed = i.refresh(now_ms());
                         let why = match i.status() {
                             (true, Some(version)) => Some(format!(

@@ -8,8 +8,8 @@
 //!
 //! `poll` follows every peer in `DATA/peers` at its refresh hint and stores each accepted bundle
 //! (also in `DATA/ca/federated`, for the CA service's stream); SIGHUP asks for an early refresh
-//! of every peer (rate-limited, as the data path's unknown-issuer errors will); `--once` polls
-//! each peer once and says what happened.
+//! of every peer (rate-limited, as the east-west gateway's unknown-issuer errors do); `--once`
+//! polls each peer once and says what happened.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,8 +26,10 @@ use strait_certs::{
 use strait_federation::bundle_endpoint::{BundleEndpoint, serve};
 use strait_federation::bundle_poller::{BundlePoller, PollOutcome, PollerOptions, poll_all_once};
 use strait_federation::peer_store::PeerStore;
+use strait_federation::peer_watch::{PeerList, PeerWatch};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use crate::args::parse_duration;
 use crate::logging::Logging;
@@ -290,31 +292,27 @@ async fn poll(data: &Path, options: PollerOptions, once: bool) -> Result<ExitCod
             ExitCode::FAILURE
         });
     }
-    follow_peers(store, options, shutdown_signal()?).await?;
+    tracing::info!(peers = %store.peers_dir().display(), "polling the peers' bundle endpoints");
+    let watch = PeerWatch::start(store.clone(), options.rescan_interval);
+    let poller = BundlePoller::new(store, options);
+    follow_peers(poller, watch.subscribe(), shutdown_signal()?).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Follows every peer under `store` at its refresh hint until `shutdown` completes; SIGHUP
-/// asks for an early refresh of every peer (rate-limited).
+/// Has `poller` follow every peer `peers` publishes at its refresh hint until `shutdown`
+/// completes; SIGHUP asks for an early refresh of every peer (rate-limited).
 pub(crate) async fn follow_peers(
-    store: PeerStore,
-    options: PollerOptions,
+    poller: BundlePoller,
+    peers: watch::Receiver<PeerList>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    tracing::info!(peers = %store.peers_dir().display(), "polling the peers' bundle endpoints");
-    let poller = BundlePoller::new(store.clone(), options);
     let nudges = poller.nudges();
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let listed = peers.clone();
     let early = tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            let peers = match store.list() {
-                Ok(peers) => peers,
-                Err(error) => {
-                    tracing::warn!("SIGHUP: reading the peers failed ({error})");
-                    continue;
-                }
-            };
-            for stored in peers {
+            let peers = listed.borrow().clone();
+            for stored in peers.iter() {
                 let taken = nudges.nudge(&stored.peer.trust_domain);
                 tracing::info!(
                     peer = %stored.peer.name, taken,
@@ -323,7 +321,7 @@ pub(crate) async fn follow_peers(
             }
         }
     });
-    poller.run(shutdown).await;
+    poller.follow(peers, shutdown).await;
     early.abort();
     tracing::info!("bundle poller stopped");
     Ok(())

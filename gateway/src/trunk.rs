@@ -14,8 +14,13 @@
 //!   resets it at once when that peer's trunk is down, so that the sidecar takes its next
 //!   endpoint: the peer's 15443, directly.
 //!
-//! The peers with a trunk are read when the gateway starts; one applied later needs a restart
-//! to get a trunk (its bundle is followed without one).
+//! The trunks follow the peers as `DATA/peers` changes (the east-west role's one
+//! [`PeerWatch`](strait_federation::peer_watch::PeerWatch)): a peer applied with `trunk: true`
+//! gets its connection, a removed one (or one no longer asking for a trunk) has it closed and
+//! leaves the ingress's routing, one whose address or gateway identity changed is reconnected,
+//! and the others are left alone; the trunk server closes the connections of peers no longer
+//! stored. Either side of a trunk handshake tells the unknown-issuer observer it is given
+//! about a peer gateway whose chain ends at no root held for its trust domain.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,8 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
+use strait_certs::UnknownIssuerObserver;
 use strait_discovery::compile::RemoteNetworks;
-use strait_federation::peer_store::PeerStore;
+use strait_federation::peer_store::{PeerStore, StoredPeer};
+use strait_federation::peer_watch::PeerList;
 use strait_federation::trunk::{
     Backoff, EndpointResolver, PeerAuthorizer, PeerSelector, Refusal, RefusalReason, StreamHeader,
     TrunkClient, TrunkIdentity, TrunkIngress, TrunkPath, TrunkPeer, TrunkServer,
@@ -51,21 +58,32 @@ pub struct TrunkContext {
 
 /// The running trunks; they stop when this is dropped.
 pub struct Trunks {
-    _server: Option<TrunkServer>,
+    _server: Option<Arc<TrunkServer>>,
     _client: Arc<TrunkClient>,
     _ingress: Option<TrunkIngress>,
+    following: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Trunks {
+    fn drop(&mut self) {
+        self.following.abort();
+    }
 }
 
 /// Starts the trunk server on UDP `listen` and the trunk ingress on TCP `ingress` (either
-/// may be off), with a client to every peer whose document asks for a trunk.
+/// may be off), with a client to every peer in `peers` whose document asks for a trunk, as
+/// `peers` changes; `unknown_issuer` hears of peer gateways whose chain ends at no root held.
 pub async fn start(
     context: TrunkContext,
     listen: Option<SocketAddr>,
     ingress: Option<SocketAddr>,
+    mut peers: watch::Receiver<PeerList>,
+    unknown_issuer: Option<UnknownIssuerObserver>,
 ) -> anyhow::Result<Trunks> {
     let identity = TrunkIdentity {
         cell: context.mesh.cell.clone(),
         bundles: context.mesh.bundles.clone(),
+        unknown_issuer,
     };
     let path = TrunkPath::default();
     let server = match listen {
@@ -79,21 +97,10 @@ pub async fn start(
             )
             .with_context(|| format!("the trunk server on UDP {listen}"))?;
             tracing::info!(address = %server.local_addr(), "trunk server listening (UDP)");
-            Some(server)
+            Some(Arc::new(server))
         }
         None => None,
     };
-    let peers = trunk_peers(&context.store).await?;
-    let networks: BTreeMap<String, String> = peers
-        .iter()
-        .map(|(peer, network)| (network.clone(), peer.name.clone()))
-        .collect();
-    for (peer, network) in &peers {
-        tracing::info!(
-            peer = %peer.name, %network, address = %peer.address, identity = %peer.identity,
-            "keeping a trunk to the peer's east-west gateway"
-        );
-    }
     let unspecified: SocketAddr = ([0, 0, 0, 0], 0).into();
     let client = Arc::new(
         TrunkClient::start(
@@ -101,10 +108,22 @@ pub async fn start(
             &identity,
             &path,
             Backoff::default(),
-            peers.into_iter().map(|(peer, _)| peer).collect(),
+            Vec::new(),
         )
         .context("the trunk client")?,
     );
+    let networks = watch::Sender::new(Arc::new(BTreeMap::new()));
+    let mut trunked = TrunkedPeers::default();
+    trunked
+        .apply(&client, &networks, &peers.borrow_and_update().clone())
+        .await;
+    let following = tokio::spawn(follow_peers(
+        client.clone(),
+        server.clone(),
+        networks.clone(),
+        peers,
+        trunked,
+    ));
     let ingress = match ingress {
         Some(address) => {
             let listener = TcpListener::bind(address)
@@ -114,7 +133,7 @@ pub async fn start(
                 listener,
                 client.clone(),
                 context.network.clone().unwrap_or_default(),
-                selector(networks, context.remote_networks),
+                selector(networks.subscribe(), context.remote_networks),
             )
             .with_context(|| format!("the trunk ingress on {address}"))?;
             tracing::info!(address = %ingress.local_addr(), "trunk ingress listening");
@@ -126,39 +145,110 @@ pub async fn start(
         _server: server,
         _client: client,
         _ingress: ingress,
+        following,
     })
 }
 
-/// The peers whose documents ask for a trunk, with their networks; a peer whose east-west
-/// address does not resolve is left out, and the log says so.
-async fn trunk_peers(store: &PeerStore) -> anyhow::Result<Vec<(TrunkPeer, String)>> {
-    let mut out = Vec::new();
-    let stored = store
-        .list()
-        .with_context(|| format!("reading the peers in {}", store.peers_dir().display()))?;
-    for stored in stored.into_iter().filter(|s| s.peer.trunk) {
-        let peer = stored.peer;
-        let address = match tokio::net::lookup_host(&peer.eastwest_address).await {
-            Ok(mut addresses) => addresses.next(),
+/// Applies every change of the peers to the trunk client and the ingress's routing, and has
+/// the server close the connections of peers no longer stored.
+async fn follow_peers(
+    client: Arc<TrunkClient>,
+    server: Option<Arc<TrunkServer>>,
+    networks: watch::Sender<Arc<BTreeMap<String, String>>>,
+    mut peers: watch::Receiver<PeerList>,
+    mut trunked: TrunkedPeers,
+) {
+    while peers.changed().await.is_ok() {
+        let list = peers.borrow_and_update().clone();
+        trunked.apply(&client, &networks, &list).await;
+        if let Some(server) = &server {
+            server.reauthorize();
+        }
+    }
+}
+
+/// The peers the client keeps trunks to, each with its network.
+#[derive(Default)]
+struct TrunkedPeers {
+    peers: BTreeMap<String, (TrunkPeer, String)>,
+}
+
+impl TrunkedPeers {
+    /// Makes the client keep trunks to the peers of `list` that ask for one, and routes
+    /// their networks to them; logs what changed.
+    async fn apply(
+        &mut self,
+        client: &TrunkClient,
+        networks: &watch::Sender<Arc<BTreeMap<String, String>>>,
+        list: &[StoredPeer],
+    ) {
+        let mut next = BTreeMap::new();
+        for stored in list.iter().filter(|s| s.peer.trunk) {
+            let previous = self.peers.get(&stored.peer.name);
+            if let Some(wanted) = trunk_peer(stored, previous).await {
+                next.insert(stored.peer.name.clone(), wanted);
+            }
+        }
+        if next == self.peers {
+            return;
+        }
+        let changed = match client.set_peers(next.values().map(|(peer, _)| peer.clone()).collect())
+        {
+            Ok(changed) => changed,
             Err(error) => {
-                tracing::warn!(peer = %peer.name, "the east-west address {} does not resolve ({error}); no trunk to it", peer.eastwest_address);
-                None
+                tracing::error!("{error}; the trunks stay as they were");
+                return;
             }
         };
-        let Some(address) = address else {
-            continue;
-        };
-        out.push((
-            TrunkPeer {
-                name: peer.name,
-                address,
-                identity: peer.bundle_endpoint.spiffe_id,
-                connections: 1,
-            },
-            peer.network,
+        for name in changed.added.iter().chain(&changed.restarted) {
+            if let Some((peer, network)) = next.get(name) {
+                tracing::info!(
+                    peer = %peer.name, %network, address = %peer.address, identity = %peer.identity,
+                    restarted = changed.restarted.contains(name),
+                    "keeping a trunk to the peer's east-west gateway"
+                );
+            }
+        }
+        for name in &changed.removed {
+            tracing::info!(peer = %name, "the peer is gone or wants no trunk; its trunk is closed");
+        }
+        networks.send_replace(Arc::new(
+            next.values()
+                .map(|(peer, network)| (network.clone(), peer.name.clone()))
+                .collect(),
         ));
+        self.peers = next;
     }
-    Ok(out)
+}
+
+/// The trunk `stored` asks for, with its network: its east-west address resolved now. When the
+/// address does not resolve, the log says so and the trunk already kept (`previous`) stays.
+async fn trunk_peer(
+    stored: &StoredPeer,
+    previous: Option<&(TrunkPeer, String)>,
+) -> Option<(TrunkPeer, String)> {
+    let peer = &stored.peer;
+    let address = match tokio::net::lookup_host(&peer.eastwest_address).await {
+        Ok(mut addresses) => addresses.next(),
+        Err(error) => {
+            tracing::warn!(
+                peer = %peer.name,
+                "the east-west address {} does not resolve ({error}); {}",
+                peer.eastwest_address,
+                if previous.is_some() { "the trunk stays as it is" } else { "no trunk to it" }
+            );
+            return previous.cloned();
+        }
+    };
+    Some((
+        TrunkPeer {
+            name: peer.name.clone(),
+            address: address?,
+            identity: peer.bundle_endpoint.spiffe_id.clone(),
+            connections: 1,
+        },
+        peer.network.clone(),
+    ))
 }
 
 /// Admits the east-west gateway of a peer stored now (by its bundle endpoint's SPIFFE ID).
@@ -230,11 +320,12 @@ fn resolve(snapshot: &Snapshot, header: &StreamHeader, turn: usize) -> Result<So
 
 /// The peer (by name) with a trunk whose network holds endpoints of the SNI's host.
 fn selector(
-    networks: BTreeMap<String, String>,
+    networks: watch::Receiver<Arc<BTreeMap<String, String>>>,
     remote_networks: watch::Receiver<Arc<RemoteNetworks>>,
 ) -> PeerSelector {
     Arc::new(move |name| {
         let remote = remote_networks.borrow().clone();
+        let networks = networks.borrow().clone();
         remote
             .get(&name.host)?
             .iter()
@@ -348,10 +439,11 @@ spec:
     #[test]
     fn the_ingress_picks_the_trunked_peer_whose_network_holds_the_host() {
         let (_sender, receiver) = watch::channel(Arc::new(compiled().remote_networks));
-        let select = selector(
-            BTreeMap::from([("south".to_owned(), "south-cluster".to_owned())]),
-            receiver,
-        );
+        let (_networks, trunked) = watch::channel(Arc::new(BTreeMap::from([(
+            "south".to_owned(),
+            "south-cluster".to_owned(),
+        )])));
+        let select = selector(trunked, receiver);
         let name = |host: &str| strait_federation::sni::OutboundName {
             host: host.to_owned(),
             port: 9080,

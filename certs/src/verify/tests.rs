@@ -652,3 +652,58 @@ fn tls12_handshake_verifies_signatures_through_the_mesh_verifiers() {
         Ok(a.id("web"))
     );
 }
+
+#[test]
+fn an_observer_hears_of_chains_to_no_root_held_with_the_leaf_s_trust_domain() {
+    let a = Pki::new("a.mesh");
+    // The same trust domain after a rotation: certificates of the same names, other keys.
+    let a_next = Pki::new("a.mesh");
+    let b = Pki::new("b.mesh");
+    let c = Pki::new("c.mesh");
+    let bundles = shared([a.bundle(), b.bundle()]);
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observer = {
+        let heard = heard.clone();
+        UnknownIssuerObserver::new(move |td: &TrustDomain| heard.lock().unwrap().push(td.clone()))
+    };
+    let client_side =
+        MeshClientVerifier::new(bundles.clone(), ClientAuth::Required(Authorizer::Any))
+            .observing_unknown_issuers(Some(observer.clone()));
+    let server_side = MeshServerVerifier::new(bundles.clone(), Authorizer::Any)
+        .observing_unknown_issuers(Some(observer));
+    let both = |chain: &[CertificateDer<'_>]| {
+        let now = unix_now();
+        let as_client = client_side.verify(&chain[0], &chain[1..], now);
+        let as_server = server_side.verify(&chain[0], &chain[1..], now);
+        assert_eq!(as_client, as_server);
+        as_client
+    };
+    let take = || std::mem::take(&mut *heard.lock().unwrap());
+
+    // A's new root signs it: a root of A's name, held with another key.
+    let (_, rotated) = a_next.leaf(a.id("web").as_str(), |_| {});
+    assert!(both(&rotated).unwrap_err().chains_to_no_root_held());
+    assert_eq!(take(), [a.td.clone(), a.td.clone()]);
+
+    // B's CA signs an ID of A: no root of that name among A's.
+    let (_, cross) = b.leaf(a.id("web").as_str(), |_| {});
+    assert_eq!(
+        both(&cross),
+        Err(VerifyError::Chain(webpki::Error::UnknownIssuer))
+    );
+    assert_eq!(take(), [a.td.clone(), a.td.clone()]);
+
+    // Verified chains, other refusals and trust domains without a bundle are not its business.
+    let (_, good) = a.leaf(a.id("web").as_str(), |_| {});
+    assert!(both(&good).is_ok());
+    let (_, ca_leaf) = a_next.leaf(a.id("web").as_str(), |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    });
+    assert_eq!(both(&ca_leaf), Err(VerifyError::LeafIsCa));
+    let (_, unknown) = c.leaf(c.id("web").as_str(), |_| {});
+    assert_eq!(
+        both(&unknown),
+        Err(VerifyError::UnknownTrustDomain(c.td.clone()))
+    );
+    assert_eq!(take(), Vec::<TrustDomain>::new());
+}

@@ -2,13 +2,17 @@
 //! the gateway's SVID, accepting exactly the peer gateway's SPIFFE ID. Every set received
 //! (changes and keepalives alike) goes to the caller's handler; when the stream fails or ends,
 //! the handler is not told anything (what was received last stays) and the watch starts again
-//! after a backoff.
+//! after a backoff. A gateway certificate that chains to none of the roots held for its trust
+//! domain is told to the caller's [`UnknownIssuerObserver`], if any.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use strait_certs::service::{GRPC_ALPN, tls};
-use strait_certs::{Authorizer, IdentityCell, SharedBundles, SpiffeId, mesh_client_config};
+use strait_certs::{
+    Authorizer, IdentityCell, SharedBundles, SpiffeId, UnknownIssuerObserver,
+    mesh_client_config_observed,
+};
 
 use super::ExportSet;
 use super::proto::WatchRequest;
@@ -28,6 +32,8 @@ pub struct ExportSource {
     pub address: String,
     /// The SPIFFE ID its gateway presents.
     pub gateway_id: SpiffeId,
+    /// Told the trust domain of a gateway whose chain ends at no root held for it.
+    pub unknown_issuer: Option<UnknownIssuerObserver>,
 }
 
 /// Why one watch ended.
@@ -80,11 +86,12 @@ async fn watch_once(
     received: &mut (dyn FnMut(ExportSet) + Send),
 ) -> WatchError {
     let result: Result<(), WatchError> = async {
-        let config = mesh_client_config(
+        let config = mesh_client_config_observed(
             cell.clone(),
             bundles.clone(),
             Authorizer::ids([source.gateway_id.clone()]),
             GRPC_ALPN,
+            source.unknown_issuer.clone(),
         )?;
         let channel = tls::channel(
             &source.address,

@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures_util::Stream;
 use strait_certs::service::tls::{self, PeerInfo};
 use strait_certs::service::{GRPC_ALPN, MAX_MESSAGE_BYTES};
-use strait_certs::{Authorizer, ClientAuth, IdentityCell, SharedBundles, mesh_server_config};
+use strait_certs::{
+    Authorizer, ClientAuth, IdentityCell, SharedBundles, UnknownIssuerObserver,
+    mesh_server_config_observed,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -19,7 +22,7 @@ use tonic::{Request, Response, Status};
 use super::ExportSet;
 use super::proto::export_service_server::{ExportService, ExportServiceServer};
 use super::proto::{self, WatchRequest};
-use crate::peer_store::PeerStore;
+use crate::peer_store::{PeerStore, StoreError};
 
 /// How long a caller has for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,20 +48,23 @@ pub struct ExportServer {
 }
 
 impl ExportServer {
-    /// Serves on `listener` with the SVID of `cell`, verifying callers against `bundles`,
-    /// until `shutdown` completes.
+    /// Serves on `listener` with the SVID of `cell`, verifying callers against `bundles`
+    /// (a caller whose chain ends at no root held for its trust domain is told to
+    /// `unknown_issuer`), until `shutdown` completes.
     pub async fn serve(
         self,
         listener: TcpListener,
         cell: Arc<IdentityCell>,
         bundles: SharedBundles,
+        unknown_issuer: Option<UnknownIssuerObserver>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ExportServerError> {
-        let config = mesh_server_config(
+        let config = mesh_server_config_observed(
             cell,
             bundles,
             ClientAuth::Required(Authorizer::Any),
             GRPC_ALPN,
+            unknown_issuer,
         )?;
         let (incoming, accept) = tls::accept(listener, Arc::new(config), HANDSHAKE_TIMEOUT);
         let service = ExportServiceServer::new(self)
@@ -98,6 +104,35 @@ impl ExportServer {
     }
 }
 
+/// Who watches, checked again before every set sent.
+struct Watcher {
+    peers: PeerStore,
+    peer: String,
+    id: Option<strait_certs::SpiffeId>,
+}
+
+impl Watcher {
+    fn still_a_peer(&self) -> Result<(), Status> {
+        match self.peers.get(&self.peer) {
+            Ok(stored) if Some(&stored.peer.bundle_endpoint.spiffe_id) == self.id.as_ref() => {
+                Ok(())
+            }
+            Ok(_) | Err(StoreError::NoSuchPeer(_)) => {
+                tracing::info!(peer = %self.peer, "the peer was removed or redefined; its export watch ends");
+                Err(Status::permission_denied(format!(
+                    "{} is no longer a peer here",
+                    self.peer
+                )))
+            }
+            // A store that cannot be read now does not end a watch admitted before.
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, "the peers cannot be read ({error}); the export watch goes on");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The stream of sets a watcher gets.
 type ExportStream = Pin<Box<dyn Stream<Item = Result<proto::ExportSet, Status>> + Send>>;
 
@@ -109,7 +144,9 @@ impl ExportService for ExportServer {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<ExportStream>, Status> {
-        let peer = self.admit(request.extensions().get::<PeerInfo>())?;
+        let info = request.extensions().get::<PeerInfo>();
+        let peer = self.admit(info)?;
+        let id = info.and_then(|p| p.id.clone());
         let mut receiver = self.exports.clone();
         let version = receiver.borrow().version;
         tracing::info!(%peer, version, "a peer watches the exports");
@@ -118,14 +155,24 @@ impl ExportService for ExportServer {
         let first = tokio::time::Instant::now() + self.keepalive;
         let mut tick = tokio::time::interval_at(first, self.keepalive);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watcher = Watcher {
+            peers: self.peers.clone(),
+            peer,
+            id,
+        };
         let stream =
-            futures_util::stream::unfold((receiver, tick), |(mut receiver, mut tick)| async move {
+            futures_util::stream::unfold(Some((receiver, tick, watcher)), |state| async move {
+                let (mut receiver, mut tick, watcher) = state?;
                 tokio::select! {
                     changed = receiver.changed() => changed.ok()?,
                     _ = tick.tick() => {}
                 }
+                // A peer removed (or whose gateway is now another) gets nothing more.
+                if let Err(status) = watcher.still_a_peer() {
+                    return Some((Err(status), None));
+                }
                 let set = proto::ExportSet::from(&**receiver.borrow_and_update());
-                Some((Ok(set), (receiver, tick)))
+                Some((Ok(set), Some((receiver, tick, watcher))))
             });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -177,5 +224,36 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
         let refused = server.admit(Some(&caller(None))).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_watch_ends_once_its_peer_is_removed_or_names_another_gateway() {
+        let data = TestDir::new("export-still-a-peer");
+        let west = ca(&data, "west-ca", "west.mesh");
+        let gateway = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+        let store = PeerStore::new(data.path());
+        let apply = |id: &str| {
+            store
+                .apply(
+                    &peer("west", &west.trust_bundle(), "https://192.0.2.10:15446", id),
+                    &td("east.mesh"),
+                    false,
+                )
+                .unwrap();
+        };
+        apply(gateway);
+        let watcher = Watcher {
+            peers: store.clone(),
+            peer: "west".to_owned(),
+            id: Some(strait_certs::SpiffeId::parse(gateway).unwrap()),
+        };
+        assert!(watcher.still_a_peer().is_ok());
+        apply("spiffe://west.mesh/ns/istio-system/sa/other-gateway");
+        let ended = watcher.still_a_peer().unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::PermissionDenied);
+        apply(gateway);
+        assert!(watcher.still_a_peer().is_ok());
+        store.remove("west").unwrap();
+        assert!(watcher.still_a_peer().is_err());
     }
 }

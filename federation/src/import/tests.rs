@@ -198,3 +198,23 @@ fn long_hosts_and_odd_hosts() {
     assert!(value.len() <= 63, "{value}");
     assert_eq!(object_name("Bad_Host"), None);
 }
+
+#[test]
+fn forgetting_a_removed_peer_s_import_removes_its_file_and_state() {
+    let data = TestDir::new("import-forget");
+    let output = imports_dir(data.path()).join("west.yaml");
+    let state = data.path().join("import-state/west.json");
+    let mut importer = Importer::open(data.path(), import(), Duration::from_secs(60));
+    importer.received(set(1, &[REVIEWS]), 1_000).unwrap();
+    assert!(output.exists() && state.exists());
+    importer.forget().unwrap();
+    assert!(!output.exists() && !state.exists());
+    // A set still in flight writes nothing.
+    importer.received(set(2, &[REVIEWS]), 2_000).unwrap();
+    importer.refresh(3_000).unwrap();
+    assert!(!output.exists() && !state.exists());
+    // Reopened, nothing is left of it; forgetting an import never written is fine too.
+    let mut reopened = Importer::open(data.path(), import(), Duration::from_secs(60));
+    assert_eq!(reopened.status(), (false, None));
+    reopened.forget().unwrap();
+}

@@ -2,6 +2,10 @@
 //! a task each, reconnecting with exponential backoff and jitter; and [`TrunkClient::open`],
 //! which puts one cross-cluster connection on one of them as a new stream.
 //!
+//! The peers can change while the client runs ([`TrunkClient::set_peers`]): a new peer gets
+//! its connections, a removed one has them closed, a redefined one (address, identity or
+//! number of connections) is reconnected, and an unchanged one is left alone.
+//!
 //! `open` never waits for a trunk to come up: when the peer has no live connection it fails at
 //! once ([`OpenError::Down`]), so the caller resets its downstream connection and the sidecar
 //! behind it takes the direct path. A stream is handed over only after the remote gateway
@@ -118,6 +122,8 @@ struct PeerTrunk {
     live: watch::Sender<usize>,
     /// Why the last attempt failed or the last connection was lost.
     last_failure: Mutex<Option<String>>,
+    /// The tasks keeping the slots up.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl PeerTrunk {
@@ -150,14 +156,41 @@ impl PeerTrunk {
             }
         }
     }
+
+    /// Stops keeping the connections up and closes them (`why` goes to the peer).
+    fn stop(&self, why: &[u8]) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+        for slot in 0..self.slots.len() {
+            let connection = self.slots[slot].lock().ok().and_then(|c| c.clone());
+            if let Some(connection) = connection {
+                connection.close(CLOSE_SHUTDOWN, why);
+            }
+            self.set(slot, None);
+        }
+    }
+}
+
+/// What [`TrunkClient::set_peers`] changed, by peer name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeersChanged {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Redefined: their connections were closed and are made again.
+    pub restarted: Vec<String>,
 }
 
 /// Trunks to every peer gateway, kept up in the background until dropped.
 #[derive(Debug)]
 pub struct TrunkClient {
     endpoint: Endpoint,
-    peers: HashMap<String, Arc<PeerTrunk>>,
-    tasks: Vec<JoinHandle<()>>,
+    identity: TrunkIdentity,
+    path: TrunkPath,
+    backoff: Backoff,
+    peers: Mutex<HashMap<String, Arc<PeerTrunk>>>,
 }
 
 impl TrunkClient {
@@ -178,47 +211,113 @@ impl TrunkClient {
             address: bind,
             source,
         })?;
-        let mut client = TrunkClient {
+        let client = TrunkClient {
             endpoint,
-            peers: HashMap::new(),
-            tasks: Vec::new(),
+            identity: identity.clone(),
+            path: *path,
+            backoff,
+            peers: Mutex::new(HashMap::new()),
         };
+        client.set_peers(peers)?;
+        Ok(client)
+    }
+
+    /// Makes `peers` the peers kept connected: connects to the new ones, closes the
+    /// connections of those no longer listed, reconnects those whose definition changed, and
+    /// leaves the others' connections alone.
+    ///
+    /// # Errors
+    ///
+    /// When two peers have one name or a peer's TLS configuration cannot be built; nothing
+    /// changed then.
+    pub fn set_peers(&self, peers: Vec<TrunkPeer>) -> Result<PeersChanged, TrunkSetupError> {
+        let mut wanted: HashMap<String, TrunkPeer> = HashMap::new();
         for peer in peers {
-            if client.peers.contains_key(&peer.name) {
+            if wanted.contains_key(&peer.name) {
                 return Err(TrunkSetupError::DuplicatePeer(peer.name));
             }
-            let config = identity.client_config(&peer.identity, path)?;
-            let trunk = Arc::new(PeerTrunk {
-                slots: (0..peer.connections.max(1))
-                    .map(|_| Mutex::new(None))
-                    .collect(),
-                next: AtomicUsize::new(0),
-                live: watch::channel(0).0,
-                last_failure: Mutex::new(None),
-                peer,
-            });
-            for slot in 0..trunk.slots.len() {
-                client.tasks.push(tokio::spawn(keep_up(
-                    client.endpoint.clone(),
+            wanted.insert(peer.name.clone(), peer);
+        }
+        let mut current = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut starting = Vec::new();
+        for peer in wanted.values() {
+            if current.get(&peer.name).is_none_or(|t| t.peer != *peer) {
+                let config = self.identity.client_config(&peer.identity, &self.path)?;
+                starting.push((peer.clone(), config));
+            }
+        }
+        let mut changed = PeersChanged::default();
+        current.retain(|name, trunk| {
+            let keep = wanted.contains_key(name);
+            if !keep {
+                trunk.stop(b"peer removed");
+                changed.removed.push(name.clone());
+            }
+            keep
+        });
+        for (peer, config) in starting {
+            let name = peer.name.clone();
+            match current.remove(&name) {
+                Some(old) => {
+                    old.stop(b"peer redefined");
+                    changed.restarted.push(name.clone());
+                }
+                None => changed.added.push(name.clone()),
+            }
+            current.insert(name, self.keep_up(peer, config));
+        }
+        changed.added.sort();
+        changed.removed.sort();
+        changed.restarted.sort();
+        Ok(changed)
+    }
+
+    /// Starts keeping `peer`'s connections up.
+    fn keep_up(&self, peer: TrunkPeer, config: quinn::ClientConfig) -> Arc<PeerTrunk> {
+        let trunk = Arc::new(PeerTrunk {
+            slots: (0..peer.connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            live: watch::channel(0).0,
+            last_failure: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            peer,
+        });
+        let tasks: Vec<JoinHandle<()>> = (0..trunk.slots.len())
+            .map(|slot| {
+                tokio::spawn(keep_up(
+                    self.endpoint.clone(),
                     config.clone(),
                     trunk.clone(),
                     slot,
-                    backoff,
-                )));
-            }
-            client.peers.insert(trunk.peer.name.clone(), trunk);
+                    self.backoff,
+                ))
+            })
+            .collect();
+        if let Ok(mut held) = trunk.tasks.lock() {
+            *held = tasks;
         }
-        Ok(client)
+        trunk
+    }
+
+    /// The peer named `peer`, if kept connected.
+    fn peer(&self, peer: &str) -> Option<Arc<PeerTrunk>> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .cloned()
     }
 
     /// How many connections to `peer` are up now, as it changes (`None` for an unknown peer).
     pub fn live_connections(&self, peer: &str) -> Option<watch::Receiver<usize>> {
-        self.peers.get(peer).map(|p| p.live.subscribe())
+        self.peer(peer).map(|p| p.live.subscribe())
     }
 
     /// Why the last connection attempt to `peer` failed or its last connection was lost.
     pub fn last_failure(&self, peer: &str) -> Option<String> {
-        self.peers.get(peer)?.last_failure.lock().ok()?.clone()
+        self.peer(peer)?.last_failure.lock().ok()?.clone()
     }
 
     /// Opens a stream to `peer` for the connection `header` describes, sends the header and
@@ -235,8 +334,7 @@ impl TrunkClient {
         early: &[u8],
     ) -> Result<TrunkStream, OpenError> {
         let trunk = self
-            .peers
-            .get(peer)
+            .peer(peer)
             .ok_or_else(|| OpenError::UnknownPeer(peer.to_owned()))?;
         let connection = trunk
             .pick()
@@ -291,8 +389,13 @@ impl TrunkClient {
 
 impl Drop for TrunkClient {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        let peers = self.peers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for trunk in peers.values() {
+            if let Ok(tasks) = trunk.tasks.lock() {
+                for task in tasks.iter() {
+                    task.abort();
+                }
+            }
         }
         self.endpoint.close(CLOSE_SHUTDOWN, b"shutting down");
     }

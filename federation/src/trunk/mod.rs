@@ -24,7 +24,7 @@ pub mod stream;
 pub mod tls;
 pub mod transport;
 
-pub use client::{Backoff, OpenError, TrunkClient, TrunkPeer};
+pub use client::{Backoff, OpenError, PeersChanged, TrunkClient, TrunkPeer};
 pub use connector::TrunkConnector;
 pub use header::{FrameError, RefusalReason, StreamHeader, StreamStatus};
 pub use ingress::{PeerSelector, TrunkIngress};

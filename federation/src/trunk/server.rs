@@ -1,11 +1,14 @@
 //! The answering side of trunks: accepts peer gateways' QUIC connections (mTLS; the peer's
-//! SPIFFE ID goes to the authorizer, which may close the connection), and for each stream reads
+//! SPIFFE ID goes to the authorizer, which may close the connection, and goes again to it for
+//! every open connection when the owner calls [`TrunkServer::reauthorize`], after its peers
+//! changed), and for each stream reads
 //! the header, asks the resolver for the local endpoint, connects to it, answers the status and
 //! splices the bytes. A refusal (a service not exported, say) is answered with its reason and
 //! logged, and no byte of the stream reaches any endpoint.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint, Incoming};
@@ -40,12 +43,24 @@ pub struct Refusal {
 }
 
 /// A trunk listener, serving until dropped.
-#[derive(Debug)]
 pub struct TrunkServer {
     endpoint: Endpoint,
     local: SocketAddr,
     task: JoinHandle<()>,
+    authorize: PeerAuthorizer,
+    connections: OpenConnections,
 }
+
+impl std::fmt::Debug for TrunkServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkServer")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authorized connections open now, by quinn's stable ID, with their peers.
+type OpenConnections = Arc<Mutex<HashMap<usize, (Connection, Arc<SpiffeId>)>>>;
 
 impl TrunkServer {
     /// Binds UDP `bind` and serves peer gateways' trunks (within a Tokio runtime).
@@ -71,12 +86,41 @@ impl TrunkServer {
                 address: bind,
                 source,
             })?;
-        let task = tokio::spawn(accept_loop(endpoint.clone(), authorize, resolve));
+        let connections = OpenConnections::default();
+        let task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            authorize.clone(),
+            resolve,
+            connections.clone(),
+        ));
         Ok(TrunkServer {
             endpoint,
             local,
             task,
+            authorize,
+            connections,
         })
+    }
+
+    /// Asks the authorizer again about every open connection's peer and closes those it now
+    /// refuses (a peer removed); returns how many were closed.
+    pub fn reauthorize(&self) -> usize {
+        let open: Vec<(Connection, Arc<SpiffeId>)> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut closed = 0;
+        for (connection, peer) in open {
+            if let Err(why) = (self.authorize)(&peer) {
+                tracing::info!(%peer, remote = %connection.remote_address(), reason = %why, "trunk peer no longer authorized; its connection is closed");
+                connection.close(CLOSE_UNAUTHORIZED, b"not authorized");
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// The address bound (differs from the one asked for with port 0).
@@ -93,12 +137,18 @@ impl Drop for TrunkServer {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, authorize: PeerAuthorizer, resolve: EndpointResolver) {
+async fn accept_loop(
+    endpoint: Endpoint,
+    authorize: PeerAuthorizer,
+    resolve: EndpointResolver,
+    connections: OpenConnections,
+) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(serve_connection(
             incoming,
             authorize.clone(),
             resolve.clone(),
+            connections.clone(),
         ));
     }
 }
@@ -107,6 +157,7 @@ async fn serve_connection(
     incoming: Incoming,
     authorize: PeerAuthorizer,
     resolve: EndpointResolver,
+    connections: OpenConnections,
 ) {
     let remote = incoming.remote_address();
     let connection = match tokio::time::timeout(super::client::HANDSHAKE_TIMEOUT, incoming).await {
@@ -131,7 +182,16 @@ async fn serve_connection(
     }
     tracing::info!(%remote, %peer, "trunk peer connected");
     let peer = Arc::new(peer);
+    let id = connection.stable_id();
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, (connection.clone(), peer.clone()));
     let error = accept_streams(&connection, &peer, &resolve).await;
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
     tracing::info!(%remote, %peer, reason = %error, "trunk peer disconnected");
 }
 

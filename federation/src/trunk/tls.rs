@@ -2,15 +2,17 @@
 //! configurations of `strait-certs`, so that both gateways present their SVIDs (rotated in
 //! place) and verify the other's against the bundle of the trust domain it names. The client
 //! accepts exactly the peer gateway's SPIFFE ID; the server accepts any ID whose chain verifies
-//! and leaves the decision to its authorizer. ALPN is [`TRUNK_ALPN`] on both sides: a mesh
+//! and leaves the decision to its authorizer. Either side tells the identity's
+//! [`UnknownIssuerObserver`] (if any) about a peer whose chain ends at none of the roots held
+//! for its trust domain, so that the peer's bundle is fetched early. ALPN is [`TRUNK_ALPN`] on both sides: a mesh
 //! client that dialled UDP 15443 by mistake fails the handshake.
 
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use strait_certs::{
-    Authorizer, ClientAuth, IdentityCell, SharedBundles, SpiffeId, mesh_client_config,
-    mesh_server_config,
+    Authorizer, ClientAuth, IdentityCell, SharedBundles, SpiffeId, UnknownIssuerObserver,
+    mesh_client_config_observed, mesh_server_config_observed,
 };
 
 use super::transport::TrunkPath;
@@ -23,6 +25,8 @@ pub const TRUNK_ALPN: &[u8] = b"strait-trunk/1";
 pub struct TrunkIdentity {
     pub cell: Arc<IdentityCell>,
     pub bundles: SharedBundles,
+    /// Told the trust domain of a peer gateway whose chain ends at no root held for it.
+    pub unknown_issuer: Option<UnknownIssuerObserver>,
 }
 
 /// Why a trunk could not be set up.
@@ -48,11 +52,12 @@ impl TrunkIdentity {
         peer: &SpiffeId,
         path: &TrunkPath,
     ) -> Result<quinn::ClientConfig, TrunkSetupError> {
-        let tls = mesh_client_config(
+        let tls = mesh_client_config_observed(
             self.cell.clone(),
             self.bundles.clone(),
             Authorizer::ids([peer.clone()]),
             &[TRUNK_ALPN],
+            self.unknown_issuer.clone(),
         )?;
         let quic = QuicClientConfig::try_from(Arc::new(tls))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -66,11 +71,12 @@ impl TrunkIdentity {
         &self,
         path: &TrunkPath,
     ) -> Result<quinn::ServerConfig, TrunkSetupError> {
-        let tls = mesh_server_config(
+        let tls = mesh_server_config_observed(
             self.cell.clone(),
             self.bundles.clone(),
             ClientAuth::Required(Authorizer::Any),
             &[TRUNK_ALPN],
+            self.unknown_issuer.clone(),
         )?;
         let quic = QuicServerConfig::try_from(Arc::new(tls))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
