@@ -114,9 +114,9 @@ pub async fn start(
     );
     let networks = watch::Sender::new(Arc::new(BTreeMap::new()));
     let mut trunked = TrunkedPeers::default();
-    trunked
-        .apply(&client, &networks, &peers.borrow_and_update().clone())
-        .await;
+    // Cloned first: the receiver's guard must not live across the await.
+    let current = peers.borrow_and_update().clone();
+    trunked.apply(&client, &networks, &current).await;
     let following = tokio::spawn(follow_peers(
         client.clone(),
         server.clone(),
