@@ -42,8 +42,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use common::mesh::{
-    Ca, MARK, call, capture, http_get, json_body, recorded, sidecar, start_app, supervise,
-    wait_for_line_in,
+    CROSS_NETWORK_GATEWAY, Ca, EAST_GATEWAY_ID, MARK, WEST_GATEWAY_ID, call, capture, get_by_name,
+    json_body, recorded, resolve, sidecar, start_app, supervise, wait_for_line_in,
 };
 use common::netns::{Netns, Process};
 use common::router::{Router, connect};
@@ -231,21 +231,9 @@ impl Clusters {
         &self.net.host(name).netns
     }
 
-    /// The address east's DNS proxy gives `host` (a VIP: east has no address for it).
-    fn resolve(&self, host: &str) -> Ipv4Addr {
-        let answer = self
-            .netns("caller")
-            .ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
-        answer
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{host}: {answer:?}"))
-    }
-
     /// `GET /hello` from east's workload to `host` on port 9080, by name.
     fn get(&self, host: &str) -> String {
-        let vip = self.resolve(host);
-        http_get(self.netns("caller"), vip, 9080, "0", host, "")
+        get_by_name(self.netns("caller"), host, 9080)
     }
 
     fn east_log(&self, parts: &[&str]) -> String {
@@ -354,7 +342,7 @@ fn a_call_crosses_networks_through_the_gateway_with_the_caller_s_own_identity() 
     );
 
     // The TCP port admits another principal only: the same caller is denied there.
-    let vip = clusters.resolve(REVIEWS);
+    let vip = resolve(clusters.netns("caller"), REVIEWS);
     let echoed = call(clusters.netns("caller"), vip, 9000, "0", "ping\\n");
     assert!(!echoed.contains("echo=ping"), "{echoed}");
     let denied = clusters.west_log("reviews", &["TCP", "outbound_.9000_.", "RBAC"]);
@@ -558,17 +546,7 @@ fn calls_fail_over_from_west_s_workload_to_east_s_and_return_when_it_is_back() {
     let caller = &net.east.host("caller").netns;
     capture(caller, &["install"]);
     processes.push(sidecar(caller, &east, "caller", &["--network", "east"]));
-    let get = || {
-        let answer = caller.ok(
-            "dig",
-            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
-        );
-        let vip: Ipv4Addr = answer
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
-        http_get(caller, vip, 9080, "0", REVIEWS, "")
-    };
+    let get = || get_by_name(caller, REVIEWS, 9080);
 
     // Healthy, network west (tier 0) takes every call, through west's gateway.
     for _ in 0..4 {
@@ -634,22 +612,6 @@ fn calls_fail_over_from_west_s_workload_to_east_s_and_return_when_it_is_back() {
     }
     drop(west_app);
 }
-
-const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
-const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
-
-/// Istio's cross-network Gateway, all an east-west gateway needs to serve 15443.
-const CROSS_NETWORK_GATEWAY: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: cross-network-gateway, namespace: istio-system}
-spec:
-  selector: {istio: eastwestgateway}
-  servers:
-  - port: {number: 15443, name: tls, protocol: TLS}
-    tls: {mode: AUTO_PASSTHROUGH}
-    hosts: ["*.local"]
-"#;
 
 /// The CA's bundle in `ca_data` as SPIFFE bundle JSON (with its sequence).
 fn spiffe_bundle(ca_data: &Path) -> serde_json::Value {
@@ -994,13 +956,7 @@ impl Trunked {
 
     /// `GET /hello` from east's workload to `host` on port 9080, by name.
     fn get(&self, host: &str) -> String {
-        let caller = &self.net.east.host("caller").netns;
-        let answer = caller.ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
-        let vip: Ipv4Addr = answer
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{host}: {answer:?}"));
-        http_get(caller, vip, 9080, "0", host, "")
+        get_by_name(&self.net.east.host("caller").netns, host, 9080)
     }
 }
 
@@ -1256,17 +1212,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
         "caller",
         &["--network", "east", "--config", imports_flag],
     ));
-    let get = || {
-        let answer = caller.ok(
-            "dig",
-            &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
-        );
-        let vip: Ipv4Addr = answer
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{REVIEWS}: {answer:?}"));
-        http_get(caller, vip, 9080, "0", REVIEWS, "")
-    };
+    let get = || get_by_name(caller, REVIEWS, 9080);
     let response = get();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let seen = json_body(&response);
@@ -1291,11 +1237,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
         t.contains("strait.io/import-stale")
     });
     assert!(text.contains(REVIEWS), "{text}");
-    let answer = caller.ok(
-        "dig",
-        &["@127.0.0.1", "-p", "15053", "+short", REVIEWS, "A"],
-    );
-    assert!(answer.trim().parse::<Ipv4Addr>().is_ok(), "{answer:?}");
+    resolve(caller, REVIEWS);
     let details = call(
         &net.east.host("eastgw").netns,
         east_gateway_ip,

@@ -28,30 +28,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::bridge::Bridge;
-use common::mesh::{Ca, supervise, wait_for_line_in};
+use common::mesh::{
+    CROSS_NETWORK_GATEWAY, Ca, EAST_GATEWAY_ID, WEST_GATEWAY_ID, supervise, wait_for_line_in,
+};
 use common::netns::{Netns, Process};
 use common::{TempDir, run, strait};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const REVIEWS_SNI: &str = "outbound_.9000_._.reviews.default.svc.cluster.local";
 const REVIEWS_ID: &str = "spiffe://west.mesh/ns/default/sa/reviews";
-const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
-const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
 /// What west's workload says to every TLS client.
 const GREETING: &str = "hello from west";
-
-/// Istio's cross-network Gateway, all an east-west gateway needs to serve 15443.
-const CROSS_NETWORK_GATEWAY: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: cross-network-gateway, namespace: istio-system}
-spec:
-  selector: {istio: eastwestgateway}
-  servers:
-  - port: {number: 15443, name: tls, protocol: TLS}
-    tls: {mode: AUTO_PASSTHROUGH}
-    hosts: ["*.local"]
-"#;
 
 /// `reviews` with its workload at `ip` on network `west`; `export` labels it for export.
 fn reviews(ip: Ipv4Addr, export: bool) -> String {

@@ -328,6 +328,15 @@ fn mesh_echo_backend(trunk: &Trunk, listener: TcpListener) -> Arc<Mutex<Vec<Opti
     callers
 }
 
+/// Sends `payload` over a new stream to west's echo service and checks that it comes back.
+async fn echo_round_trip(client: &TrunkClient, payload: &[u8]) {
+    let mut stream = client.open(WEST, &echo_header(), payload).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, payload);
+}
+
 fn echo_header() -> StreamHeader {
     StreamHeader {
         service: ECHO.to_owned(),
@@ -584,15 +593,7 @@ async fn a_refused_stream_gets_the_status_and_the_ingress_resets_its_connection(
     tcp.write_all(&hello).await.unwrap();
     expect_reset(tcp).await;
     // The trunk itself is fine: the next stream goes through.
-    let mut stream = trunk
-        .client
-        .open(WEST, &echo_header(), b"ping")
-        .await
-        .unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"ping");
+    echo_round_trip(&trunk.client, b"ping").await;
 }
 
 #[tokio::test]
@@ -683,15 +684,7 @@ async fn the_trunk_reconnects_after_the_remote_gateway_restarts() {
     let (backend, _) = echo_server().await;
     let mut trunk = trunk("restart", vec![(ECHO, 9000, backend)], 1).await;
     let address = trunk.address;
-    let mut stream = trunk
-        .client
-        .open(WEST, &echo_header(), b"before")
-        .await
-        .unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"before");
+    echo_round_trip(&trunk.client, b"before").await;
 
     // The west gateway goes away: the trunk goes down and opening fails at once.
     let mut live = trunk.client.live_connections(WEST).unwrap();
@@ -719,15 +712,7 @@ async fn the_trunk_reconnects_after_the_remote_gateway_restarts() {
     };
     trunk.server = Some(server);
     wait_live(&trunk.client, 1).await;
-    let mut stream = trunk
-        .client
-        .open(WEST, &echo_header(), b"after")
-        .await
-        .unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"after");
+    echo_round_trip(&trunk.client, b"after").await;
 }
 
 #[tokio::test]
@@ -1133,15 +1118,7 @@ async fn peers_set_while_running_are_connected_closed_or_left_alone() {
     assert_eq!(changed.restarted, [WEST]);
     wait_live(&trunk.client, 2).await;
     wait_authorized(&trunk, 4).await;
-    let mut stream = trunk
-        .client
-        .open(WEST, &echo_header(), b"again")
-        .await
-        .unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"again");
+    echo_round_trip(&trunk.client, b"again").await;
 
     // Two peers of one name change nothing.
     assert!(matches!(
@@ -1293,11 +1270,7 @@ async fn a_peer_no_longer_authorized_loses_its_open_connection_when_asked_again(
     )
     .unwrap();
     wait_live(&client, 1).await;
-    let mut stream = client.open(WEST, &echo_header(), b"before").await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"before");
+    echo_round_trip(&client, b"before").await;
 
     // Asking again changes nothing while the peer is authorized.
     assert_eq!(server.reauthorize(), 0);

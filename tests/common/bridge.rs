@@ -45,26 +45,10 @@ impl Bridge {
         for (i, name) in names.iter().enumerate() {
             let netns = Netns::new(&format!("{label}-{name}"));
             let port = format!("p{i}");
-            // Made inside the switch namespace, so neither end ever has a name in the host's.
-            switch.ok(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &port,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    netns.name(),
-                ],
-            );
+            switch.veth_into(&port, &netns, "eth0");
             switch.ok("ip", &["link", "set", &port, "master", "br0", "up"]);
             let ip = Ipv4Addr::new(10, x as u8, y as u8, (i + 1) as u8);
-            netns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-            netns.ok("ip", &["link", "set", "eth0", "up"]);
+            netns.address("eth0", ip);
             netns.ok("ip", &["route", "add", "default", "dev", "eth0"]);
             members.push(Member {
                 name: (*name).to_owned(),

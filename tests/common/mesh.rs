@@ -354,6 +354,37 @@ pub fn counter(show: &str, chain: &str) -> u64 {
 }
 
 /// httpbin's host name.
+/// The east-west gateways of the two-cluster tests, and what both serve on 15443: Istio's
+/// cross-network Gateway.
+pub const WEST_GATEWAY_ID: &str = "spiffe://west.mesh/ns/istio-system/sa/eastwest";
+pub const EAST_GATEWAY_ID: &str = "spiffe://east.mesh/ns/istio-system/sa/eastwest";
+pub const CROSS_NETWORK_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+"#;
+
+/// The IPv4 address the sidecar's DNS proxy in `netns` (127.0.0.1:15053) answers for `host`.
+pub fn resolve(netns: &Netns, host: &str) -> Ipv4Addr {
+    let answer = netns.ok("dig", &["@127.0.0.1", "-p", "15053", "+short", host, "A"]);
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{host}: {answer:?}"))
+}
+
+/// `GET /hello` from `netns` to `host` on `port` by name, as an application there makes it:
+/// the name answered by the sidecar's DNS proxy, the connection captured.
+pub fn get_by_name(netns: &Netns, host: &str, port: u16) -> String {
+    http_get(netns, resolve(netns, host), port, "0", host, "")
+}
+
 pub const HTTPBIN: &str = "httpbin.default.svc.cluster.local";
 
 fn config(a: Ipv4Addr, b: Ipv4Addr, extra: &str) -> String {

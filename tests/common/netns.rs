@@ -77,6 +77,35 @@ impl Netns {
         result.stdout
     }
 
+    /// A veth pair from this namespace (`local` here) into `other` (`remote` there), made inside
+    /// this namespace so that neither end ever has a name in the machine's.
+    pub fn veth_into(&self, local: &str, other: &Netns, remote: &str) {
+        self.ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                local,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                remote,
+                "netns",
+                other.name(),
+            ],
+        );
+    }
+
+    /// Gives `interface` the address `ip/24` and brings it up.
+    pub fn address(&self, interface: &str, ip: Ipv4Addr) {
+        self.ok(
+            "ip",
+            &["addr", "add", &format!("{ip}/24"), "dev", interface],
+        );
+        self.ok("ip", &["link", "set", interface, "up"]);
+    }
+
     /// Starts a long-running command (built with [`Netns::command`]), killed when dropped. Its
     /// stdin is a pipe held open by the returned [`Process`]: a helper that exits when its
     /// stdin closes goes away with the test process even when that is killed.
@@ -214,11 +243,7 @@ impl Pair {
         ]));
         assert_eq!(added.code, Some(0), "ip link add veth: {}", added.stderr);
         for (netns, interface, ip) in [(&a, &a_if, a_ip), (&b, &b_if, b_ip)] {
-            netns.ok(
-                "ip",
-                &["addr", "add", &format!("{ip}/24"), "dev", interface],
-            );
-            netns.ok("ip", &["link", "set", interface, "up"]);
+            netns.address(interface, ip);
         }
         Pair { a, b, a_ip, b_ip }
     }

@@ -119,53 +119,19 @@ fn cluster(label: &str, router: &Netns, name: &str, n: u8, names: &[&str]) -> Cl
     bridge.ok("ip", &["link", "set", "br0", "up"]);
     let router_ip = Ipv4Addr::new(10, 61, n, 254);
     let link = format!("{name}0");
-    // Made inside the bridge's namespace, so neither end ever has a name in the host's.
-    bridge.ok(
-        "ip",
-        &[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &link,
-            "netns",
-            router.name(),
-        ],
-    );
+    bridge.veth_into("uplink", &router, &link);
     bridge.ok("ip", &["link", "set", "uplink", "master", "br0", "up"]);
-    router.ok(
-        "ip",
-        &["addr", "add", &format!("{router_ip}/24"), "dev", &link],
-    );
-    router.ok("ip", &["link", "set", &link, "up"]);
+    router.address(&link, router_ip);
 
     let mut hosts = Vec::new();
     for (i, host) in names.iter().enumerate() {
         let netns = Netns::new(&format!("{label}-{host}"));
         let port = format!("p{i}");
-        bridge.ok(
-            "ip",
-            &[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                netns.name(),
-            ],
-        );
+        bridge.veth_into(&port, &netns, "eth0");
         bridge.ok("ip", &["link", "set", &port, "master", "br0", "up"]);
         let ip = Ipv4Addr::new(10, 61, n, (i + 1) as u8);
         let workload_ip = Ipv4Addr::new(172, 16, n, (i + 1) as u8);
-        netns.ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        netns.ok("ip", &["link", "set", "eth0", "up"]);
+        netns.address("eth0", ip);
         // Only the router forwards (a new namespace may inherit forwarding from the machine's).
         netns.ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=0"]);
         // Every other address, a service VIP included, is routed (and so reaches the capture
