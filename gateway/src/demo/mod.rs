@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8081")]
     console: SocketAddr,
     /// A folder for the demo's state (CAs, identities, configuration, logs), kept after it
-    /// stops; it must be empty or new. Unset: a temporary folder, removed when it stops.
+    /// stops; it must be empty or new. Unset: a temporary folder, removed when the demo stops
+    /// (and kept when it fails, for its log).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// How long the mesh may take to answer end to end before the demo gives up.
@@ -89,7 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = std::fs::canonicalize(&dir).with_context(|| format!("{}", dir.display()))?;
     let result = prepare_and_serve(&args, &dir);
-    if temporary {
+    // A demo that failed keeps its folder: the error names the log in it.
+    if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
