@@ -350,7 +350,7 @@ def mesh_section(r):
 
 
 def tcp_section(r):
-    if not r.has("tcp"):
+    if not (r.has("tcp") or r.has("tcp-trunk")):
         return
     r.out("## 7. TCP bulk throughput")
     r.out()
@@ -368,7 +368,25 @@ def tcp_section(r):
             num(r.get("tcp", t, "cpu_per_gb"), 3) if t != "direct" else "–",
             num(r.get("tcp", t, "peak_mib"), 1) if t != "direct" else "–",
         ])
+    if r.has_target("tcp-trunk", "strait"):
+        rows.append([
+            "**Strait**, across the QUIC trunk",
+            num(r.get("tcp-trunk", "strait", "mb_per_s")),
+            num(r.get("tcp-trunk", "strait", "cpu_pct"), 0, " %"),
+            num(r.get("tcp-trunk", "strait", "cpu_per_gb"), 3),
+            num(r.get("tcp-trunk", "strait", "peak_mib"), 1),
+        ])
     r.table(["", "MB/s", "proxy CPU", "proxy CPU s per GB", "peak RSS MiB"], rows)
+    if r.has_target("tcp-trunk", "strait"):
+        r.out(
+            "*Across the QUIC trunk*: the same client opens with a TLS ClientHello for an "
+            "exported service (as a sidecar's mesh TLS does) at one east-west gateway's trunk "
+            "ingress, which carries the bytes over its QUIC trunk (TLS 1.3 inside QUIC, one "
+            "stream per connection) to the peer's east-west gateway, which passes them to the "
+            "sink: two Strait processes sharing CPU 1, one worker each, their CPU summed. "
+            "The TCP rows above neither encrypt nor cross a second proxy."
+        )
+        r.out()
 
 
 def memory_section(r):

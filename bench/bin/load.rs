@@ -104,6 +104,11 @@ enum Command {
         /// Bytes per write.
         #[arg(long, default_value_t = 64 * 1024)]
         chunk: usize,
+        /// Open each connection with a TLS ClientHello for this name, as a sidecar's mesh TLS
+        /// does towards an east-west gateway's trunk ingress, which routes by it; what follows
+        /// is not TLS (the path forwards bytes, it does not read them).
+        #[arg(long)]
+        sni: Option<String>,
     },
     /// Makes a change and polls until a response carries `--header` with `--value`.
     Live {
@@ -165,7 +170,8 @@ fn main() -> Result<(), Error> {
                 connections,
                 duration,
                 chunk,
-            } => bulk(addr, connections, duration, chunk).await,
+                sni,
+            } => bulk(addr, connections, duration, chunk, sni.as_deref()).await,
             Command::Live {
                 target,
                 header,
@@ -344,7 +350,9 @@ async fn hold(target: Target, connections: usize, seconds: f64) -> Result<(), Er
     Ok(())
 }
 
-async fn tls(target: Target, connections: usize, duration: f64, resume: bool) -> Result<(), Error> {
+/// The TLS client: X25519 only (so that no server picks a post-quantum hybrid another cannot),
+/// any certificate accepted, resumption on or off.
+fn tls_client_config(resume: bool) -> Result<rustls::ClientConfig, Error> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let schemes = provider
@@ -358,6 +366,21 @@ async fn tls(target: Target, connections: usize, duration: f64, resume: bool) ->
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
+    Ok(config)
+}
+
+/// The first bytes a TLS client sends to `sni`: its ClientHello.
+fn client_hello(sni: &str) -> Result<Vec<u8>, Error> {
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned())?;
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(tls_client_config(false)?), name)?;
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello)?;
+    Ok(hello)
+}
+
+async fn tls(target: Target, connections: usize, duration: f64, resume: bool) -> Result<(), Error> {
+    let config = tls_client_config(resume)?;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from(target.host.clone())?;
     let request = format!(
@@ -450,13 +473,17 @@ async fn bulk(
     connections: usize,
     duration: f64,
     chunk: usize,
+    sni: Option<&str>,
 ) -> Result<(), Error> {
+    let hello = sni.map(client_hello).transpose()?.unwrap_or_default();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(duration);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections.max(1) {
+        let hello = hello.clone();
         tasks.spawn(async move {
             let mut stream = TcpStream::connect(addr).await?;
+            stream.write_all(&hello).await?;
             let buffer = vec![0u8; chunk];
             let mut sent: u64 = 0;
             while Instant::now() < end {
