@@ -119,7 +119,7 @@ fn cluster(label: &str, router: &Netns, name: &str, n: u8, names: &[&str]) -> Cl
     bridge.ok("ip", &["link", "set", "br0", "up"]);
     let router_ip = Ipv4Addr::new(10, 61, n, 254);
     let link = format!("{name}0");
-    bridge.veth_into("uplink", &router, &link);
+    bridge.veth_into("uplink", router, &link);
     bridge.ok("ip", &["link", "set", "uplink", "master", "br0", "up"]);
     router.address(&link, router_ip);
 

@@ -196,6 +196,7 @@ fn lcm(a: u32, b: u32) -> u32 {
 mod tests {
     use super::*;
     use crate::resources::mesh_config::{IstioNetworkGateway, Network, NetworkEndpoints};
+    use strait_proxy::snapshot::ConnectFailure;
 
     fn endpoint(address: &str, network: Option<&str>) -> EndpointInfo {
         EndpointInfo {
@@ -470,9 +471,26 @@ spec:
                 ],
             }
         );
+        // What a failed connection to the gateway is put down to, by how it failed.
+        let gateway = "192.0.2.10:15443".parse().unwrap();
+        let reason = |failure| cluster.connect_failure(gateway, &"E", failure);
         assert_eq!(
-            cluster.connect_failure("192.0.2.10:15443".parse().unwrap(), &"refused", true),
-            "network west's gateway 192.0.2.10:15443 unreachable: refused"
+            reason(ConnectFailure::Unreachable),
+            "network west's gateway 192.0.2.10:15443 unreachable: E"
+        );
+        assert!(
+            reason(ConnectFailure::Closed).starts_with(
+                "network west's gateway 192.0.2.10:15443 closed the connection during the mesh TLS handshake: it refused the destination"
+            )
+        );
+        assert!(reason(ConnectFailure::Handshake).starts_with(
+            "mesh TLS through network west's gateway 192.0.2.10:15443 failed: a trust failure"
+        ));
+        // An address that is no network's gateway.
+        let local = "10.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            cluster.connect_failure(local, &"E", ConnectFailure::Closed),
+            "upstream connect error: E"
         );
     }
 
