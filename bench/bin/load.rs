@@ -8,6 +8,8 @@
 //! - `live`: makes a configuration change (a file moved into place, a command run) and polls
 //!   until responses show it.
 //! - `wait`: polls until an address answers a request with 2xx.
+//! - `fresh`: a new connection for every request, one after another or all at once, timing
+//!   each to its first response byte.
 //!
 //! Each prints one line of `key=value` pairs on standard output.
 
@@ -131,6 +133,22 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
     },
+    /// GETs with `Connection: close`, each on a new connection: the time from before the
+    /// connect to the first byte of the response, per connection, and the wall time until the
+    /// last response ended. One after another, or with `--concurrent` all started at once.
+    Fresh {
+        #[command(flatten)]
+        target: Target,
+        /// How many connections.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Start them all at once instead of one after another.
+        #[arg(long)]
+        concurrent: bool,
+        /// Give up on a connection after this many seconds (it counts as an error).
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Polls until the address answers 2xx; prints how long that took.
     Wait {
         #[command(flatten)]
@@ -181,6 +199,12 @@ fn main() -> Result<(), Error> {
                 run,
                 timeout,
             } => live(target, &header, &value, write.zip(to), run, timeout).await,
+            Command::Fresh {
+                target,
+                count,
+                concurrent,
+                timeout,
+            } => fresh(target, count, concurrent, timeout).await,
             Command::Wait { target, timeout } => wait(target, timeout).await,
         }
     })
@@ -299,13 +323,7 @@ async fn fixed_rate(
         }
     }
     all.latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let at = ((p / 100.0) * all.latencies.len() as f64).ceil() as usize;
-        all.latencies[at.clamp(1, all.latencies.len()) - 1].as_secs_f64() * 1e6
-    };
+    let pct = |p: f64| percentile(&all.latencies, p) * 1e6;
     println!(
         "requests={} errors={} rate={:.1} p50_us={:.0} p90_us={:.0} p99_us={:.0} p999_us={:.0} max_us={:.0}",
         all.latencies.len(),
@@ -318,6 +336,16 @@ async fn fixed_rate(
         pct(100.0),
     );
     Ok(())
+}
+
+/// The `p`th percentile (0 to 100) of `sorted` (ascending), in seconds: the smallest sample
+/// that `p` % of them do not exceed. NaN when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[at.clamp(1, sorted.len()) - 1].as_secs_f64()
 }
 
 async fn hold(target: Target, connections: usize, seconds: f64) -> Result<(), Error> {
@@ -555,6 +583,74 @@ async fn live(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Err(format!("{header}: {value} not seen within {timeout} s").into())
+}
+
+async fn fresh(target: Target, count: usize, concurrent: bool, timeout: f64) -> Result<(), Error> {
+    let request = std::sync::Arc::new(format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        target.path, target.host
+    ));
+    let (addr, limit) = (target.addr, Duration::from_secs_f64(timeout));
+    let exchange = move |request: std::sync::Arc<String>| async move {
+        tokio::time::timeout(limit, first_byte(addr, request.as_bytes()))
+            .await
+            .unwrap_or_else(|_| Err("no response within the timeout".into()))
+    };
+    let start = Instant::now();
+    let mut results = Vec::with_capacity(count);
+    if concurrent {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            tasks.spawn(exchange(request.clone()));
+        }
+        while let Some(result) = tasks.join_next().await {
+            results.push(result.unwrap_or_else(|e| Err(e.into())));
+        }
+    } else {
+        for _ in 0..count {
+            results.push(exchange(request.clone()).await);
+        }
+    }
+    let wall = start.elapsed();
+    let mut firsts: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied().flatten())
+        .collect();
+    firsts.sort_unstable();
+    let errors = count - firsts.len();
+    if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("bench-load fresh: {errors} failed; the first: {error}");
+    }
+    let ms = |p: f64| percentile(&firsts, p) * 1e3;
+    println!(
+        "connections={count} ok={} errors={errors} wall_ms={:.1} ttfb_min_ms={:.1} ttfb_p50_ms={:.1} ttfb_p90_ms={:.1} ttfb_p99_ms={:.1} ttfb_max_ms={:.1}",
+        firsts.len(),
+        wall.as_secs_f64() * 1e3,
+        ms(0.0),
+        ms(50.0),
+        ms(90.0),
+        ms(99.0),
+        ms(100.0),
+    );
+    Ok(())
+}
+
+/// Connects, sends `request` and reads the response to its end (the server closes). Returns
+/// the time from before the connect to the response's first byte, `None` when the response is
+/// not a 200.
+async fn first_byte(addr: SocketAddr, request: &[u8]) -> Result<Option<Duration>, Error> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(request).await?;
+    let mut response = Vec::with_capacity(1024);
+    if stream.read_buf(&mut response).await? == 0 {
+        return Err("the connection closed before a response".into());
+    }
+    let first = start.elapsed();
+    // Some servers close without waiting for the client's side; the response is in by then.
+    let _ = stream.read_to_end(&mut response).await;
+    Ok(response.starts_with(b"HTTP/1.1 200").then_some(first))
 }
 
 async fn wait(target: Target, timeout: f64) -> Result<(), Error> {
