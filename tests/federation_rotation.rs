@@ -31,6 +31,7 @@ use common::eastwest::{
 use common::load::{SteadyLoad, wait_until};
 use common::mesh::{
     CA_PORT, Ca, EAST_GATEWAY_ID, WEST_GATEWAY_ID, capture, control, resolve, sidecar, start_app,
+    wait_for_line_in,
 };
 use common::router::Router;
 use common::{Run, TempDir};
@@ -192,6 +193,17 @@ fn a_root_rotation_in_west_under_steady_traffic_from_east_loses_no_request() {
     };
     let (first, roots) = sequence_and_roots(&east_copy).unwrap();
     assert_eq!((first, roots), (west_sequence(), 1));
+    // West's gateway serves west's bundle as the CA's stream gave it, with the CA's sequence.
+    let serving = wait_for_line_in(
+        &west.path().join("gateway.log"),
+        &["bundle endpoint serving"],
+    );
+    assert!(
+        serving.contains(&format!(
+            "west.mesh as {WEST_GATEWAY_ID} (bundle sequence {first})"
+        )),
+        "{serving}"
+    );
 
     let vip = resolve(caller, REVIEWS);
     let load = SteadyLoad::start(caller, vip, 9080, REVIEWS, east.path());
