@@ -37,133 +37,20 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use common::TempDir;
+use common::eastwest::{
+    BUNDLE_PORT, CALLER_ID, RATINGS, REVIEWS, REVIEWS_ID, apply_peer, east_config, federate,
+    gateway, gateway_identity, link, spiffe_bundle, west_config,
+};
 use common::mesh::{
     CROSS_NETWORK_GATEWAY, Ca, EAST_GATEWAY_ID, MARK, WEST_GATEWAY_ID, call, capture, get_by_name,
-    json_body, recorded, resolve, sidecar, start_app, supervise, wait_for_line_in,
+    json_body, recorded, resolve, sidecar, start_app, wait_for_line_in,
 };
 use common::netns::{Netns, Process};
 use common::router::{Router, connect};
-use common::{TempDir, run, strait};
-
-const REVIEWS: &str = "reviews.default.svc.cluster.local";
-const RATINGS: &str = "ratings.default.svc.cluster.local";
-const CALLER_ID: &str = "spiffe://east.mesh/ns/default/sa/caller";
-const REVIEWS_ID: &str = "spiffe://west.mesh/ns/default/sa/reviews";
-
-/// West's configuration: Istio's cross-network Gateway, `reviews` (exported) and `ratings` (not
-/// exported) on one workload, and who may call it: `caller` of east on the HTTP port, someone
-/// else on the TCP port.
-fn west_config(reviews_ip: Ipv4Addr) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: cross-network-gateway, namespace: istio-system}}
-spec:
-  selector: {{istio: eastwestgateway}}
-  servers:
-  - port: {{number: 15443, name: tls, protocol: TLS}}
-    tls: {{mode: AUTO_PASSTHROUGH}}
-    hosts: ["*.local"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: reviews
-  namespace: default
-  labels: {{strait.io/export: "true"}}
-spec:
-  hosts: [{REVIEWS}]
-  location: MESH_INTERNAL
-  ports:
-  - {{number: 9080, name: http, targetPort: 8080}}
-  - {{number: 9000, name: tcp-echo}}
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: reviews}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: ratings, namespace: default}}
-spec:
-  hosts: [{RATINGS}]
-  location: MESH_INTERNAL
-  ports: [{{number: 9080, name: http, targetPort: 8080}}]
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: reviews}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: reviews-1, namespace: default}}
-spec:
-  address: {reviews_ip}
-  network: west
-  labels: {{app: reviews, security.istio.io/tlsMode: istio}}
-  serviceAccount: reviews
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: reviews-callers, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: reviews}}}}
-  action: ALLOW
-  rules:
-  - from: [{{source: {{principals: [east.mesh/ns/default/sa/caller]}}}}]
-    to: [{{operation: {{ports: ["8080"]}}}}]
-  - from: [{{source: {{principals: [east.mesh/ns/default/sa/somebody-else]}}}}]
-    to: [{{operation: {{ports: ["9000"]}}}}]
-"#
-    )
-}
-
-/// East's view of west: both services, their workload on network west behind west's gateway,
-/// running as an identity of west's trust domain.
-fn east_config(reviews_ip: Ipv4Addr, gateway_ip: Ipv4Addr) -> String {
-    format!(
-        r#"
-networks:
-  west:
-    gateways: [{{address: {gateway_ip}, port: 15443}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews, namespace: default}}
-spec:
-  hosts: [{REVIEWS}]
-  location: MESH_INTERNAL
-  ports:
-  - {{number: 9080, name: http, targetPort: 8080}}
-  - {{number: 9000, name: tcp-echo}}
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: reviews}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: ratings, namespace: default}}
-spec:
-  hosts: [{RATINGS}]
-  location: MESH_INTERNAL
-  ports: [{{number: 9080, name: http, targetPort: 8080}}]
-  resolution: STATIC
-  workloadSelector: {{labels: {{app: reviews}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: reviews-west
-  namespace: default
-  annotations: {{strait.io/trust-domain: west.mesh}}
-spec:
-  address: {reviews_ip}
-  network: west
-  labels: {{app: reviews, security.istio.io/tlsMode: istio}}
-  serviceAccount: reviews
-"#
-    )
-}
 
 /// Both clusters, running.
 struct Clusters {
@@ -248,63 +135,9 @@ impl Clusters {
     }
 }
 
-/// Puts the trust bundle of `from`'s identity folder, of `trust_domain`, into `into`'s
-/// `federated/TRUST_DOMAIN.pem`.
-fn federate(from: &Path, into: &Path, trust_domain: &str) {
-    let bundle = std::fs::read(from.join("root-cert.pem")).unwrap();
-    std::fs::create_dir_all(into.join("federated")).unwrap();
-    std::fs::write(into.join(format!("federated/{trust_domain}.pem")), bundle).unwrap();
-}
-
 /// West's east-west gateway: no identity of its own (it never terminates).
 fn east_west_gateway(netns: &Netns, west: &TempDir) -> Process {
-    gateway_named(netns, west, "gateway", "west", &[])
-}
-
-/// An east-west gateway on `network` reading `DIR/config`, with its state in `DIR/NAME-data`,
-/// its log in `DIR/NAME.log` and its access log in `DIR/NAME-access.log`; `extra` adds flags.
-fn gateway_named(
-    netns: &Netns,
-    dir: &TempDir,
-    name: &str,
-    network: &str,
-    extra: &[&OsStr],
-) -> Process {
-    let path = |file: &str| dir.path().join(file);
-    let (config, data, access_log) = (
-        path("config"),
-        path(&format!("{name}-data")),
-        path(&format!("{name}-access.log")),
-    );
-    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
-    command.extend(
-        [
-            "run",
-            "--role",
-            "eastwest",
-            "--network",
-            network,
-            "--drain-period",
-            "0s",
-            "--drain-timeout",
-            "1s",
-        ]
-        .map(OsStr::new),
-    );
-    for (flag, value) in [
-        ("--config", &config),
-        ("--data", &data),
-        ("--access-log", &access_log),
-    ] {
-        command.extend([OsStr::new(flag), value.as_os_str()]);
-    }
-    command.extend(extra);
-    supervise(
-        netns,
-        &command,
-        &path(&format!("{name}.log")),
-        "endpoint ready",
-    )
+    gateway(netns, west, "west", "gateway", "gateway", &[] as &[&str])
 }
 
 #[test]
@@ -613,87 +446,6 @@ fn calls_fail_over_from_west_s_workload_to_east_s_and_return_when_it_is_back() {
     drop(west_app);
 }
 
-/// The CA's bundle in `ca_data` as SPIFFE bundle JSON (with its sequence).
-fn spiffe_bundle(ca_data: &Path) -> serde_json::Value {
-    let bundle = run(strait()
-        .args(["ca", "bundle", "--format", "spiffe", "--data"])
-        .arg(ca_data));
-    assert_eq!(bundle.code, Some(0), "strait ca bundle: {}", bundle.stderr);
-    serde_json::from_str(&bundle.stdout).unwrap()
-}
-
-/// Issues an east-west gateway's identity `id` from the CA in `DIR/ca-data` into
-/// `DIR/gateway-id`, with its own trust domain's bundle as SPIFFE JSON (`bundle.json`, carrying
-/// the CA's sequence, which the bundle endpoint serves); returns the gateway's identity flags,
-/// with a bundle refresh hint and a poll interval short enough for a test.
-fn gateway_identity(dir: &TempDir, ca: &Ca, id: &str) -> Vec<std::ffi::OsString> {
-    let out = dir.path().join("gateway-id");
-    ca.issue_id(id, &out);
-    let bundle = spiffe_bundle(&dir.path().join("ca-data"));
-    std::fs::write(out.join("bundle.json"), bundle.to_string()).unwrap();
-    [
-        OsStr::new("--identity-dir"),
-        out.as_os_str(),
-        OsStr::new("--trust-bundle"),
-        out.join("bundle.json").as_os_str(),
-        OsStr::new("--service-account"),
-        OsStr::new("eastwest"),
-        OsStr::new("--peer-min-refresh"),
-        OsStr::new("1s"),
-        OsStr::new("--bundle-refresh-hint"),
-        OsStr::new("1s"),
-    ]
-    .map(|s| s.to_os_string())
-    .to_vec()
-}
-
-/// What `strait link` prints in the cluster `name` (trust domain `NAME.mesh`, network
-/// `name`, CA in `DIR/ca-data`) for its gateway at `ip` running as `gateway_id`; `trunk` asks
-/// the other side for a QUIC trunk.
-fn link(dir: &TempDir, name: &str, ip: Ipv4Addr, gateway_id: &str, trunk: bool) -> String {
-    let mut command = strait();
-    command
-        .args(["link", "--data"])
-        .arg(dir.path().join("ca-data"))
-        .args([
-            "--name",
-            name,
-            "--trust-domain",
-            &format!("{name}.mesh"),
-            "--network",
-            name,
-            "--eastwest",
-            &format!("{ip}:15443"),
-            "--bundle-endpoint",
-            &format!("https://{ip}:15446"),
-            "--bundle-endpoint-id",
-            gateway_id,
-        ]);
-    if trunk {
-        command.arg("--trunk");
-    }
-    let linked = run(&mut command);
-    assert_eq!(linked.code, Some(0), "strait link: {}", linked.stderr);
-    linked.stdout
-}
-
-/// `strait peer apply` of `document` into the state of the gateway in `dir`, of the cluster
-/// whose trust domain is `local`.
-fn apply_peer(dir: &TempDir, local: &str, document: &str) {
-    let file = dir.write("peer.yaml", document);
-    let applied = run(strait()
-        .args(["peer", "apply", "--local-trust-domain", local, "-f"])
-        .arg(&file)
-        .arg("--data")
-        .arg(dir.path().join("gateway-data")));
-    assert_eq!(
-        applied.code,
-        Some(0),
-        "strait peer apply: {}",
-        applied.stderr
-    );
-}
-
 #[test]
 fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     let net = Router::new("ew-bundle", &["gateway"], &["gateway"]);
@@ -709,12 +461,12 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
 
     // West's gateway serves west's bundle on 15446 with its own SVID.
     let west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
-    let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
-    let _west_gateway = gateway_named(
+    let _west_gateway = gateway(
         &net.west.host("gateway").netns,
         &west,
-        "gateway",
         "west",
+        "gateway",
+        "gateway",
         &west_flags,
     );
     let serving = wait_for_line_in(
@@ -733,15 +485,15 @@ fn east_s_gateway_follows_the_bundle_west_s_gateway_serves() {
     apply_peer(
         &east,
         "east.mesh",
-        &link(&west, "west", west_ip, WEST_GATEWAY_ID, false),
+        &link(&west, "west", west_ip, WEST_GATEWAY_ID, BUNDLE_PORT, false),
     );
     let east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
-    let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
-    let _east_gateway = gateway_named(
+    let _east_gateway = gateway(
         &net.east.host("gateway").netns,
         &east,
-        "gateway",
         "east",
+        "gateway",
+        "gateway",
         &east_flags,
     );
     let east_log = east.path().join("gateway.log");
@@ -883,12 +635,26 @@ impl Trunked {
         apply_peer(
             &east,
             "east.mesh",
-            &link(&west, "west", gateway_ip, WEST_GATEWAY_ID, true),
+            &link(
+                &west,
+                "west",
+                gateway_ip,
+                WEST_GATEWAY_ID,
+                BUNDLE_PORT,
+                true,
+            ),
         );
         apply_peer(
             &west,
             "west.mesh",
-            &link(&east, "east", east_gateway_ip, EAST_GATEWAY_ID, true),
+            &link(
+                &east,
+                "east",
+                east_gateway_ip,
+                EAST_GATEWAY_ID,
+                BUNDLE_PORT,
+                true,
+            ),
         );
 
         let mut processes = Vec::new();
@@ -903,12 +669,12 @@ impl Trunked {
         capture(reviews, &["install"]);
         processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
         let flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
-        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
-        processes.push(gateway_named(
+        processes.push(gateway(
             &net.west.host("gateway").netns,
             &west,
-            "gateway",
             "west",
+            "gateway",
+            "gateway",
             &flags,
         ));
         let east_gateway = &net.east.host("eastgw").netns;
@@ -919,12 +685,12 @@ impl Trunked {
             east_gateway.ok("iptables", &rule);
         }
         let flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
-        let flags: Vec<&OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
-        processes.push(gateway_named(
+        processes.push(gateway(
             east_gateway,
             &east,
-            "gateway",
             "east",
+            "gateway",
+            "gateway",
             &flags,
         ));
 
@@ -1148,12 +914,26 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     apply_peer(
         &east,
         "east.mesh",
-        &link(&west, "west", gateway_ip, WEST_GATEWAY_ID, false),
+        &link(
+            &west,
+            "west",
+            gateway_ip,
+            WEST_GATEWAY_ID,
+            BUNDLE_PORT,
+            false,
+        ),
     );
     apply_peer(
         &west,
         "west.mesh",
-        &link(&east, "east", east_gateway_ip, EAST_GATEWAY_ID, false),
+        &link(
+            &east,
+            "east",
+            east_gateway_ip,
+            EAST_GATEWAY_ID,
+            BUNDLE_PORT,
+            false,
+        ),
     );
 
     let mut processes = Vec::new();
@@ -1169,23 +949,23 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
     processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
     let mut west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
     west_flags.extend(["--export-keepalive", "1s"].map(std::ffi::OsString::from));
-    let west_flags: Vec<&OsStr> = west_flags.iter().map(|f| f.as_os_str()).collect();
     let west_netns = &net.west.host("gateway").netns;
-    let mut west_gateway = Some(gateway_named(
+    let mut west_gateway = Some(gateway(
         west_netns,
         &west,
-        "gateway",
         "west",
+        "gateway",
+        "gateway",
         &west_flags,
     ));
     let mut east_flags = gateway_identity(&east, &east_ca, EAST_GATEWAY_ID);
     east_flags.extend(["--import-stale-after", "3s"].map(std::ffi::OsString::from));
-    let east_flags: Vec<&OsStr> = east_flags.iter().map(|f| f.as_os_str()).collect();
-    processes.push(gateway_named(
+    processes.push(gateway(
         &net.east.host("eastgw").netns,
         &east,
-        "gateway",
         "east",
+        "gateway",
+        "gateway",
         &east_flags,
     ));
 
@@ -1252,11 +1032,12 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
 
     // West's gateway is back and stops exporting reviews: the import is current and without
     // it.
-    west_gateway = Some(gateway_named(
+    west_gateway = Some(gateway(
         west_netns,
         &west,
-        "gateway",
         "west",
+        "gateway",
+        "gateway",
         &west_flags,
     ));
     wait_for_line_in(

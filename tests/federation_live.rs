@@ -28,15 +28,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::bridge::Bridge;
+use common::eastwest::{REVIEWS, REVIEWS_ID, apply_peer, gateway, link};
 use common::mesh::{
     CROSS_NETWORK_GATEWAY, Ca, EAST_GATEWAY_ID, WEST_GATEWAY_ID, supervise, wait_for_line_in,
 };
 use common::netns::{Netns, Process};
 use common::{TempDir, run, strait};
 
-const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const REVIEWS_SNI: &str = "outbound_.9000_._.reviews.default.svc.cluster.local";
-const REVIEWS_ID: &str = "spiffe://west.mesh/ns/default/sa/reviews";
 /// What west's workload says to every TLS client.
 const GREETING: &str = "hello from west";
 
@@ -126,43 +125,19 @@ impl<'a> Cluster<'a> {
     /// What `strait link` prints here for the gateway running as `gateway_id`, whose bundle
     /// endpoint listens on `bundle_port`; `trunk` asks the other side for a QUIC trunk.
     fn link(&self, gateway_id: &str, bundle_port: u16, trunk: bool) -> String {
-        let mut command = strait();
-        command
-            .args(["link", "--data"])
-            .arg(self.path("ca-data"))
-            .args([
-                "--name",
-                self.name,
-                "--trust-domain",
-                &format!("{}.mesh", self.name),
-                "--network",
-                self.name,
-                "--eastwest",
-                &format!("{}:15443", self.ip),
-                "--bundle-endpoint",
-                &format!("https://{}:{bundle_port}", self.ip),
-                "--bundle-endpoint-id",
-                gateway_id,
-            ]);
-        if trunk {
-            command.arg("--trunk");
-        }
-        let linked = run(&mut command);
-        assert_eq!(linked.code, Some(0), "strait link: {}", linked.stderr);
-        linked.stdout
+        link(
+            &self.dir,
+            self.name,
+            self.ip,
+            gateway_id,
+            bundle_port,
+            trunk,
+        )
     }
 
     /// `strait peer apply` of `document` into the gateway's state.
     fn apply_peer(&self, document: &str) {
-        let file = self.dir.write("peer.yaml", document);
-        let applied = run(strait()
-            .args(["peer", "apply", "--local-trust-domain"])
-            .arg(format!("{}.mesh", self.name))
-            .arg("-f")
-            .arg(&file)
-            .arg("--data")
-            .arg(self.path("gateway-data")));
-        assert_eq!(applied.code, Some(0), "peer apply: {}", applied.stderr);
+        apply_peer(&self.dir, &format!("{}.mesh", self.name), document);
     }
 
     /// `strait peer remove NAME` from the gateway's state.
@@ -176,43 +151,19 @@ impl<'a> Cluster<'a> {
     /// The east-west gateway with its identity in `DIR/gateway-id`, its state in
     /// `DIR/gateway-data`, logging to `DIR/LOG.log`; `extra` adds flags.
     fn gateway(&self, log: &str, extra: &[&str]) -> Process {
-        let binary = OsString::from(env!("CARGO_BIN_EXE_strait"));
-        let mut command: Vec<OsString> = vec![binary];
-        command.extend(
-            [
-                "run",
-                "--role",
-                "eastwest",
-                "--network",
-                self.name,
-                "--service-account",
-                "eastwest",
-                "--drain-period",
-                "0s",
-                "--drain-timeout",
-                "1s",
-                "--peer-rescan-interval",
-                "200ms",
-            ]
-            .map(OsString::from),
-        );
-        for (flag, folder) in [
-            ("--config", "config"),
-            ("--data", "gateway-data"),
-            ("--identity-dir", "gateway-id"),
-            ("--access-log", "gateway-access.log"),
-        ] {
-            command.push(flag.into());
-            command.push(self.path(folder).into());
-        }
-        command.extend(extra.iter().map(OsString::from));
-        let command: Vec<&OsStr> = command.iter().map(OsString::as_os_str).collect();
-        supervise(
-            self.netns,
-            &command,
-            &self.path(&format!("{log}.log")),
-            "endpoint ready",
-        )
+        let (identity, rescan) = (self.path("gateway-id"), "200ms");
+        let mut flags: Vec<&OsStr> = [
+            "--service-account",
+            "eastwest",
+            "--peer-rescan-interval",
+            rescan,
+            "--identity-dir",
+        ]
+        .map(OsStr::new)
+        .to_vec();
+        flags.push(identity.as_os_str());
+        flags.extend(extra.iter().map(OsStr::new));
+        gateway(self.netns, &self.dir, self.name, "gateway", log, &flags)
     }
 }
 

@@ -166,6 +166,17 @@ impl IdentityArgs {
             identity.cell.install(svid);
         }
         let bundles = TrustBundleSet::from_bundles(bundles).context("the trust bundles")?;
+        let current = identity.bundles.load_full();
+        for bundle in bundles.bundles() {
+            if current.get(&bundle.trust_domain) != Some(bundle) {
+                tracing::info!(
+                    trust_domain = %bundle.trust_domain,
+                    sequence = bundle.sequence,
+                    roots = bundle.roots.len(),
+                    "trust bundle applied from the identity files"
+                );
+            }
+        }
         identity.bundles.store(Arc::new(bundles));
         Ok(())
     }

@@ -24,6 +24,19 @@ pub fn ca(data: &Path, args: &[&str]) -> Run {
     run(strait().arg("ca").args(args).arg("--data").arg(data))
 }
 
+/// The `issuing_ca_sha256` of the last line of `log` that has `message`.
+pub fn issuer_in(log: &str, message: &str) -> String {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} in:\n{log}"));
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("issuing_ca_sha256="))
+        .unwrap_or_else(|| panic!("no issuing_ca_sha256 in {line}"))
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// Creates a CA for `trust_domain` in `data`.
 pub fn init_ca(data: &Path, trust_domain: &str) {
     let created = ca(data, &["init", "--trust-domain", trust_domain]);
