@@ -285,7 +285,8 @@ pub fn sidecar(netns: &Netns, dir: &TempDir, workload: &str, extra: &[&str]) -> 
         netns,
         &command,
         &path(&format!("{workload}.log")),
-        "virtualInbound",
+        // Logged once the listeners are bound, with or without capture.
+        "endpoints=Health",
     )
 }
 
