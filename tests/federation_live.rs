@@ -481,3 +481,31 @@ fn an_unknown_issuer_on_the_trunk_fetches_the_peer_s_new_bundle_at_once_and_the_
     );
     wait_for_lines(&east_log, &["trunk peer connected", WEST_GATEWAY_ID], 2);
 }
+
+#[test]
+fn a_gateway_that_stops_closes_its_trunk_with_a_reason_its_peer_hears_at_once() {
+    let label = "fl-stop";
+    let bridge = Bridge::new(label, &["east", "west"]);
+    let east = Cluster::new(label, "east", &bridge);
+    let west = Cluster::new(label, "west", &bridge);
+    east.dir
+        .write("config/reviews.yaml", &reviews(west.ip, false));
+    west.dir
+        .write("config/reviews.yaml", &reviews(west.ip, true));
+    east.ca.issue_id(EAST_GATEWAY_ID, &east.path("gateway-id"));
+    west.ca.issue_id(WEST_GATEWAY_ID, &west.path("gateway-id"));
+    west.apply_peer(&east.link(EAST_GATEWAY_ID, 15446, false));
+    east.apply_peer(&west.link(WEST_GATEWAY_ID, 15446, true));
+    let mut west_gateway = west.gateway("gateway", &[]);
+    let _east_gateway = east.gateway("gateway", &[]);
+    let east_log = east.path("gateway.log");
+    wait_for_line_in(&east_log, &["trunk connection up", "peer=west"]);
+
+    // West stops the way an operator stops it (SIGINT, as SIGTERM): it drains and then closes
+    // its trunk with a reason, which east's gateway hears at once instead of finding out at
+    // its idle timeout (when the reason would be a timeout).
+    let (code, _) = west_gateway.interrupt();
+    assert_eq!(code, Some(0), "west's gateway exits cleanly");
+    let lost = wait_for_line_in(&east_log, &["trunk connection lost", "peer=west"]);
+    assert!(lost.contains("shutting down"), "{lost}");
+}

@@ -102,12 +102,12 @@ pub async fn start(
     view: tokio::sync::watch::Receiver<Arc<FederationView>>,
     status: Arc<crate::last_good::ServingStatus>,
     trunk: impl FnOnce(MeshIdentity, PeerStore) -> crate::trunk::TrunkContext,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Federation>> {
     let Some(mesh) = mesh else {
         tracing::info!(
             "the east-west gateway has no identity (--identity-dir or --ca-address): no bundle endpoint, no peer polling, no trunk"
         );
-        return Ok(());
+        return Ok(None);
     };
     let Some(svid) = mesh.cell.current() else {
         bail!("the east-west gateway's identity has no certificate yet");
@@ -185,13 +185,24 @@ pub async fn start(
         Some(nudge("trunk")),
     )
     .await?;
-    // The trunks and the peer watch run as long as the process.
-    tokio::spawn(async move {
-        let _trunks = trunks;
-        let _peers = peers;
-        std::future::pending::<()>().await;
-    });
-    Ok(())
+    Ok(Some(Federation {
+        trunks,
+        _peers: peers,
+    }))
+}
+
+/// What runs for the east-west role's federation as long as the gateway does: the trunks and
+/// the peer watch; the rest runs in tasks of its own.
+pub struct Federation {
+    trunks: crate::trunk::Trunks,
+    _peers: PeerWatch,
+}
+
+impl Federation {
+    /// At the end of a drain: closes the trunks with a reason the peers see at once.
+    pub async fn shut_down(&self) {
+        self.trunks.shut_down().await;
+    }
 }
 
 /// Asks `nudges` for an early refresh of a peer's bundle when a handshake of `via` (what the

@@ -332,6 +332,7 @@ pub(crate) async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCo
         tokio::spawn(dns_proxy.run());
     }
     status.log_restored_dns();
+    let mut federation = None;
     if args.role == Role::Eastwest {
         let context = |mesh, store| crate::trunk::TrunkContext {
             mesh,
@@ -340,7 +341,7 @@ pub(crate) async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCo
             network: args.network.clone(),
             remote_networks: remote_networks.subscribe(),
         };
-        crate::eastwest::start(
+        federation = crate::eastwest::start(
             &args.eastwest,
             &args.data,
             mesh.as_ref(),
@@ -405,6 +406,9 @@ pub(crate) async fn serve(args: Args, logging: Logging) -> anyhow::Result<ExitCo
         }
     }
     drain(&proxy, &state, args.drain_period, args.drain_timeout).await;
+    if let Some(federation) = federation {
+        federation.shut_down().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

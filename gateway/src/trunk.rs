@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use strait_certs::UnknownIssuerObserver;
@@ -58,10 +59,25 @@ pub struct TrunkContext {
 
 /// The running trunks; they stop when this is dropped.
 pub struct Trunks {
-    _server: Option<Arc<TrunkServer>>,
-    _client: Arc<TrunkClient>,
+    server: Option<Arc<TrunkServer>>,
+    client: Arc<TrunkClient>,
     _ingress: Option<TrunkIngress>,
     following: tokio::task::JoinHandle<()>,
+}
+
+impl Trunks {
+    /// Closes the trunks both ways with a reason the peers see at once, instead of leaving
+    /// them to notice at their idle timeout; waits up to a second for the closes to go out.
+    pub async fn shut_down(&self) {
+        self.following.abort();
+        let limit = Duration::from_secs(1);
+        match &self.server {
+            Some(server) => {
+                tokio::join!(self.client.shut_down(limit), server.shut_down(limit));
+            }
+            None => self.client.shut_down(limit).await,
+        }
+    }
 }
 
 impl Drop for Trunks {
@@ -142,8 +158,8 @@ pub async fn start(
         None => None,
     };
     Ok(Trunks {
-        _server: server,
-        _client: client,
+        server,
+        client,
         _ingress: ingress,
         following,
     })

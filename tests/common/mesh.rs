@@ -214,12 +214,15 @@ pub fn capture(netns: &Netns, args: &[&str]) -> Run {
 /// the shell around it watches the pipe on its stdin.
 pub fn supervise(netns: &Netns, command: &[&OsStr], log: &Path, ready: &str) -> Process {
     let mut shell = netns.command("sh");
+    // SIGINT and SIGTERM are passed on to the program, whose exit status becomes the shell's.
     shell.arg("-c").arg(format!(
         "exec 3<&0; : >{log}; \
          \"$0\" \"$@\" 2>{log} & pid=$!; \
+         trap 'kill -INT $pid 2>/dev/null' INT; trap 'kill -TERM $pid 2>/dev/null' TERM; \
          (cat <&3 >/dev/null; kill $pid 2>/dev/null) & \
          while kill -0 $pid 2>/dev/null && ! grep -q '{ready}' {log}; do sleep 0.05; done; \
-         if kill -0 $pid 2>/dev/null; then echo serving; wait $pid; else echo exited; fi",
+         if kill -0 $pid 2>/dev/null; then echo serving; else echo exited; fi; \
+         while :; do wait $pid; status=$?; kill -0 $pid 2>/dev/null || exit $status; done",
         log = log.display(),
     ));
     shell.args(command);

@@ -186,12 +186,14 @@ impl Process {
         let pid = self.child.id().to_string();
         let sent = run(Command::new("kill").args(["-INT", &pid]));
         assert_eq!(sent.code, Some(0), "kill -INT {pid}: {}", sent.stderr);
+        let status = self.child.wait().expect("the process is waited for");
+        // Closing stdin lets a helper that holds stdout open until then go (`supervise`'s).
+        drop(self.child.stdin.take());
         let rest = self
             .lines
             .take()
             .map(|lines| lines.map_while(Result::ok).collect())
             .unwrap_or_default();
-        let status = self.child.wait().expect("the process is waited for");
         (status.code(), rest)
     }
 }

@@ -35,6 +35,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The application error code a connection is closed with when the client stops.
 pub const CLOSE_SHUTDOWN: quinn::VarInt = quinn::VarInt::from_u32(0);
+/// The reason sent with [`CLOSE_SHUTDOWN`] when a gateway stops.
+pub const SHUTTING_DOWN: &[u8] = b"shutting down";
 
 /// A peer cluster's east-west gateway, as the trunk reaches it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +196,28 @@ pub struct TrunkClient {
 }
 
 impl TrunkClient {
+    /// Closes every trunk connection with a CONNECTION_CLOSE ("shutting down"), so that the
+    /// peers learn it at once rather than at their idle timeout, and waits up to `limit` for
+    /// the close to go out. The client does not connect again.
+    pub async fn shut_down(&self, limit: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
+    /// Stops every connection task and closes the endpoint's connections.
+    fn close(&self) {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        for trunk in peers.values() {
+            if let Ok(tasks) = trunk.tasks.lock() {
+                for task in tasks.iter() {
+                    task.abort();
+                }
+            }
+        }
+        drop(peers);
+        self.endpoint.close(CLOSE_SHUTDOWN, SHUTTING_DOWN);
+    }
+
     /// Binds a UDP socket on `bind` and starts connecting to `peers` (within a Tokio runtime).
     ///
     /// # Errors
@@ -389,15 +413,7 @@ impl TrunkClient {
 
 impl Drop for TrunkClient {
     fn drop(&mut self) {
-        let peers = self.peers.get_mut().unwrap_or_else(|e| e.into_inner());
-        for trunk in peers.values() {
-            if let Ok(tasks) = trunk.tasks.lock() {
-                for task in tasks.iter() {
-                    task.abort();
-                }
-            }
-        }
-        self.endpoint.close(CLOSE_SHUTDOWN, b"shutting down");
+        self.close();
     }
 }
 

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::client::SHUTTING_DOWN;
+
 use quinn::{Connection, Endpoint, Incoming};
 use strait_certs::SpiffeId;
 use tokio::net::TcpStream;
@@ -124,6 +126,15 @@ impl TrunkServer {
     }
 
     /// The address bound (differs from the one asked for with port 0).
+    /// Closes every peer's connection with a CONNECTION_CLOSE ("shutting down"), so that the
+    /// peers learn it at once rather than at their idle timeout, and waits up to `limit` for
+    /// the close to go out.
+    pub async fn shut_down(&self, limit: Duration) {
+        self.endpoint
+            .close(super::client::CLOSE_SHUTDOWN, SHUTTING_DOWN);
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -133,7 +144,7 @@ impl Drop for TrunkServer {
     fn drop(&mut self) {
         self.task.abort();
         self.endpoint
-            .close(super::client::CLOSE_SHUTDOWN, b"shutting down");
+            .close(super::client::CLOSE_SHUTDOWN, SHUTTING_DOWN);
     }
 }
 
