@@ -12,7 +12,8 @@
 //! (or SIGINT) drains:
 //! readiness fails, connections are asked to close (`Connection: close`, GOAWAY) for the drain
 //! period while listeners still accept, then listeners stop and in-flight work gets up to the
-//! drain timeout; the process exits 0.
+//! drain timeout; an east-west gateway then closes its QUIC trunks with a reason its peers see
+//! at once; the process exits 0.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
