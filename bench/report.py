@@ -411,11 +411,19 @@ def memory_section(r):
             if idle is not None and conns is not None:
                 per = (conns - idle) * 1024 / float(m.get("hold_connections", 1000))
             rows.append([
-                NAMES[t], num(idle, 1), num(conns, 1), num(per, 1),
+                NAMES[t], num(idle, 1), num(r.get("memory", t, "idle_anon_mib"), 1),
+                num(conns, 1), num(r.get("memory", t, "conns_anon_mib"), 1), num(per, 1),
                 f"{num(r.get('memory', t, 'conns_ok'))} / {num(r.get('memory', t, 'conns_open'))}",
             ])
-        r.table(["", "idle RSS MiB", "RSS MiB with 1,000 connections", "KiB per connection",
+        r.table(["", "idle RSS MiB", "of it anonymous", "RSS MiB with 1,000 connections",
+                 "of it anonymous", "KiB per connection",
                  "requests answered / connections open"], rows)
+        r.out(
+            "*Anonymous* is the part of the resident set that is the process's own memory "
+            "(`RssAnon`: heap, stacks); the rest is mostly the program's code, mapped from its "
+            "file, shared by every process running the same binary and reclaimable."
+        )
+        r.out()
     if r.has("reload"):
         r.out(
             "**A configuration change made live**: the time from the change until a request "
