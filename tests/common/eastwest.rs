@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::mesh::{Ca, supervise};
+use super::mesh::{Ca, strait_run, supervise};
 use super::netns::{Netns, Process};
 use super::{TempDir, run, strait};
 
@@ -147,39 +147,13 @@ pub fn gateway(
     log: &str,
     extra: &[impl AsRef<OsStr>],
 ) -> Process {
-    let path = |file: &str| dir.path().join(file);
-    let (config, data, access_log) = (
-        path("config"),
-        path(&format!("{name}-data")),
-        path(&format!("{name}-access.log")),
-    );
-    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
-    command.extend(
-        [
-            "run",
-            "--role",
-            "eastwest",
-            "--network",
-            network,
-            "--drain-period",
-            "0s",
-            "--drain-timeout",
-            "1s",
-        ]
-        .map(OsStr::new),
-    );
-    for (flag, value) in [
-        ("--config", &config),
-        ("--data", &data),
-        ("--access-log", &access_log),
-    ] {
-        command.extend([OsStr::new(flag), value.as_os_str()]);
-    }
-    command.extend(extra.iter().map(AsRef::as_ref));
+    let mut flags: Vec<&OsStr> = vec![OsStr::new("--network"), OsStr::new(network)];
+    flags.extend(extra.iter().map(AsRef::as_ref));
+    let command = strait_run(dir, "eastwest", name, &flags);
     supervise(
         netns,
-        &command,
-        &path(&format!("{log}.log")),
+        &command.iter().map(OsString::as_os_str).collect::<Vec<_>>(),
+        &dir.path().join(format!("{log}.log")),
         "endpoint ready",
     )
 }

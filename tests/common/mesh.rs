@@ -5,7 +5,7 @@
 //! two-workload mesh (`sleep` in namespace `a` calls `httpbin` in namespace `b`) that several
 //! suites share. Needs root, `ip`, iptables and python3 (scripts/install-test-deps).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -242,55 +242,61 @@ pub fn supervise(netns: &Netns, command: &[&OsStr], log: &Path, ready: &str) -> 
 /// from `DIR/config` and its identity from `DIR/WORKLOAD`, logs to `DIR/WORKLOAD.log` and writes
 /// its access log to `DIR/WORKLOAD-access.log`; `extra` adds flags.
 pub fn sidecar(netns: &Netns, dir: &TempDir, workload: &str, extra: &[&str]) -> Process {
-    let path = |name: &str| -> PathBuf { dir.path().join(name) };
     let workload_flag = format!("default/{workload}");
     let labels = format!("app={workload},security.istio.io/tlsMode=istio");
-    let (config, identity, data, access_log) = (
-        path("config"),
-        path(workload),
-        path(&format!("{workload}-data")),
-        path(&format!("{workload}-access.log")),
-    );
-    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
-    command.extend(
-        [
-            "run",
-            "--role",
-            "sidecar",
-            "--workload",
-            &workload_flag,
-            "--service-account",
-            workload,
-            "--labels",
-            &labels,
-            "--socket-mark",
-            MARK,
-            "--drain-period",
-            "0s",
-            "--drain-timeout",
-            "1s",
-        ]
-        .map(OsStr::new),
-    );
-    for (flag, value) in [
-        ("--config", &config),
-        ("--data", &data),
-        ("--access-log", &access_log),
-    ] {
-        command.extend([OsStr::new(flag), value.as_os_str()]);
-    }
+    let identity = dir.path().join(workload);
+    let mut flags: Vec<&OsStr> = [
+        "--workload",
+        &workload_flag,
+        "--service-account",
+        workload,
+        "--labels",
+        &labels,
+        "--socket-mark",
+        MARK,
+    ]
+    .map(OsStr::new)
+    .to_vec();
     // Identity files unless the flags name the CA service.
     if !extra.contains(&"--ca-address") {
-        command.extend([OsStr::new("--identity-dir"), identity.as_os_str()]);
+        flags.extend([OsStr::new("--identity-dir"), identity.as_os_str()]);
     }
-    command.extend(extra.iter().map(OsStr::new));
+    flags.extend(extra.iter().map(OsStr::new));
+    let command = strait_run(dir, "sidecar", workload, &flags);
     supervise(
         netns,
-        &command,
-        &path(&format!("{workload}.log")),
+        &command.iter().map(OsString::as_os_str).collect::<Vec<_>>(),
+        &dir.path().join(format!("{workload}.log")),
         // Logged once the listeners are bound, with or without capture.
         "endpoints=Health",
     )
+}
+
+/// `strait run --role ROLE` as the tests run every proxy: its configuration from `DIR/config`,
+/// its state in `DIR/NAME-data`, its access log in `DIR/NAME-access.log`, no drain period;
+/// `flags` follow.
+pub fn strait_run(dir: &TempDir, role: &str, name: &str, flags: &[&OsStr]) -> Vec<OsString> {
+    let path = |file: String| dir.path().join(file).into_os_string();
+    let mut command: Vec<OsString> = [
+        env!("CARGO_BIN_EXE_strait"),
+        "run",
+        "--role",
+        role,
+        "--drain-period",
+        "0s",
+        "--drain-timeout",
+        "1s",
+        "--config",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    command.push(path("config".to_owned()));
+    command.push("--data".into());
+    command.push(path(format!("{name}-data")));
+    command.push("--access-log".into());
+    command.push(path(format!("{name}-access.log")));
+    command.extend(flags.iter().map(|f| f.to_os_string()));
+    command
 }
 
 /// Runs [`CLIENT`] in `netns` and returns what it printed.
