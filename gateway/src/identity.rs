@@ -20,6 +20,9 @@ use strait_certs::service::{IdentityClient, RetryOptions, control_id};
 use strait_certs::{IdentityCell, SpiffeId, Svid, TrustBundle, TrustBundleSet, TrustDomain};
 use strait_proxy::tls::mesh::MeshIdentity;
 
+/// How long a proxy of the CA service waits at start for the CA's first bundle snapshot.
+const FIRST_BUNDLES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The identity flags.
 #[derive(Debug, clap::Args)]
 pub struct IdentityArgs {
@@ -128,11 +131,20 @@ impl IdentityArgs {
             }
         });
         let following = bundles.clone();
+        let follower = client.clone();
         tokio::spawn(async move {
-            client
+            follower
                 .follow_bundles(following, RetryOptions::default())
                 .await;
         });
+        // Start from what the CA publishes (its sequence, the federated bundles), not only
+        // from --trust-bundle, unless the stream is slow to come.
+        if !client.first_bundles(FIRST_BUNDLES_WAIT).await {
+            tracing::warn!(
+                wait = ?FIRST_BUNDLES_WAIT,
+                "no trust bundles from the CA yet: starting from --trust-bundle; the stream's bundles apply when they come"
+            );
+        }
         Ok(MeshIdentity { cell, bundles })
     }
 

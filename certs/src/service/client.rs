@@ -114,6 +114,8 @@ pub struct IdentityClient {
     /// The CA certificate that signs now (hex SHA-256), as the bundle stream last said; shared
     /// by the clones that follow the stream and renew.
     issuer: Arc<watch::Sender<String>>,
+    /// How many bundle snapshots the stream has applied.
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl IdentityClient {
@@ -167,7 +169,18 @@ impl IdentityClient {
             socket_mark,
             anonymous,
             issuer: Arc::new(watch::channel(String::new()).0),
+            applied: Arc::new(watch::channel(0).0),
         })
+    }
+
+    /// Waits (at most `within`) until [`Self::follow_bundles`] has applied the CA's first
+    /// snapshot: until then the bundles are only the one the client started from, which may
+    /// lack the CA's sequence and its federated bundles. Whether it came.
+    pub async fn first_bundles(&self, within: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(within, applied.wait_for(|count| *count > 0))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
     }
 
     /// The bundles the client verifies the CA with; pass them to [`Self::follow_bundles`] (and
@@ -354,6 +367,7 @@ impl IdentityClient {
                                     if !Arc::ptr_eq(&shared, &self.bundles) {
                                         self.bundles.store(set);
                                     }
+                                    self.applied.send_modify(|count| *count += 1);
                                     delay = retry.initial;
                                     tracing::info!(
                                         sequence = snapshot.sequence,
