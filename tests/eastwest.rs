@@ -43,7 +43,7 @@ use std::path::Path;
 use common::TempDir;
 use common::eastwest::{
     BUNDLE_PORT, CALLER_ID, RATINGS, REVIEWS, REVIEWS_ID, apply_peer, east_config, federate,
-    gateway, gateway_identity, link, spiffe_bundle, west_config,
+    gateway, gateway_identity, link, reviews_app, spiffe_bundle, west_config,
 };
 use common::mesh::{
     CROSS_NETWORK_GATEWAY, Ca, EAST_GATEWAY_ID, MARK, WEST_GATEWAY_ID, call, capture, get_by_name,
@@ -89,14 +89,7 @@ impl Clusters {
 
         let mut processes = Vec::new();
         let reviews = &net.west.host("reviews").netns;
-        processes.push(start_app(
-            reviews,
-            "0.0.0.0",
-            8080,
-            9000,
-            &west.path().join("reviews-app.log"),
-        ));
-        capture(reviews, &["install"]);
+        processes.push(reviews_app(reviews, &west));
         processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
         let gateway = east_west_gateway(&net.west.host("gateway").netns, &west);
 
@@ -362,14 +355,7 @@ fn calls_fail_over_from_west_s_workload_to_east_s_and_return_when_it_is_back() {
         &["--network", "west"],
     ));
     processes.push(east_west_gateway(&net.west.host("gateway").netns, &west));
-    processes.push(start_app(
-        &east_reviews.netns,
-        "0.0.0.0",
-        8080,
-        9000,
-        &east.path().join("reviews-app.log"),
-    ));
-    capture(&east_reviews.netns, &["install"]);
+    processes.push(reviews_app(&east_reviews.netns, &east));
     processes.push(sidecar(
         &east_reviews.netns,
         &east,
@@ -659,14 +645,7 @@ impl Trunked {
 
         let mut processes = Vec::new();
         let reviews = &net.west.host("reviews").netns;
-        processes.push(start_app(
-            reviews,
-            "0.0.0.0",
-            8080,
-            9000,
-            &west.path().join("reviews-app.log"),
-        ));
-        capture(reviews, &["install"]);
+        processes.push(reviews_app(reviews, &west));
         processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
         let flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
         processes.push(gateway(
@@ -938,14 +917,7 @@ fn east_imports_what_west_exports_and_keeps_it_when_west_goes_quiet() {
 
     let mut processes = Vec::new();
     let reviews = &net.west.host("reviews").netns;
-    processes.push(start_app(
-        reviews,
-        "0.0.0.0",
-        8080,
-        9000,
-        &west.path().join("reviews-app.log"),
-    ));
-    capture(reviews, &["install"]);
+    processes.push(reviews_app(reviews, &west));
     processes.push(sidecar(reviews, &west, "reviews", &["--network", "west"]));
     let mut west_flags = gateway_identity(&west, &west_ca, WEST_GATEWAY_ID);
     west_flags.extend(["--export-keepalive", "1s"].map(std::ffi::OsString::from));

@@ -167,6 +167,16 @@ impl<'a> Cluster<'a> {
     }
 }
 
+/// Both gateways' configuration (`reviews`, exported by west) and identities.
+fn configure(east: &Cluster<'_>, west: &Cluster<'_>) {
+    east.dir
+        .write("config/reviews.yaml", &reviews(west.ip, false));
+    west.dir
+        .write("config/reviews.yaml", &reviews(west.ip, true));
+    east.ca.issue_id(EAST_GATEWAY_ID, &east.path("gateway-id"));
+    west.ca.issue_id(WEST_GATEWAY_ID, &west.path("gateway-id"));
+}
+
 /// West's workload in west's namespace, with a certificate of west's CA.
 fn west_workload(west: &Cluster<'_>) -> Process {
     let identity = west.path("reviews-id");
@@ -278,12 +288,7 @@ fn a_peer_applied_or_removed_while_the_gateway_runs_gets_or_loses_its_trunk_and_
     let bridge = Bridge::new(label, &["east", "west", "south"]);
     let east = Cluster::new(label, "east", &bridge);
     let west = Cluster::new(label, "west", &bridge);
-    east.dir
-        .write("config/reviews.yaml", &reviews(west.ip, false));
-    west.dir
-        .write("config/reviews.yaml", &reviews(west.ip, true));
-    east.ca.issue_id(EAST_GATEWAY_ID, &east.path("gateway-id"));
-    west.ca.issue_id(WEST_GATEWAY_ID, &west.path("gateway-id"));
+    configure(&east, &west);
 
     // West knows east from the start (its trunk server and federation API admit east's
     // gateway); east's gateway starts knowing nobody.
@@ -372,12 +377,7 @@ fn an_unknown_issuer_on_the_trunk_fetches_the_peer_s_new_bundle_at_once_and_the_
     let bridge = Bridge::new(label, &["east", "west"]);
     let east = Cluster::new(label, "east", &bridge);
     let west = Cluster::new(label, "west", &bridge);
-    east.dir
-        .write("config/reviews.yaml", &reviews(west.ip, false));
-    west.dir
-        .write("config/reviews.yaml", &reviews(west.ip, true));
-    east.ca.issue_id(EAST_GATEWAY_ID, &east.path("gateway-id"));
-    west.ca.issue_id(WEST_GATEWAY_ID, &west.path("gateway-id"));
+    configure(&east, &west);
 
     // West's bundle endpoint runs on its own on 15447, with a certificate of the old root,
     // announcing an hour between polls.
@@ -488,12 +488,7 @@ fn a_gateway_that_stops_closes_its_trunk_with_a_reason_its_peer_hears_at_once() 
     let bridge = Bridge::new(label, &["east", "west"]);
     let east = Cluster::new(label, "east", &bridge);
     let west = Cluster::new(label, "west", &bridge);
-    east.dir
-        .write("config/reviews.yaml", &reviews(west.ip, false));
-    west.dir
-        .write("config/reviews.yaml", &reviews(west.ip, true));
-    east.ca.issue_id(EAST_GATEWAY_ID, &east.path("gateway-id"));
-    west.ca.issue_id(WEST_GATEWAY_ID, &west.path("gateway-id"));
+    configure(&east, &west);
     west.apply_peer(&east.link(EAST_GATEWAY_ID, 15446, false));
     east.apply_peer(&west.link(WEST_GATEWAY_ID, 15446, true));
     let mut west_gateway = west.gateway("gateway", &[]);

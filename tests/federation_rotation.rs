@@ -26,11 +26,11 @@ use std::path::Path;
 use common::control::{ca, issuer_in};
 use common::eastwest::{
     BUNDLE_PORT, CALLER_ID, REVIEWS, REVIEWS_ID, apply_peer, east_config, gateway,
-    gateway_identity, link, spiffe_bundle, west_config,
+    gateway_identity, link, reviews_app, spiffe_bundle, west_config,
 };
 use common::load::{SteadyLoad, wait_until};
 use common::mesh::{
-    CA_PORT, Ca, EAST_GATEWAY_ID, WEST_GATEWAY_ID, capture, control, resolve, sidecar, start_app,
+    CA_PORT, Ca, EAST_GATEWAY_ID, WEST_GATEWAY_ID, capture, control, resolve, sidecar,
     wait_for_line_in,
 };
 use common::router::Router;
@@ -112,14 +112,7 @@ fn a_root_rotation_in_west_under_steady_traffic_from_east_loses_no_request() {
         .to_vec()
     };
     let reviews = &net.west.host("reviews").netns;
-    processes.push(start_app(
-        reviews,
-        "0.0.0.0",
-        8080,
-        9000,
-        &west.path().join("reviews-app.log"),
-    ));
-    capture(reviews, &["install"]);
+    processes.push(reviews_app(reviews, &west));
     let mut flags = from_ca(REVIEWS_ID, "reviews");
     flags.extend(["--network", "west"].map(str::to_owned));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -8,7 +8,7 @@ use std::ffi::{OsStr, OsString};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::mesh::{Ca, strait_run, supervise};
+use super::mesh::{Ca, capture, start_app, strait_run, supervise};
 use super::netns::{Netns, Process};
 use super::{TempDir, run, strait};
 
@@ -156,6 +156,20 @@ pub fn gateway(
         &dir.path().join(format!("{log}.log")),
         "endpoint ready",
     )
+}
+
+/// `reviews`' application in `netns` (HTTP on 8080, a TCP echo on 9000, its log in
+/// `DIR/reviews-app.log`), with the namespace's traffic captured for its sidecar.
+pub fn reviews_app(netns: &Netns, dir: &TempDir) -> Process {
+    let app = start_app(
+        netns,
+        "0.0.0.0",
+        8080,
+        9000,
+        &dir.path().join("reviews-app.log"),
+    );
+    capture(netns, &["install"]);
+    app
 }
 
 /// The CA's bundle in `ca_data` as SPIFFE bundle JSON (with its sequence).
