@@ -4,20 +4,20 @@
 //! details give.
 //!
 //! At start, before any configuration is read: the store is opened (a damaged one is moved
-//! aside and rebuilt, see `strait_discovery::state`), the last-good file is loaded, and the DNS
-//! cache starts from the stored answers and the file's DNS-resolved endpoints, the newer of the
-//! two where they differ. `run` then reads the configuration, and serves the file's snapshot
-//! (and its DNS proxy names) when the source is unavailable or compiles to nothing.
+//! aside and rebuilt, see `strait_discovery::state`), the last-good file's summary is read, and
+//! the DNS cache starts from the stored answers and the file's DNS-resolved endpoints, the
+//! newer of the two where they differ. `run` then reads the configuration, and decodes and
+//! serves the file's snapshot (and its DNS proxy names) only when the source is unavailable or
+//! compiles to nothing.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use strait_discovery::dns::DnsCache;
 use strait_discovery::dns_proxy::NameTable;
-use strait_discovery::state::{LastGood, LastGoodFile, SledStore, Store, format_ms};
+use strait_discovery::state::{Available, LastGood, LastGoodFile, SledStore, Store, format_ms};
 use strait_proxy::snapshot::Snapshot;
 use tokio::sync::watch;
 
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Restored {
     pub store: Option<Arc<dyn Store>>,
-    pub last_good: Option<LastGood>,
+    pub last_good: Option<Available>,
     pub file: LastGoodFile,
     /// What was damaged or missing (each already logged as an error).
     pub problems: Vec<String>,
@@ -66,31 +66,17 @@ impl Restored {
             None => DnsCache::default(),
         };
         if let Some(last_good) = &self.last_good {
-            for (name, addresses) in dns_answers_of(&last_good.snapshot) {
+            for (name, addresses) in &last_good.summary.dns_answers {
                 cache.seed(
-                    &name,
-                    addresses,
-                    last_good.compiled_at_ms,
+                    name,
+                    addresses.clone(),
+                    last_good.summary.compiled_at_ms,
                     "the last-known-good snapshot",
                 );
             }
         }
         cache
     }
-}
-
-/// The addresses each DNS name gave the snapshot's endpoints.
-fn dns_answers_of(snapshot: &Snapshot) -> BTreeMap<String, Vec<IpAddr>> {
-    let mut answers: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for endpoint in snapshot.clusters.values().flat_map(|c| &c.endpoints) {
-        if let Some(name) = &endpoint.dns_name {
-            let addresses = answers.entry(name.clone()).or_default();
-            if !addresses.contains(&endpoint.address.ip()) {
-                addresses.push(endpoint.address.ip());
-            }
-        }
-    }
-    answers
 }
 
 /// What the proxy serves, and what is degraded, for the log and the health details.
@@ -140,6 +126,13 @@ impl ServingStatus {
                 ..StatusState::default()
             }),
             dns,
+        }
+    }
+
+    /// Something found damaged after the start (already logged), for the health details.
+    pub fn degraded(&self, problem: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.problems.push(problem);
         }
     }
 

@@ -16,7 +16,7 @@ use strait_discovery::dns_proxy::SharedNames;
 use strait_discovery::findings::{Finding, Level};
 use strait_discovery::resources::Object;
 use strait_discovery::source::DirectorySource;
-use strait_discovery::state::LastGood;
+use strait_discovery::state::Available;
 use strait_proxy::Proxy;
 
 use crate::last_good::{LastGoodWriter, ServingStatus, serving_line};
@@ -49,8 +49,10 @@ pub struct Reloader {
     /// Whether the last read found the configuration source unavailable (nothing is compiled
     /// until it is back).
     pub source_unavailable: bool,
-    /// The last-known-good snapshot found at start.
-    pub last_good: Option<LastGood>,
+    /// The last-known-good file found at start, until the first snapshot is installed (only a
+    /// proxy that has installed nothing yet falls back to it); its snapshot is decoded only
+    /// then.
+    pub last_good: Option<Available>,
     pub status: Arc<ServingStatus>,
     pub writer: LastGoodWriter,
 }
@@ -150,6 +152,7 @@ impl Reloader {
             .await
             .context("the new configuration was not installed; the previous one stays live")?;
         self.version += 1;
+        self.last_good = None;
         self.status.serving_configuration();
         self.writer.offer(
             self.proxy.snapshot(),
@@ -171,18 +174,27 @@ impl Reloader {
     /// Installs the last-known-good snapshot found at start, because of `why`; false when
     /// there is none. It binds the listeners it was served with.
     async fn install_last_good(&mut self, why: &str) -> anyhow::Result<bool> {
-        let Some(last_good) = &self.last_good else {
+        let Some(available) = self.last_good.take() else {
             return Ok(false);
         };
-        let mut snapshot = last_good.snapshot.clone();
+        let last_good = match available.read() {
+            Ok(last_good) => last_good,
+            Err(problem) => {
+                // Moved aside and logged already.
+                self.status.degraded(problem);
+                return Ok(false);
+            }
+        };
+        let line = serving_line(&last_good, why);
+        let mut snapshot = last_good.snapshot;
         snapshot.version = self.version + 1;
         self.proxy
             .install(snapshot)
             .await
             .context("the last-known-good snapshot could not be installed")?;
         self.version += 1;
-        self.names.store(Arc::new(last_good.names.clone()));
-        self.status.serving_last_good(serving_line(last_good, why));
+        self.names.store(Arc::new(last_good.names));
+        self.status.serving_last_good(line);
         Ok(true)
     }
 }

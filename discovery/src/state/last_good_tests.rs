@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use strait_proxy::snapshot::{Snapshot, Transport, UpstreamTls};
+use strait_proxy::snapshot::{Endpoint, Snapshot, Transport, UpstreamTls};
 
 use super::super::test_dir::TestDir;
 use super::*;
@@ -138,7 +138,9 @@ fn round_trip(snapshot: &Snapshot, role: &str) -> Snapshot {
     assert_eq!(mode, 0o600, "the file holds private keys");
     let loaded = file.load(role);
     assert!(loaded.problem.is_none(), "{:?}", loaded.problem);
-    loaded.last_good.expect("read back").snapshot
+    let available = loaded.last_good.expect("found");
+    assert_eq!(available.summary.version, snapshot.version);
+    available.read().expect("read back").snapshot
 }
 
 #[test]
@@ -260,4 +262,71 @@ fn another_roles_snapshot_is_not_served() {
     let loaded = file.load("ingress");
     assert!(loaded.last_good.is_none());
     assert!(loaded.problem.expect("reported").contains("role sidecar"));
+}
+
+#[test]
+fn the_summary_read_at_start_carries_the_dns_answers_and_the_snapshot_waits() {
+    let dir = TestDir::new("last-good-summary");
+    let (mut snapshot, _, _) = everything(&dir);
+    let endpoint = |ip: [u8; 4], name: Option<&str>| Endpoint {
+        address: SocketAddr::from((ip, 443)),
+        weight: 1,
+        locality: None,
+        labels: BTreeMap::new(),
+        dns_name: name.map(str::to_owned),
+        network_gateway: None,
+        priority: 0,
+    };
+    let cluster = snapshot.clusters.values_mut().next().expect("a cluster");
+    std::sync::Arc::make_mut(cluster).endpoints = vec![
+        endpoint([10, 0, 0, 1], Some("api.example.com")),
+        endpoint([10, 0, 0, 2], Some("api.example.com")),
+        endpoint([10, 0, 0, 1], Some("api.example.com")),
+        endpoint([10, 0, 0, 9], None),
+    ];
+    let file = LastGoodFile::in_data_dir(dir.path());
+    file.write("ingress", &snapshot, &NameTable::default(), 1234)
+        .unwrap();
+
+    let available = file.load("ingress").last_good.expect("found");
+    let summary = &available.summary;
+    assert_eq!(summary.version, 7);
+    assert_eq!(summary.compiled_at_ms, 1234);
+    assert!(summary.written_at_ms >= 1234);
+    assert_eq!(
+        summary.dns_answers,
+        BTreeMap::from([(
+            "api.example.com".to_owned(),
+            vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()]
+        )]),
+        "each name once, each address once, endpoints without a name left out"
+    );
+    assert_eq!(available.read().expect("read back").snapshot, snapshot);
+}
+
+#[test]
+fn a_snapshot_damaged_past_what_the_start_reads_is_moved_aside_when_it_is_needed() {
+    let dir = TestDir::new("last-good-late-damage");
+    let (snapshot, _, _) = everything(&dir);
+    let file = LastGoodFile::in_data_dir(dir.path());
+    file.write("ingress", &snapshot, &NameTable::default(), 1)
+        .unwrap();
+    // Valid JSON with the header and the clusters intact, but listeners that are no listeners.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+    value["snapshot"]["listeners"] = serde_json::json!([{"name": 5}]);
+    std::fs::write(file.path(), serde_json::to_vec(&value).unwrap()).unwrap();
+
+    let loaded = file.load("ingress");
+    assert!(loaded.problem.is_none(), "{:?}", loaded.problem);
+    let problem = loaded
+        .last_good
+        .expect("the summary reads")
+        .read()
+        .expect_err("the snapshot does not");
+    assert!(
+        problem.contains("does not decode") && problem.contains("moved to"),
+        "{problem}"
+    );
+    assert!(!file.path().exists(), "moved aside");
 }

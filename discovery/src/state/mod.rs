@@ -10,7 +10,7 @@
 pub mod last_good;
 pub mod sled_store;
 
-pub use last_good::{LastGood, LastGoodFile, Loaded};
+pub use last_good::{Available, LastGood, LastGoodFile, Loaded, Summary};
 pub use sled_store::{Opened, SledStore};
 
 use std::fmt;
