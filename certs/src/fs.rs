@@ -6,7 +6,7 @@
 //! directories holding it owner-only (0700).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +54,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), FsError> {
 /// Writes `contents` to `path` atomically with the given permission `mode`: temporary file,
 /// fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+    write_atomic_with(path, mode, |out| out.write_all(contents))
+}
+
+/// [`write_atomic`] with the contents written by `write` as they are produced, through a
+/// buffer, so that a large file is never held in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), FsError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -67,7 +77,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
         std::process::id(),
         unique_suffix()
     ));
-    let result = write_then_rename(&tmp, path, contents, mode);
+    let result = write_then_rename(&tmp, path, write, mode);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -75,7 +85,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
     sync_dir(&dir)
 }
 
-fn write_then_rename(tmp: &Path, path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+fn write_then_rename(
+    tmp: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    mode: u32,
+) -> Result<(), FsError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -85,8 +100,11 @@ fn write_then_rename(tmp: &Path, path: &Path, contents: &[u8], mode: u32) -> Res
     // The umask may have narrowed the mode; set it exactly.
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(|e| FsError::new("set permissions of", tmp, e))?;
-    file.write_all(contents)
+    let mut buffered = BufWriter::with_capacity(64 * 1024, &mut file);
+    write(&mut buffered)
+        .and_then(|()| buffered.flush())
         .map_err(|e| FsError::new("write", tmp, e))?;
+    drop(buffered);
     file.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
     drop(file);
     fs::rename(tmp, path).map_err(|e| FsError::new("rename into", path, e))

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use strait_certs::fs::{PRIVATE_FILE_MODE, create_private_dir, write_atomic};
+use strait_certs::fs::{PRIVATE_FILE_MODE, create_private_dir, write_atomic_with};
 use strait_proxy::snapshot::{Snapshot, state_file};
 
 use super::{StateError, move_aside};
@@ -200,11 +200,14 @@ impl LastGoodFile {
             names,
             snapshot,
         };
-        let bytes = state_file::to_json(&record).map_err(|e| error(format!("encode: {e}")))?;
         if let Some(dir) = self.path.parent() {
             create_private_dir(dir).map_err(|e| error(e.to_string()))?;
         }
-        write_atomic(&self.path, &bytes, PRIVATE_FILE_MODE).map_err(|e| error(e.to_string()))?;
+        // Streamed: the file is as large as the configuration.
+        write_atomic_with(&self.path, PRIVATE_FILE_MODE, |out| {
+            state_file::to_json_writer(out, &record)
+        })
+        .map_err(|e| error(e.to_string()))?;
         Ok(written_at_ms)
     }
 

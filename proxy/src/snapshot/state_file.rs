@@ -5,8 +5,8 @@
 //! serialization in progress turns on: private keys are written (the state file is the
 //! owner-only authoritative copy; a config dump never shows them), and compiled regexes are
 //! written with the exact expression compiled (a dump shows only the configured source).
-//! The switch is scoped to one call on one thread: [`to_json`] sets it and clears it when it
-//! returns or unwinds, so nothing else serialized meanwhile sees it.
+//! The switch is scoped to one call on one thread: [`to_json_writer`] sets it and clears it
+//! when it returns or unwinds, so nothing else serialized meanwhile sees it.
 
 use std::cell::Cell;
 
@@ -26,14 +26,18 @@ impl Drop for Scope {
     }
 }
 
-/// `value` as JSON for a state file: private keys and exact regexes included.
-pub fn to_json<T: Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+/// `value` as JSON for a state file, private keys and exact regexes included, written to `out`
+/// as it is produced.
+pub fn to_json_writer<T: Serialize>(
+    out: &mut dyn std::io::Write,
+    value: &T,
+) -> std::io::Result<()> {
     STATE_FILE.with(|active| active.set(true));
     let _scope = Scope;
-    serde_json::to_vec(value)
+    serde_json::to_writer(out, value).map_err(std::io::Error::from)
 }
 
-/// A value read back from a state file written by [`to_json`].
+/// A value read back from a state file written by [`to_json_writer`].
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     serde_json::from_slice(bytes)
 }
