@@ -154,13 +154,15 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         Application::Tcp { .. } | Application::HttpProxy(_) => String::new(),
     };
     let http_proxy = matches!(application, Application::HttpProxy(_));
-    let downstream = |mesh_peer, client_certificate| Downstream {
+    let listener = name.clone();
+    let terminated = server_tls.is_some();
+    let downstream = move |mesh_peer, client_certificate| Downstream {
         peer,
         local,
         original_destination: original_destination.then_some(destination),
-        listener: name.clone(),
+        listener,
         route_table,
-        tls: server_tls.is_some(),
+        tls: terminated,
         sni,
         peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown")),
@@ -168,60 +170,63 @@ async fn handle(stream: TcpStream, name: String, shared: Arc<Shared>) {
         client_certificate,
         http_proxy,
     };
-    match server_tls.clone() {
-        Some(config) => {
-            let handshake = TlsAcceptor::from(config).accept(io);
-            let tls = match tokio::time::timeout_at(handshake_deadline, handshake).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(listener = %name, %peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let mesh_peer = match (mesh_terminated, &shared.options.mesh) {
-                (true, Some(mesh)) => {
-                    let certificates = tls.get_ref().1.peer_certificates().unwrap_or_default();
-                    match mesh.peer(certificates) {
-                        Some(peer) => Some(peer),
-                        None => {
-                            tracing::debug!(listener = %name, %peer, "mesh mTLS peer without a usable SPIFFE ID; closing");
-                            return;
+    match server_tls {
+        // Boxed, as is each way of serving below: a connection's task holds only the state of
+        // the way it is served (a plain HTTP connection no TLS session).
+        Some(config) => Box::pin(async move {
+                let handshake = TlsAcceptor::from(config).accept(io);
+                let tls = match tokio::time::timeout_at(handshake_deadline, handshake).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(listener = %name, %peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let mesh_peer = match (mesh_terminated, &shared.options.mesh) {
+                    (true, Some(mesh)) => {
+                        let certificates = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                        match mesh.peer(certificates) {
+                            Some(peer) => Some(peer),
+                            None => {
+                                tracing::debug!(listener = %name, %peer, "mesh mTLS peer without a usable SPIFFE ID; closing");
+                                return;
+                            }
                         }
                     }
-                }
-                _ => None,
-            };
-            // A client certificate verified by a gateway's MUTUAL or OPTIONAL_MUTUAL server.
-            let client_certificate = if mesh_terminated {
-                None
-            } else {
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certificates| certificates.first())
-                    .and_then(|leaf| strait_certs::client_certificate_xfcc(leaf.as_ref()))
-                    .and_then(|element| http::HeaderValue::from_str(&element).ok())
-            };
-            let mut downstream = downstream(mesh_peer, client_certificate);
-            if inner_sni {
-                let mut tls = tls;
-                let timeout = shared.options.client_hello_timeout;
-                let Some((inner_sni, read)) = read_inner_hello(&mut tls, timeout).await else {
-                    tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
-                    return;
+                    _ => None,
                 };
-                downstream.sni = inner_sni;
-                let io = Prefixed::new(read, tls);
-                serve(io, application, Arc::new(downstream), shared).await;
-            } else {
-                serve(tls, application, Arc::new(downstream), shared).await;
-            }
-        }
-        None => serve(io, application, Arc::new(downstream(None, None)), shared).await,
+                // A client certificate verified by a gateway's MUTUAL or OPTIONAL_MUTUAL server.
+                let client_certificate = if mesh_terminated {
+                    None
+                } else {
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certificates| certificates.first())
+                        .and_then(|leaf| strait_certs::client_certificate_xfcc(leaf.as_ref()))
+                        .and_then(|element| http::HeaderValue::from_str(&element).ok())
+                };
+                let mut downstream = downstream(mesh_peer, client_certificate);
+                if inner_sni {
+                    let mut tls = tls;
+                    let timeout = shared.options.client_hello_timeout;
+                    let Some((inner_sni, read)) = read_inner_hello(&mut tls, timeout).await else {
+                        tracing::debug!(listener = %name, %peer, "no usable inner TLS ClientHello; closing");
+                        return;
+                    };
+                    downstream.sni = inner_sni;
+                    let io = Prefixed::new(read, tls);
+                    Box::pin(serve(io, application, Arc::new(downstream), shared)).await;
+                } else {
+                    Box::pin(serve(tls, application, Arc::new(downstream), shared)).await;
+                }
+        })
+        .await,
+        None => Box::pin(serve(io, application, Arc::new(downstream(None, None)), shared)).await,
     }
 }
 
