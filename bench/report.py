@@ -95,7 +95,9 @@ def times(value):
     return "–" if value is None else f"{value:.2f}×"
 
 
-def throughput_section(r, scenario, title, what, unit="requests/s", per="10k requests"):
+def throughput_section(r, scenario, title, what, unit="requests/s", per="10k requests",
+                       extra=None):
+    """`extra`: (column heading, metric) of one more column, measured once per proxy."""
     if not r.has(scenario):
         return
     r.out(f"## {title}")
@@ -112,8 +114,9 @@ def throughput_section(r, scenario, title, what, unit="requests/s", per="10k req
             num(r.get(scenario, t, "cpu10k"), 3) if t != "direct" else "–",
             num(r.get(scenario, t, "peak_mib"), 1) if t != "direct" else "–",
             num(errors),
-        ])
-    r.table(["", unit, "proxy CPU", f"proxy CPU s per {per}", "peak RSS MiB", "errors"], rows)
+        ] + ([num(r.get(scenario, t, extra[1]))] if extra else []))
+    r.table(["", unit, "proxy CPU", f"proxy CPU s per {per}", "peak RSS MiB", "errors"]
+            + ([extra[0]] if extra else []), rows)
 
 
 def write(meta, values):
@@ -185,8 +188,12 @@ def write(meta, values):
         "new TCP connection with a full TLS 1.3 handshake (no resumption; X25519; ECDSA P-256 "
         "certificate; the client does not verify it, so that its side costs less than the "
         "server's), `Connection: close`; plain HTTP/1.1 to the backend. Direct, the backend "
-        "terminates TLS on CPU 0 beside the client, so it is no ceiling here.",
-        unit="handshakes/s", per="10k handshakes")
+        "terminates TLS on CPU 0 beside the client, so it is no ceiling here. Each server "
+        "issues TLS 1.3 session tickets after the handshake (work the client never uses here); "
+        "the last column is how many one handshake received, counted with "
+        "`openssl s_client -msg` before the runs.",
+        unit="handshakes/s", per="10k handshakes",
+        extra=("session tickets per handshake", "tickets"))
     throughput_section(
         r, "tls-ka", "4b. TLS termination: keep-alive HTTPS",
         f"`wrk -t1 -c{meta.get('wrk_connections')}` over TLS 1.3 (OpenSSL's defaults: X25519, "
