@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use strait_proxy::snapshot::{
-    Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps, Mirror, Pattern,
-    QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction,
-    RouteMatch, StringMatcher, TcpRoute, WeightedCluster,
+    Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderEdits, HeaderMatch, HeaderOps,
+    Mirror, Pattern, QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route,
+    RouteAction, RouteMatch, StringMatcher, TcpRoute, WeightedCluster,
 };
 
 use super::Compiler;
@@ -128,7 +128,7 @@ impl<'a> Compiler<'a> {
                         .and_then(|d| d.value)
                         .filter(|d| !d.is_zero()),
                     retry: self.retry_policy(route.retries.as_deref()),
-                    fault: self.fault(route),
+                    fault: self.fault(route).map(Box::new),
                     request_headers: header_ops(
                         route.headers.as_ref().and_then(|h| h.request.as_ref()),
                     ),
@@ -136,7 +136,7 @@ impl<'a> Compiler<'a> {
                         route.headers.as_ref().and_then(|h| h.response.as_ref()),
                     ),
                     mirrors: self.mirrors(bound.object, route),
-                    cors: self.cors(route),
+                    cors: self.cors(route).map(Box::new),
                 });
             }
         }
@@ -441,6 +441,7 @@ impl<'a> Compiler<'a> {
                 authority: rewrite.authority.clone(),
             }
         });
+        let rewrite = rewrite.map(Box::new);
         Some(RouteAction::Forward { clusters, rewrite })
     }
 
@@ -633,7 +634,7 @@ fn header_ops(operations: Option<&HeaderOperations>) -> HeaderOps {
         return HeaderOps::default();
     };
     let lower = |(k, v): (&String, &String)| (k.to_ascii_lowercase(), v.clone());
-    HeaderOps {
+    HeaderOps::new(HeaderEdits {
         set: operations.set.iter().map(lower).collect(),
         add: operations.add.iter().map(lower).collect(),
         remove: operations
@@ -641,7 +642,7 @@ fn header_ops(operations: Option<&HeaderOperations>) -> HeaderOps {
             .iter()
             .map(|k| k.to_ascii_lowercase())
             .collect(),
-    }
+    })
 }
 
 fn percentage(percent: Option<&Percent>) -> Option<f64> {

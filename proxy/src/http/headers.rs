@@ -198,6 +198,9 @@ const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-for
 
 /// A route's header edits: remove, then set (replacing), then add (appending).
 pub(crate) fn apply(ops: &HeaderOps, headers: &mut HeaderMap) {
+    let Some(ops) = ops.edits() else {
+        return;
+    };
     for name in &ops.remove {
         headers.remove(name.as_str());
     }
@@ -359,11 +362,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-a", HeaderValue::from_static("1"));
         headers.insert("x-b", HeaderValue::from_static("1"));
-        let ops = HeaderOps {
+        let ops = HeaderOps::new(crate::snapshot::HeaderEdits {
             set: vec![("x-a".into(), "2".into())],
             add: vec![("x-c".into(), "3".into()), ("x-c".into(), "4".into())],
             remove: vec!["x-b".into()],
-        };
+        });
         apply(&ops, &mut headers);
         assert_eq!(headers.get("x-a").unwrap(), "2");
         assert!(headers.get("x-b").is_none());

@@ -29,8 +29,8 @@ pub use policy::{
     PathNormalization, PeerAuthentication, Policies, PolicyError, Rule, ValueMatcher,
 };
 pub use route::{
-    Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps, Mirror,
-    QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction,
+    Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderEdits, HeaderMatch, HeaderOps,
+    Mirror, QueryMatch, Redirect, RedirectPort, RetryOn, RetryPolicy, Rewrite, Route, RouteAction,
     RouteMatch, RouteTable, VirtualHost, WeightedCluster,
 };
 

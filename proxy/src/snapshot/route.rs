@@ -38,11 +38,13 @@ pub struct Route {
     /// No timeout when unset (Istio's default).
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
-    pub fault: Option<Fault>,
+    /// Boxed, as are `cors` and a forward's `rewrite`: most routes have none, and a large
+    /// configuration has tens of thousands of routes.
+    pub fault: Option<Box<Fault>>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub mirrors: Vec<Mirror>,
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
 }
 
 /// All conditions of one match must hold.
@@ -84,7 +86,7 @@ pub enum RouteAction {
     /// Send to one of these clusters, chosen by weight.
     Forward {
         clusters: Vec<WeightedCluster>,
-        rewrite: Option<Rewrite>,
+        rewrite: Option<Box<Rewrite>>,
     },
     Redirect(Redirect),
     DirectResponse(DirectResponse),
@@ -139,16 +141,53 @@ pub struct DirectResponse {
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes. Names are lowercase.
+///
+/// Boxed when there are any: a route and each of its destinations carry two each, most have
+/// none, and a large configuration has tens of thousands of routes. Serialized as its edits
+/// (three lists, empty when there are none).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeaderOps(Option<Box<HeaderEdits>>);
+
+/// The edits of a [`HeaderOps`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct HeaderOps {
+pub struct HeaderEdits {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
     pub remove: Vec<String>,
 }
 
+/// What a [`HeaderOps`] without edits serializes as.
+static NO_EDITS: HeaderEdits = HeaderEdits {
+    set: Vec::new(),
+    add: Vec::new(),
+    remove: Vec::new(),
+};
+
 impl HeaderOps {
+    pub fn new(edits: HeaderEdits) -> HeaderOps {
+        let none = edits.set.is_empty() && edits.add.is_empty() && edits.remove.is_empty();
+        HeaderOps((!none).then(|| Box::new(edits)))
+    }
+
+    /// The edits; `None` when there are none.
+    pub fn edits(&self) -> Option<&HeaderEdits> {
+        self.0.as_deref()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+        self.0.is_none()
+    }
+}
+
+impl Serialize for HeaderOps {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.edits().unwrap_or(&NO_EDITS).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderOps {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<HeaderOps, D::Error> {
+        HeaderEdits::deserialize(deserializer).map(HeaderOps::new)
     }
 }
 
@@ -226,4 +265,32 @@ pub struct Cors {
     pub allow_credentials: bool,
     /// Preflights from origins not allowed are forwarded (Istio's default) rather than answered.
     pub forward_unmatched_preflights: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_ops_serialize_as_their_edits_and_hold_nothing_when_empty() {
+        let none = HeaderOps::default();
+        assert_eq!(
+            serde_json::to_value(&none).unwrap(),
+            serde_json::json!({"set": [], "add": [], "remove": []})
+        );
+        let read: HeaderOps =
+            serde_json::from_value(serde_json::json!({"set": [], "add": [], "remove": []}))
+                .unwrap();
+        assert!(read.is_empty() && read.edits().is_none());
+        assert_eq!(read, none);
+
+        let some = HeaderOps::new(HeaderEdits {
+            remove: vec!["x-internal".to_owned()],
+            ..HeaderEdits::default()
+        });
+        assert!(!some.is_empty());
+        let json = serde_json::to_value(&some).unwrap();
+        assert_eq!(json["remove"], serde_json::json!(["x-internal"]));
+        assert_eq!(serde_json::from_value::<HeaderOps>(json).unwrap(), some);
+    }
 }
