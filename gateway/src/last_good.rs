@@ -269,11 +269,16 @@ impl LastGoodWriter {
 
     /// Offers the snapshot installed and the DNS proxy's names, compiled at `compiled_at_ms`.
     pub fn offer(&self, snapshot: Arc<Snapshot>, names: Arc<NameTable>, compiled_at_ms: u64) {
-        self.latest.send_replace(Some(Offered {
+        let previous = self.latest.send_replace(Some(Offered {
             snapshot,
             names,
             compiled_at_ms,
         }));
+        // Often the last reference to the snapshot replaced: a large one takes tens of
+        // milliseconds to free, which would hold up the connections of a one-thread runtime.
+        if let Some(previous) = previous {
+            tokio::task::spawn_blocking(move || drop(previous));
+        }
     }
 }
 

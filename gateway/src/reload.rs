@@ -3,9 +3,13 @@
 //! logs only findings that changed, installs a snapshot only when it differs from the one in
 //! force, and falls back to the last-known-good snapshot when the configuration source is
 //! unavailable at start (a source that goes away later leaves the snapshot in force).
+//!
+//! Reading and compiling run on a blocking thread, never on the runtime's threads: with one
+//! worker (`--worker-threads 1`) the runtime is that one thread, and a large configuration
+//! would hold up every connection while it compiles.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use strait_discovery::compile::exports::FederationView;
@@ -22,6 +26,7 @@ use strait_proxy::Proxy;
 use crate::last_good::{LastGoodWriter, ServingStatus, serving_line};
 
 /// What the configuration is compiled for.
+#[derive(Clone)]
 pub enum Target {
     Gateway(GatewayOptions),
     Sidecar(SidecarOptions),
@@ -36,7 +41,7 @@ pub struct Reloader {
     pub last_findings: Vec<String>,
     /// The objects in force and the findings of reading them, as last read: a changed DNS
     /// answer compiles them again without reading the configuration.
-    pub objects: Vec<Arc<Object>>,
+    pub objects: Arc<Vec<Arc<Object>>>,
     pub read_findings: Vec<Finding>,
     /// The names the sidecar's DNS proxy answers, replaced with every compilation.
     pub names: SharedNames,
@@ -44,6 +49,8 @@ pub struct Reloader {
     pub remote_networks: tokio::sync::watch::Sender<Arc<RemoteNetworks>>,
     /// An east-west gateway's exports and local services (its federation follows them).
     pub federation_view: tokio::sync::watch::Sender<Arc<FederationView>>,
+    /// The configuration directory (or files), read on a blocking thread.
+    pub source: Arc<Mutex<DirectorySource>>,
     /// The `--config` paths, checked before each read.
     pub config_paths: Vec<PathBuf>,
     /// Whether the last read found the configuration source unavailable (nothing is compiled
@@ -59,7 +66,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Reads the configuration, then compiles and installs it.
-    pub async fn reload(&mut self, source: &mut DirectorySource) -> anyhow::Result<()> {
+    pub async fn reload(&mut self) -> anyhow::Result<()> {
         if let Some(why) = unavailable(&self.config_paths) {
             let why = format!("the configuration source is unavailable ({why})");
             if self.version > 0 {
@@ -78,14 +85,23 @@ impl Reloader {
             tracing::error!("{why}, and there is no last-known-good snapshot to serve");
         }
         self.source_unavailable = false;
-        let revision = source.read();
+        let source = self.source.clone();
+        let revision = tokio::task::spawn_blocking(move || {
+            // A read that panicked left nothing half-done that the next read relies on.
+            let mut source = source
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            source.read()
+        })
+        .await
+        .context("reading the configuration failed; the configuration in force stays")?;
         for object in &revision.kept {
             tracing::warn!(object = %object, "rejected; its last good version stays in force");
         }
         for object in &revision.rejected {
             tracing::error!(object = %object, "rejected");
         }
-        self.objects = revision.objects;
+        self.objects = Arc::new(revision.objects);
         self.read_findings = revision.findings;
         self.recompile().await
     }
@@ -98,10 +114,21 @@ impl Reloader {
         }
         let version = self.version + 1;
         let compiled_at_ms = strait_discovery::state::now_ms();
-        let compiled = match &self.target {
-            Target::Gateway(options) => compile_gateway(&self.objects, options, version),
-            Target::Sidecar(options) => compile_sidecar(&self.objects, options, version),
-        };
+        let (objects, target) = (self.objects.clone(), self.target.clone());
+        let current = self.proxy.snapshot();
+        // Compiled, and compared with the snapshot in force, on a blocking thread; the new
+        // snapshot carries the version in force until it is known to differ.
+        let (compiled, unchanged) = tokio::task::spawn_blocking(move || {
+            let mut compiled = match &target {
+                Target::Gateway(options) => compile_gateway(&objects, options, version),
+                Target::Sidecar(options) => compile_sidecar(&objects, options, version),
+            };
+            compiled.snapshot.version = current.version;
+            let unchanged = current.version > 0 && *current == compiled.snapshot;
+            (compiled, unchanged)
+        })
+        .await
+        .context("compiling the configuration failed; the configuration in force stays")?;
         if *self.names.load_full() != compiled.names {
             tracing::info!(names = compiled.names.len(), "DNS proxy names updated");
             self.names.store(Arc::new(compiled.names));
@@ -133,10 +160,8 @@ impl Reloader {
                 return Ok(());
             }
         }
-        let current = self.proxy.snapshot();
         let mut snapshot = compiled.snapshot;
-        snapshot.version = current.version;
-        if *current == snapshot && current.version > 0 {
+        if unchanged {
             tracing::debug!("configuration unchanged");
             self.status.serving_configuration();
             return Ok(());

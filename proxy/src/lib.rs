@@ -112,7 +112,12 @@ impl Proxy {
                 })?;
             bound.push((listener.name.clone(), listener.address, socket));
         }
-        self.shared.install(snapshot.clone())?;
+        // Building TLS configurations and cluster state is the sync part of an install, tens of
+        // milliseconds for a large snapshot: off the runtime's threads, which serve traffic.
+        let (shared, building) = (self.shared.clone(), snapshot.clone());
+        tokio::task::spawn_blocking(move || shared.install(building))
+            .await
+            .map_err(|error| InstallError::Interrupted(error.to_string()))??;
         let Ok(mut listeners) = self.listeners.lock() else {
             return Ok(());
         };

@@ -181,6 +181,8 @@ pub enum InstallError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("building the snapshot's state failed: {0}")]
+    Interrupted(String),
 }
 
 /// Everything the listeners and requests share.
