@@ -465,7 +465,7 @@ def memory_section(r):
              num(g("in-process", "read_ms"), 0, " ms")],
             ["compile (`compile_gateway`), in-process", num(g("in-process", "compile_ms"), 0, " ms")],
             ["read, validate and compile, in-process", num(g("in-process", "total_ms"), 0, " ms")],
-            ["peak RSS of the in-process measurement",
+            ["peak RSS of the in-process measurement (reads, compiles, reloads; not writing the files)",
              num(g("in-process", "peak_rss_mib"), 1, " MiB")],
             ["`strait run`: start until ready", num(g("served", "startup_ms"), 0, " ms")],
             ["`strait run`: peak RSS at start", num(g("served", "startup_peak_mib"), 1, " MiB")],
