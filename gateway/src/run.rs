@@ -171,8 +171,7 @@ pub struct Args {
     #[arg(long)]
     workload_name: Option<String>,
     /// How many threads serve traffic (the async runtime's workers); the number of CPUs when
-    /// unset. With 1, that thread also runs the rest of the process (reading and compiling
-    /// configuration go to a blocking thread either way).
+    /// unset (reading and compiling configuration run on blocking threads).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
     /// Set this `SO_MARK` on every connection to an endpoint, so that capture rules
@@ -237,17 +236,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--config is required for --role {:?}", args.role);
     }
     let logging = Logging::init(args.log_format, &args.log_level)?;
-    let mut builder = match args.worker_threads {
-        // One thread does everything: no work-stealing scheduler to pay for (about 13 % more
-        // requests per second on one core than a one-worker multi-thread runtime).
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads.into());
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.into());
+    }
     let runtime = builder
         .enable_all()
         .build()

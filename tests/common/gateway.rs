@@ -152,9 +152,6 @@ fn run_command(
         .args(["--bind", "127.0.0.1"])
         .args(["--watch-interval", "100ms", "--reload-debounce", "50ms"])
         .args(["--drain-period", "0s", "--drain-timeout", "5s"])
-        // One worker, as the benchmarks run it: the gateway tests exercise the one-thread
-        // runtime, the sidecar and east-west tests the multi-thread one.
-        .args(["--worker-threads", "1"])
         .arg("--access-log")
         .arg(dir.path().join("access.log"))
         .args(["--log-level", "info,strait_proxy=debug"]);
