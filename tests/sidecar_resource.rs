@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use common::mesh::supervise;
+use common::mesh::{strait_run, supervise};
 use common::netns::{Netns, Pair, Process};
 use common::{TempDir, run, strait};
 
@@ -224,42 +223,26 @@ fn sidecar(
     extra: &[&str],
     listener: &str,
 ) -> Process {
-    let path = |name: &str| -> PathBuf { dir.path().join(name) };
     let workload_flag = format!("{namespace}/{workload}");
     let labels = format!("app={workload},security.istio.io/tlsMode=istio");
-    let files = [
-        ("--config", path("config")),
-        ("--identity-dir", path(workload)),
-        ("--data", path(&format!("{workload}-data"))),
-        ("--access-log", path(&format!("{workload}-access.log"))),
-    ];
-    let mut command: Vec<&OsStr> = vec![OsStr::new(env!("CARGO_BIN_EXE_strait"))];
-    command.extend(
-        [
-            "run",
-            "--role",
-            "sidecar",
-            "--workload",
-            &workload_flag,
-            "--service-account",
-            workload,
-            "--labels",
-            &labels,
-            "--drain-period",
-            "0s",
-            "--drain-timeout",
-            "1s",
-        ]
-        .map(OsStr::new),
-    );
-    command.extend(extra.iter().map(OsStr::new));
-    for (flag, value) in &files {
-        command.extend([OsStr::new(flag), value.as_os_str()]);
-    }
+    let identity = dir.path().join(workload);
+    let mut flags: Vec<&OsStr> = [
+        "--workload",
+        &workload_flag,
+        "--service-account",
+        workload,
+        "--labels",
+        &labels,
+    ]
+    .map(OsStr::new)
+    .to_vec();
+    flags.extend(extra.iter().map(OsStr::new));
+    flags.extend([OsStr::new("--identity-dir"), identity.as_os_str()]);
+    let command = strait_run(dir, "sidecar", workload, &flags);
     supervise(
         netns,
-        &command,
-        &path(&format!("{workload}.log")),
+        &command.iter().map(OsString::as_os_str).collect::<Vec<_>>(),
+        &dir.path().join(format!("{workload}.log")),
         &format!("listener={listener}"),
     )
 }
