@@ -275,7 +275,7 @@ impl LastGoodWriter {
             compiled_at_ms,
         }));
         // Often the last reference to the snapshot replaced: a large one takes tens of
-        // milliseconds to free, which would hold up the connections of a one-thread runtime.
+        // milliseconds to free, so it is freed on a blocking thread.
         if let Some(previous) = previous {
             tokio::task::spawn_blocking(move || drop(previous));
         }

@@ -4,9 +4,8 @@
 //! force, and falls back to the last-known-good snapshot when the configuration source is
 //! unavailable at start (a source that goes away later leaves the snapshot in force).
 //!
-//! Reading and compiling run on a blocking thread, never on the runtime's threads: with one
-//! worker (`--worker-threads 1`) the runtime is that one thread, and a large configuration
-//! would hold up every connection while it compiles.
+//! Reading and compiling run on blocking threads, never on a thread that serves traffic: a
+//! large configuration takes hundreds of milliseconds to read and compile.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
