@@ -13,7 +13,7 @@ mod common;
 use std::ffi::{OsStr, OsString};
 use std::net::Ipv4Addr;
 
-use common::mesh::{strait_run, supervise};
+use common::mesh::{strait_run, supervise, workload_flags};
 use common::netns::{Netns, Pair, Process};
 use common::{TempDir, run, strait};
 
@@ -223,19 +223,9 @@ fn sidecar(
     extra: &[&str],
     listener: &str,
 ) -> Process {
-    let workload_flag = format!("{namespace}/{workload}");
-    let labels = format!("app={workload},security.istio.io/tlsMode=istio");
     let identity = dir.path().join(workload);
-    let mut flags: Vec<&OsStr> = [
-        "--workload",
-        &workload_flag,
-        "--service-account",
-        workload,
-        "--labels",
-        &labels,
-    ]
-    .map(OsStr::new)
-    .to_vec();
+    let workload_flags = workload_flags(namespace, workload);
+    let mut flags: Vec<&OsStr> = workload_flags.iter().map(OsString::as_os_str).collect();
     flags.extend(extra.iter().map(OsStr::new));
     flags.extend([OsStr::new("--identity-dir"), identity.as_os_str()]);
     let command = strait_run(dir, "sidecar", workload, &flags);

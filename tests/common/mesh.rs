@@ -242,21 +242,10 @@ pub fn supervise(netns: &Netns, command: &[&OsStr], log: &Path, ready: &str) -> 
 /// from `DIR/config` and its identity from `DIR/WORKLOAD`, logs to `DIR/WORKLOAD.log` and writes
 /// its access log to `DIR/WORKLOAD-access.log`; `extra` adds flags.
 pub fn sidecar(netns: &Netns, dir: &TempDir, workload: &str, extra: &[&str]) -> Process {
-    let workload_flag = format!("default/{workload}");
-    let labels = format!("app={workload},security.istio.io/tlsMode=istio");
     let identity = dir.path().join(workload);
-    let mut flags: Vec<&OsStr> = [
-        "--workload",
-        &workload_flag,
-        "--service-account",
-        workload,
-        "--labels",
-        &labels,
-        "--socket-mark",
-        MARK,
-    ]
-    .map(OsStr::new)
-    .to_vec();
+    let workload_flags = workload_flags("default", workload);
+    let mut flags: Vec<&OsStr> = workload_flags.iter().map(OsString::as_os_str).collect();
+    flags.extend([OsStr::new("--socket-mark"), OsStr::new(MARK)]);
     // Identity files unless the flags name the CA service.
     if !extra.contains(&"--ca-address") {
         flags.extend([OsStr::new("--identity-dir"), identity.as_os_str()]);
@@ -270,6 +259,21 @@ pub fn sidecar(netns: &Netns, dir: &TempDir, workload: &str, extra: &[&str]) -> 
         // Logged once the listeners are bound, with or without capture.
         "endpoints=Health",
     )
+}
+
+/// The flags that say which workload a sidecar fronts: `NAMESPACE/WORKLOAD`, its service
+/// account (named as the workload) and its labels (`app`, and the mesh's `tlsMode`).
+pub fn workload_flags(namespace: &str, workload: &str) -> Vec<OsString> {
+    [
+        "--workload",
+        &format!("{namespace}/{workload}"),
+        "--service-account",
+        workload,
+        "--labels",
+        &format!("app={workload},security.istio.io/tlsMode=istio"),
+    ]
+    .map(OsString::from)
+    .to_vec()
 }
 
 /// `strait run --role ROLE` as the tests run every proxy: its configuration from `DIR/config`,
